@@ -1,0 +1,340 @@
+//! SageMaker endpoints, their configs and models: what they are now, and the calls that change them.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_sagemaker::types::{
+    Alarm, AutoRollbackConfig, BlueGreenUpdatePolicy, CapacitySize, CapacitySizeType, ContainerDefinition,
+    DeploymentConfig, ProductionVariant, ProductionVariantInstanceType, Tag, TrafficRoutingConfig,
+    TrafficRoutingConfigType,
+};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result, error_message};
+use crate::targets::TrafficStrategy;
+
+/// Endpoint config tags that say what a config serves; written by the deployer, read by everyone.
+pub mod tags {
+    pub const PACKAGE_ARN: &str = "lifecycle:model-package-arn";
+    pub const PACKAGE_GROUP: &str = "lifecycle:model-package-group";
+    pub const PACKAGE_VERSION: &str = "lifecycle:model-package-version";
+    pub const REPLACES: &str = "lifecycle:replaces-config";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum EndpointStatus {
+    Creating,
+    Updating,
+    SystemUpdating,
+    RollingBack,
+    InService,
+    OutOfService,
+    Deleting,
+    Failed,
+    UpdateRollbackFailed,
+    Other(String),
+}
+
+impl EndpointStatus {
+    /// Parses both spellings: `InService` (DescribeEndpoint) and `IN_SERVICE` (EventBridge).
+    pub fn parse(s: &str) -> Self {
+        let key: String = s.chars().filter(|c| *c != '_').collect::<String>().to_ascii_lowercase();
+        match key.as_str() {
+            "creating" => Self::Creating,
+            "updating" => Self::Updating,
+            "systemupdating" => Self::SystemUpdating,
+            "rollingback" => Self::RollingBack,
+            "inservice" => Self::InService,
+            "outofservice" => Self::OutOfService,
+            "deleting" => Self::Deleting,
+            "failed" => Self::Failed,
+            "updaterollbackfailed" => Self::UpdateRollbackFailed,
+            _ => Self::Other(s.to_string()),
+        }
+    }
+
+    /// SageMaker is changing the endpoint; nobody else may.
+    pub fn is_transitioning(&self) -> bool {
+        matches!(self, Self::Creating | Self::Updating | Self::SystemUpdating | Self::RollingBack | Self::Deleting)
+    }
+}
+
+/// One live variant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveVariant {
+    pub name: String,
+    pub current_instance_count: Option<i32>,
+}
+
+/// DescribeEndpoint, reduced to what decisions need.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub arn: String,
+    pub status: EndpointStatus,
+    pub config_name: String,
+    /// The config an update in progress is moving to.
+    pub pending_config: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_modified: Option<OffsetDateTime>,
+    pub variants: Vec<LiveVariant>,
+}
+
+impl Endpoint {
+    pub fn instance_count(&self, variant: &str) -> Option<i32> {
+        self.variants.iter().find(|v| v.name == variant).and_then(|v| v.current_instance_count)
+    }
+}
+
+/// DescribeEndpointConfig plus its tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub arn: String,
+    pub variants: Vec<ProductionVariant>,
+    pub data_capture: Option<aws_sdk_sagemaker::types::DataCaptureConfig>,
+    pub kms_key_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl EndpointConfig {
+    /// The model package this config was made from, per its tags.
+    pub fn package_arn(&self) -> Option<&str> {
+        self.tags.get(tags::PACKAGE_ARN).map(String::as_str)
+    }
+
+    pub fn variant(&self, name: &str) -> Option<&ProductionVariant> {
+        self.variants.iter().find(|v| v.variant_name() == Some(name))
+    }
+}
+
+fn not_found<E: aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> bool {
+    error_message(e).is_some_and(|m| m.starts_with("Could not find"))
+}
+
+fn to_time(t: &aws_smithy_types::DateTime) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok()
+}
+
+/// DescribeEndpoint; `None` when there is no such endpoint.
+pub async fn describe(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<Endpoint>> {
+    let out = match sm.describe_endpoint().endpoint_name(name).send().await {
+        Ok(out) => out,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(Error::aws("DescribeEndpoint", e)),
+    };
+    Ok(Some(Endpoint {
+        name: out.endpoint_name().unwrap_or(name).to_string(),
+        arn: out.endpoint_arn().unwrap_or_default().to_string(),
+        status: EndpointStatus::parse(out.endpoint_status().map(|s| s.as_str()).unwrap_or("Unknown")),
+        config_name: out.endpoint_config_name().unwrap_or_default().to_string(),
+        pending_config: out
+            .pending_deployment_summary()
+            .and_then(|p| p.endpoint_config_name())
+            .map(str::to_string),
+        last_modified: out.last_modified_time().and_then(to_time),
+        variants: out
+            .production_variants()
+            .iter()
+            .map(|v| LiveVariant {
+                name: v.variant_name().unwrap_or_default().to_string(),
+                current_instance_count: v.current_instance_count(),
+            })
+            .collect(),
+    }))
+}
+
+/// DescribeEndpointConfig and its tags; `None` when there is no such config.
+pub async fn describe_config(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<EndpointConfig>> {
+    let out = match sm.describe_endpoint_config().endpoint_config_name(name).send().await {
+        Ok(out) => out,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(Error::aws("DescribeEndpointConfig", e)),
+    };
+    let arn = out.endpoint_config_arn().unwrap_or_default().to_string();
+    let tags = sm
+        .list_tags()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ListTags", e))?
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect();
+    Ok(Some(EndpointConfig {
+        name: name.to_string(),
+        arn,
+        variants: out.production_variants().to_vec(),
+        data_capture: out.data_capture_config().cloned(),
+        kms_key_id: out.kms_key_id().map(str::to_string),
+        tags,
+    }))
+}
+
+/// What a new endpoint config is made of.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigSpec {
+    pub name: String,
+    pub variant: String,
+    pub model: String,
+    pub instance_type: String,
+    pub instance_count: i32,
+    pub tags: BTreeMap<String, String>,
+    /// Settings carried over from the config it replaces (data capture, KMS key, variant timeouts).
+    #[serde(skip)]
+    pub carried: Option<EndpointConfig>,
+}
+
+/// How an update shifts traffic and which alarms roll it back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutSpec {
+    pub strategy: TrafficStrategy,
+    pub bake_seconds: i32,
+    pub timeout_seconds: i32,
+    pub rollback_alarms: Vec<String>,
+}
+
+fn sdk_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
+    tags.iter().filter_map(|(k, v)| Some(Tag::builder().key(k).value(v).build())).collect()
+}
+
+/// CreateModel from a versioned model package. `Ok(false)` when it already exists.
+pub async fn create_model(
+    sm: &aws_sdk_sagemaker::Client,
+    name: &str,
+    package_arn: &str,
+    role_arn: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<bool> {
+    let res = sm
+        .create_model()
+        .model_name(name)
+        .execution_role_arn(role_arn)
+        .primary_container(ContainerDefinition::builder().model_package_name(package_arn).build())
+        .set_tags(Some(sdk_tags(tags)))
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
+        Err(e) => Err(Error::aws("CreateModel", e)),
+    }
+}
+
+/// CreateEndpointConfig. `Ok(false)` when it already exists.
+pub async fn create_config(sm: &aws_sdk_sagemaker::Client, spec: &ConfigSpec) -> Result<bool> {
+    let old_variant = spec.carried.as_ref().and_then(|c| c.variant(&spec.variant).or(c.variants.first()));
+    let mut variant = ProductionVariant::builder()
+        .variant_name(&spec.variant)
+        .model_name(&spec.model)
+        .instance_type(ProductionVariantInstanceType::from(spec.instance_type.as_str()))
+        .initial_instance_count(spec.instance_count)
+        .initial_variant_weight(1.0);
+    if let Some(old) = old_variant {
+        variant = variant
+            .set_volume_size_in_gb(old.volume_size_in_gb())
+            .set_model_data_download_timeout_in_seconds(old.model_data_download_timeout_in_seconds())
+            .set_container_startup_health_check_timeout_in_seconds(old.container_startup_health_check_timeout_in_seconds());
+    }
+    let res = sm
+        .create_endpoint_config()
+        .endpoint_config_name(&spec.name)
+        .production_variants(variant.build())
+        .set_data_capture_config(spec.carried.as_ref().and_then(|c| c.data_capture.clone()))
+        .set_kms_key_id(spec.carried.as_ref().and_then(|c| c.kms_key_id.clone()))
+        .set_tags(Some(sdk_tags(&spec.tags)))
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
+        Err(e) => Err(Error::aws("CreateEndpointConfig", e)),
+    }
+}
+
+/// CreateEndpoint. `Ok(false)` when it already exists.
+pub async fn create_endpoint(sm: &aws_sdk_sagemaker::Client, name: &str, config: &str) -> Result<bool> {
+    match sm.create_endpoint().endpoint_name(name).endpoint_config_name(config).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
+        Err(e) => Err(Error::aws("CreateEndpoint", e)),
+    }
+}
+
+/// UpdateEndpoint to `config`, with a blue/green rollout when `rollout` is given.
+pub async fn update_endpoint(
+    sm: &aws_sdk_sagemaker::Client,
+    name: &str,
+    config: &str,
+    rollout: Option<&RolloutSpec>,
+) -> Result<()> {
+    sm.update_endpoint()
+        .endpoint_name(name)
+        .endpoint_config_name(config)
+        .set_deployment_config(rollout.map(deployment_config))
+        .send()
+        .await
+        .map_err(|e| Error::aws("UpdateEndpoint", e))?;
+    Ok(())
+}
+
+/// SageMaker's DeploymentConfig for a rollout.
+pub fn deployment_config(r: &RolloutSpec) -> DeploymentConfig {
+    let percent = |v: i32| CapacitySize::builder().r#type(CapacitySizeType::CapacityPercent).value(v).build();
+    let routing = match r.strategy {
+        TrafficStrategy::AllAtOnce => TrafficRoutingConfig::builder().r#type(TrafficRoutingConfigType::AllAtOnce).wait_interval_in_seconds(0),
+        TrafficStrategy::Canary { percent: p, wait_seconds } => TrafficRoutingConfig::builder()
+            .r#type(TrafficRoutingConfigType::Canary)
+            .wait_interval_in_seconds(wait_seconds)
+            .canary_size(percent(p)),
+        TrafficStrategy::Linear { step_percent, wait_seconds } => TrafficRoutingConfig::builder()
+            .r#type(TrafficRoutingConfigType::Linear)
+            .wait_interval_in_seconds(wait_seconds)
+            .linear_step_size(percent(step_percent)),
+    };
+    let alarms = r.rollback_alarms.iter().map(|a| Alarm::builder().alarm_name(a).build()).collect();
+    DeploymentConfig::builder()
+        .blue_green_update_policy(
+            BlueGreenUpdatePolicy::builder()
+                .traffic_routing_configuration(routing.build())
+                .termination_wait_in_seconds(r.bake_seconds)
+                .maximum_execution_timeout_in_seconds(r.timeout_seconds)
+                .build(),
+        )
+        .auto_rollback_configuration(AutoRollbackConfig::builder().set_alarms(Some(alarms)).build())
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse_in_both_spellings() {
+        assert_eq!(EndpointStatus::parse("IN_SERVICE"), EndpointStatus::InService);
+        assert_eq!(EndpointStatus::parse("InService"), EndpointStatus::InService);
+        assert_eq!(EndpointStatus::parse("ROLLING_BACK"), EndpointStatus::RollingBack);
+        assert!(EndpointStatus::parse("UPDATING").is_transitioning());
+        assert!(!EndpointStatus::parse("FAILED").is_transitioning());
+    }
+
+    #[test]
+    fn a_linear_rollout_becomes_sagemakers_deployment_config() {
+        let spec = RolloutSpec {
+            strategy: TrafficStrategy::Linear { step_percent: 25, wait_seconds: 60 },
+            bake_seconds: 300,
+            timeout_seconds: 3600,
+            rollback_alarms: vec!["a".into(), "b".into()],
+        };
+        let dc = deployment_config(&spec);
+        let bg = dc.blue_green_update_policy().unwrap();
+        let routing = bg.traffic_routing_configuration().unwrap();
+        assert_eq!(routing.r#type(), Some(&TrafficRoutingConfigType::Linear));
+        assert_eq!(routing.linear_step_size().unwrap().value(), Some(25));
+        assert_eq!(bg.termination_wait_in_seconds(), Some(300));
+        assert_eq!(dc.auto_rollback_configuration().unwrap().alarms().len(), 2);
+    }
+}

@@ -1,0 +1,96 @@
+//! Typed errors. A handler returns an error only when a retry can help (see [`Error::is_retryable`]);
+//! everything else is answered, recorded and not retried.
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A configuration value that failed validation at cold start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What was wrong and what was expected.
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self { var, problem: problem.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+
+    /// The event could not be understood. Nothing was called in AWS.
+    #[error("malformed event: {0}")]
+    MalformedEvent(String),
+
+    /// An AWS call failed. `retryable` says whether trying again later can help.
+    #[error("{operation} failed: {message}")]
+    Aws { operation: &'static str, message: String, retryable: bool },
+
+    /// Another invocation holds the endpoint's lease; a retry will find it free.
+    #[error("endpoint {0} is busy: another invocation is acting on it")]
+    Busy(String),
+
+    /// Data read from AWS or S3 that cannot be used as it is.
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+}
+
+impl Error {
+    /// Whether Lambda should retry the invocation (and the failure destination keep it if retries fail).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Aws { retryable, .. } => *retryable,
+            Error::Busy(_) => true,
+            Error::Config(_) | Error::MalformedEvent(_) | Error::InvalidData(_) => false,
+        }
+    }
+
+    /// Wraps an SDK error, keeping the service's error code and message.
+    pub fn aws<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let retryable = match &err {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+            SdkError::ServiceError(e) => {
+                let code = e.err().code().unwrap_or_default();
+                code.contains("Throttl") || code.contains("TooManyRequests") || code == "ServiceUnavailable"
+                    || code == "InternalFailure" || code == "InternalServerError"
+            }
+            _ => false,
+        };
+        Error::Aws { operation, message: DisplayErrorContext(&err).to_string(), retryable }
+    }
+}
+
+/// The service error code of an SDK error, if the service answered with one.
+pub fn error_code<E, R>(err: &SdkError<E, R>) -> Option<&str>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+/// The service error message of an SDK error, if the service answered with one.
+pub fn error_message<E, R>(err: &SdkError<E, R>) -> Option<&str>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(e) => e.err().message(),
+        _ => None,
+    }
+}

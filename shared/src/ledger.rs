@@ -1,0 +1,335 @@
+//! The ledger: one DynamoDB table that answers "who changed this endpoint, when, and why".
+//!
+//! Items (partition key `pk`, sort key `sk`, both strings):
+//! - `endpoint#<name>` / `decision#<time>#<request id>`: every decision, its trigger, plan,
+//!   outcome and evidence. No-op decisions expire after 30 days (`expires_at`, a TTL attribute).
+//! - `endpoint#<name>` / `deployment`: the deployment in flight (or the last one) on the endpoint.
+//! - `endpoint#<name>` / `lease`: who may mutate the endpoint right now. The deployer and the
+//!   alarm responder take it before acting, so they never change one endpoint at the same time.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::{Error, Result, error_code};
+use crate::plan::Plan;
+
+const NO_OP_RETENTION_SECONDS: i64 = 30 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DeploymentStatus {
+    InProgress,
+    Succeeded,
+    /// SageMaker's guardrails put the old config back.
+    RolledBack,
+    /// Superseded before it was judged (the endpoint was replaced or deleted).
+    Abandoned,
+}
+
+impl DeploymentStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "InProgress",
+            Self::Succeeded => "Succeeded",
+            Self::RolledBack => "RolledBack",
+            Self::Abandoned => "Abandoned",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "InProgress" => Self::InProgress,
+            "Succeeded" => Self::Succeeded,
+            "RolledBack" => Self::RolledBack,
+            _ => Self::Abandoned,
+        }
+    }
+}
+
+/// The deployment in flight on an endpoint, written before the call that starts it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeploymentRecord {
+    pub endpoint: String,
+    pub config: String,
+    pub package_arn: String,
+    pub package_version: i64,
+    pub previous_config: Option<String>,
+    /// Epoch milliseconds; also the record's version for conditional writes.
+    pub requested_at: i64,
+    pub status: DeploymentStatus,
+    pub rollback_alarms: Vec<String>,
+}
+
+/// One decision, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// What the decision is about: `endpoint#<name>`, or `group#<name>` for events that map to no endpoint.
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub function: &'static str,
+    pub request_id: String,
+    /// What caused it: the event's detail type and id, or "tick".
+    pub trigger: String,
+    pub package: Option<String>,
+    /// A short machine-readable verdict: `deployed`, `in_sync`, `waiting`, `rejected`, ...
+    pub outcome: &'static str,
+    pub reason: String,
+    pub plan: Plan,
+    /// What each step of the plan did (or "dry run").
+    pub results: Vec<String>,
+    pub evidence: Value,
+    pub dry_run: bool,
+}
+
+impl Decision {
+    /// A decision that changes nothing; such records expire.
+    pub fn is_no_op(&self) -> bool {
+        self.plan.is_empty()
+    }
+}
+
+/// A held lease on one endpoint.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub endpoint: String,
+    pub owner: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+}
+
+pub fn endpoint_key(endpoint: &str) -> String {
+    format!("endpoint#{endpoint}")
+}
+
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl Ledger {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Keeps one decision.
+    pub async fn record(&self, d: &Decision) -> Result<()> {
+        let at = d.at.format(&Rfc3339).unwrap_or_default();
+        let mut item = HashMap::from([
+            ("pk".to_string(), s(&d.subject)),
+            ("sk".to_string(), s(format!("decision#{at}#{}", d.request_id))),
+            ("at".to_string(), s(&at)),
+            ("function".to_string(), s(d.function)),
+            ("request_id".to_string(), s(&d.request_id)),
+            ("trigger".to_string(), s(&d.trigger)),
+            ("outcome".to_string(), s(d.outcome)),
+            ("reason".to_string(), s(&d.reason)),
+            ("plan".to_string(), s(serde_json::to_string(&d.plan).unwrap_or_default())),
+            ("results".to_string(), s(serde_json::to_string(&d.results).unwrap_or_default())),
+            ("evidence".to_string(), s(d.evidence.to_string())),
+            ("dry_run".to_string(), AttributeValue::Bool(d.dry_run)),
+        ]);
+        if let Some(p) = &d.package {
+            item.insert("package".into(), s(p));
+        }
+        if d.is_no_op() {
+            item.insert("expires_at".into(), n(d.at.unix_timestamp() + NO_OP_RETENTION_SECONDS));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| Error::aws("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Every decision about a subject, oldest first, as JSON (for people and tests).
+    pub async fn decisions(&self, subject: &str) -> Result<Vec<Value>> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
+            .expression_attribute_values(":pk", s(subject))
+            .expression_attribute_values(":d", s("decision#"))
+            .into_paginator()
+            .items()
+            .send();
+        let mut out = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| Error::aws("Query", e))?;
+            let json = |k: &str| get_s(&item, k).and_then(|v| serde_json::from_str(&v).ok()).unwrap_or(Value::Null);
+            out.push(serde_json::json!({
+                "at": get_s(&item, "at"),
+                "function": get_s(&item, "function"),
+                "trigger": get_s(&item, "trigger"),
+                "package": get_s(&item, "package"),
+                "outcome": get_s(&item, "outcome"),
+                "reason": get_s(&item, "reason"),
+                "plan": json("plan"),
+                "results": json("results"),
+                "evidence": json("evidence"),
+                "dry_run": item.get("dry_run").and_then(|v| v.as_bool().ok()).copied(),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Takes the endpoint's lease for `seconds`, unless someone else holds an unexpired one.
+    pub async fn acquire(&self, endpoint: &str, owner: &str, seconds: i64) -> Result<Option<Lease>> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(endpoint_key(endpoint)))
+            .item("sk", s("lease"))
+            .item("owner", s(owner))
+            .item("until", n(now + seconds))
+            .condition_expression("attribute_not_exists(pk) OR #until < :now OR #owner = :me")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Some(Lease { endpoint: endpoint.to_string(), owner: owner.to_string() })),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(None),
+            Err(e) => Err(Error::aws("PutItem", e)),
+        }
+    }
+
+    /// Gives the lease back (only if still ours).
+    pub async fn release(&self, lease: Lease) -> Result<()> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(endpoint_key(&lease.endpoint)))
+            .key("sk", s("lease"))
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(&lease.owner))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(Error::aws("DeleteItem", e)),
+        }
+    }
+
+    /// The endpoint's current (or last) deployment.
+    pub async fn deployment(&self, endpoint: &str) -> Result<Option<DeploymentRecord>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(endpoint_key(endpoint)))
+            .key("sk", s("deployment"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetItem", e))?;
+        let Some(item) = out.item() else { return Ok(None) };
+        Ok(Some(DeploymentRecord {
+            endpoint: endpoint.to_string(),
+            config: get_s(item, "config").unwrap_or_default(),
+            package_arn: get_s(item, "package_arn").unwrap_or_default(),
+            package_version: get_n(item, "package_version").unwrap_or_default(),
+            previous_config: get_s(item, "previous_config"),
+            requested_at: get_n(item, "requested_at").unwrap_or_default(),
+            status: DeploymentStatus::parse(&get_s(item, "status").unwrap_or_default()),
+            rollback_alarms: item
+                .get("rollback_alarms")
+                .and_then(|v| v.as_ss().ok())
+                .cloned()
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// Writes a new in-flight deployment. Fails with [`Error::Busy`] if another one started since
+    /// this invocation read the record (`expected` is the `requested_at` it read, if any).
+    pub async fn begin_deployment(&self, r: &DeploymentRecord, expected: Option<i64>) -> Result<()> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(endpoint_key(&r.endpoint)))
+            .item("sk", s("deployment"))
+            .item("config", s(&r.config))
+            .item("package_arn", s(&r.package_arn))
+            .item("package_version", n(r.package_version))
+            .item("requested_at", n(r.requested_at))
+            .item("status", s(r.status.as_str()))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":open", s(DeploymentStatus::InProgress.as_str()));
+        if let Some(prev) = &r.previous_config {
+            req = req.item("previous_config", s(prev));
+        }
+        if !r.rollback_alarms.is_empty() {
+            req = req.item("rollback_alarms", AttributeValue::Ss(r.rollback_alarms.clone()));
+        }
+        req = match expected {
+            Some(t) => req
+                .condition_expression("attribute_not_exists(pk) OR #status <> :open OR requested_at = :seen")
+                .expression_attribute_values(":seen", n(t)),
+            None => req.condition_expression("attribute_not_exists(pk) OR #status <> :open"),
+        };
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Err(Error::Busy(r.endpoint.clone())),
+            Err(e) => Err(Error::aws("PutItem", e)),
+        }
+    }
+
+    /// Closes the deployment that was requested at `requested_at` with its verdict.
+    pub async fn finish_deployment(&self, endpoint: &str, requested_at: i64, status: DeploymentStatus) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(endpoint_key(endpoint)))
+            .key("sk", s("deployment"))
+            .update_expression("SET #status = :status, finished_at = :now")
+            .condition_expression("requested_at = :seen")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":seen", n(requested_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Err(Error::Busy(endpoint.to_string())),
+            Err(e) => Err(Error::aws("UpdateItem", e)),
+        }
+    }
+}

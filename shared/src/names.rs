@@ -1,0 +1,52 @@
+//! Deterministic names for what the suite creates, so a retry finds what the first try made.
+
+/// A SageMaker-valid name (at most 63 characters) made of `base` and `suffix`; when too long,
+/// `base` is shortened and a hash of the full name keeps it unique.
+pub fn sagemaker_name(base: &str, suffix: &str) -> String {
+    let full = format!("{base}-{suffix}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = format!("{:08x}", fnv1a(full.as_bytes()) as u32);
+    let keep = 63 - suffix.len() - hash.len() - 2;
+    format!("{}-{hash}-{suffix}", base[..keep.min(base.len())].trim_end_matches('-'))
+}
+
+/// A short, stable hash of what a resource is made of (FNV-1a; not for security).
+pub fn fingerprint(parts: &[&str]) -> String {
+    let mut joined = Vec::new();
+    for p in parts {
+        joined.extend_from_slice(p.as_bytes());
+        joined.push(0);
+    }
+    format!("{:08x}", fnv1a(&joined) as u32)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_kept_readable() {
+        assert_eq!(sagemaker_name("recs-prod", "v3"), "recs-prod-v3");
+    }
+
+    #[test]
+    fn long_names_stay_valid_unique_and_stable() {
+        let base = "a".repeat(80);
+        let a = sagemaker_name(&base, "v3-0123abcd");
+        assert!(a.len() <= 63 && a.ends_with("-v3-0123abcd"), "{a}");
+        assert_eq!(a, sagemaker_name(&base, "v3-0123abcd"));
+        assert_ne!(a, sagemaker_name(&format!("{base}b"), "v3-0123abcd"));
+    }
+
+    #[test]
+    fn fingerprints_depend_on_every_part() {
+        assert_ne!(fingerprint(&["ab", "c"]), fingerprint(&["a", "bc"]));
+        assert_eq!(fingerprint(&["x"]), fingerprint(&["x"]));
+    }
+}

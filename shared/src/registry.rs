@@ -1,0 +1,168 @@
+//! The SageMaker Model Registry: model packages, their approval status and their evaluations.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_sagemaker::types::{ModelApprovalStatus, ModelPackageSortBy, SortOrder};
+use serde::Serialize;
+
+use crate::error::{Error, Result, error_message};
+
+/// ApprovalDescription is limited to 1024 characters by SageMaker.
+const MAX_DESCRIPTION: usize = 1024;
+
+/// A model package as the suite needs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelPackage {
+    pub arn: String,
+    pub group: String,
+    pub version: i64,
+    pub status: Approval,
+    pub approval_description: Option<String>,
+    /// CustomerMetadataProperties: evaluation results, training cutoffs, pins.
+    pub metadata: BTreeMap<String, String>,
+    /// S3 URI of the ModelQuality statistics JSON, when the package has one.
+    pub quality_statistics: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Approval {
+    Approved,
+    Rejected,
+    PendingManualApproval,
+}
+
+impl Approval {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Approved" => Some(Approval::Approved),
+            "Rejected" => Some(Approval::Rejected),
+            "PendingManualApproval" => Some(Approval::PendingManualApproval),
+            _ => None,
+        }
+    }
+}
+
+/// A package version in a group, newest first when sorted with [`newest_first`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PackageSummary {
+    pub arn: String,
+    pub version: i64,
+    pub status: Approval,
+}
+
+/// DescribeModelPackage. `None` when the package does not exist (deleted, or a bad ARN).
+pub async fn describe(sm: &aws_sdk_sagemaker::Client, arn: &str) -> Result<Option<ModelPackage>> {
+    let out = match sm.describe_model_package().model_package_name(arn).send().await {
+        Ok(out) => out,
+        Err(e) if error_message(&e).is_some_and(|m| m.contains("not found") || m.contains("does not exist")) => return Ok(None),
+        Err(e) => return Err(Error::aws("DescribeModelPackage", e)),
+    };
+    let status = out
+        .model_approval_status()
+        .and_then(|s| Approval::parse(s.as_str()))
+        .unwrap_or(Approval::PendingManualApproval);
+    Ok(Some(ModelPackage {
+        arn: out.model_package_arn().unwrap_or(arn).to_string(),
+        group: out.model_package_group_name().unwrap_or_default().to_string(),
+        version: out.model_package_version().map(i64::from).unwrap_or_default(),
+        status,
+        approval_description: out.approval_description().map(str::to_string),
+        metadata: out
+            .customer_metadata_properties()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        quality_statistics: out
+            .model_metrics()
+            .and_then(|m| m.model_quality())
+            .and_then(|q| q.statistics())
+            .and_then(|s| s.s3_uri())
+            .map(str::to_string),
+    }))
+}
+
+/// Every version of a group with the given status (all pages), newest version first.
+pub async fn list(sm: &aws_sdk_sagemaker::Client, group: &str, status: Approval) -> Result<Vec<PackageSummary>> {
+    let wanted = match status {
+        Approval::Approved => ModelApprovalStatus::Approved,
+        Approval::Rejected => ModelApprovalStatus::Rejected,
+        Approval::PendingManualApproval => ModelApprovalStatus::PendingManualApproval,
+    };
+    let mut pages = sm
+        .list_model_packages()
+        .model_package_group_name(group)
+        .model_approval_status(wanted)
+        .sort_by(ModelPackageSortBy::CreationTime)
+        .sort_order(SortOrder::Descending)
+        .into_paginator()
+        .items()
+        .send();
+    let mut out = Vec::new();
+    while let Some(item) = pages.next().await {
+        let s = item.map_err(|e| Error::aws("ListModelPackages", e))?;
+        out.push(PackageSummary {
+            arn: s.model_package_arn().unwrap_or_default().to_string(),
+            version: s.model_package_version().map(i64::from).unwrap_or_default(),
+            status,
+        });
+    }
+    Ok(newest_first(out))
+}
+
+/// Versions sorted newest first. Versions, not creation times: they are what people read.
+pub fn newest_first(mut packages: Vec<PackageSummary>) -> Vec<PackageSummary> {
+    packages.sort_by(|a, b| b.version.cmp(&a.version));
+    packages
+}
+
+/// Sets a package to Rejected, with a description that says why.
+pub async fn reject(sm: &aws_sdk_sagemaker::Client, arn: &str, description: &str) -> Result<()> {
+    sm.update_model_package()
+        .model_package_arn(arn)
+        .model_approval_status(ModelApprovalStatus::Rejected)
+        .approval_description(truncate(description, MAX_DESCRIPTION))
+        .send()
+        .await
+        .map_err(|e| Error::aws("UpdateModelPackage", e))?;
+    Ok(())
+}
+
+/// Cuts a string to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The version number at the end of a versioned package ARN (`.../model-package/group/7`).
+pub fn version_of(arn: &str) -> Option<i64> {
+    arn.rsplit('/').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packages_sort_by_version_not_by_arrival() {
+        let p = |v| PackageSummary { arn: format!("arn/{v}"), version: v, status: Approval::Approved };
+        let sorted = newest_first(vec![p(2), p(10), p(1)]);
+        assert_eq!(sorted.iter().map(|p| p.version).collect::<Vec<_>>(), vec![10, 2, 1]);
+    }
+
+    #[test]
+    fn versions_come_from_the_arn() {
+        assert_eq!(version_of("arn:aws:sagemaker:us-east-1:1:model-package/recs/12"), Some(12));
+        assert_eq!(version_of("arn:aws:sagemaker:us-east-1:1:model-package/recs"), None);
+    }
+
+    #[test]
+    fn descriptions_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,248 @@
+//! Deployment targets: which model package group feeds which endpoint, and how to roll it out.
+//! Read from `DEPLOY_TARGETS` (a JSON list) and validated against SageMaker's own bounds, so a bad
+//! value fails the cold start instead of a deployment at 3 a.m.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Environment;
+use crate::error::ConfigError;
+
+const VAR: &str = "DEPLOY_TARGETS";
+
+/// One model package group served by one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentTarget {
+    /// The Model Registry group whose newest Approved package the endpoint should serve.
+    pub model_package_group: String,
+    /// The endpoint that serves it.
+    pub endpoint: String,
+    /// The production variant the model runs in.
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    pub instance_type: String,
+    /// Instances per variant; at least 2 in production (one instance is a single point of failure).
+    pub instance_count: i32,
+    /// How traffic moves to the new fleet.
+    #[serde(default)]
+    pub strategy: TrafficStrategy,
+    /// Seconds the old fleet is kept after all traffic has shifted (SageMaker: 0..=3600).
+    #[serde(default = "default_bake")]
+    pub bake_seconds: i32,
+    /// Upper bound for the whole deployment (SageMaker: 600..=28800).
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: i32,
+    /// CloudWatch alarms SageMaker watches while shifting; any in ALARM rolls back (1 to 10).
+    pub rollback_alarms: Vec<String>,
+    /// Mandatory evaluations a package must pass before it is deployed.
+    #[serde(default)]
+    pub gates: Vec<Gate>,
+}
+
+fn default_variant() -> String {
+    "AllTraffic".to_string()
+}
+fn default_bake() -> i32 {
+    300
+}
+fn default_timeout() -> i32 {
+    3600
+}
+
+/// How SageMaker's blue/green update shifts traffic to the new fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TrafficStrategy {
+    /// Everything in one step, then bake.
+    #[default]
+    AllAtOnce,
+    /// `percent` of capacity first (1..=50), then the rest after `wait_seconds`.
+    Canary { percent: i32, wait_seconds: i32 },
+    /// Steps of `step_percent` of capacity (10..=50), `wait_seconds` apart.
+    Linear { step_percent: i32, wait_seconds: i32 },
+}
+
+/// A mandatory evaluation: a named metric of the package and the bound it must meet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    pub metric: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// All targets of one installation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Targets(pub Vec<DeploymentTarget>);
+
+impl Targets {
+    /// Parses and validates `DEPLOY_TARGETS`.
+    pub fn parse(raw: &str, env: Environment) -> Result<Self, ConfigError> {
+        let targets: Vec<DeploymentTarget> = serde_json::from_str(raw)
+            .map_err(|e| ConfigError::new(VAR, format!("is not a valid list of targets: {e}")))?;
+        if targets.is_empty() {
+            return Err(ConfigError::new(VAR, "lists no targets; expected at least one"));
+        }
+        let mut groups = HashSet::new();
+        let mut endpoints = HashSet::new();
+        for t in &targets {
+            t.validate(env)?;
+            if !groups.insert(&t.model_package_group) {
+                return Err(ConfigError::new(VAR, format!("group {} is listed twice", t.model_package_group)));
+            }
+            if !endpoints.insert(&t.endpoint) {
+                return Err(ConfigError::new(VAR, format!("endpoint {} is listed twice", t.endpoint)));
+            }
+        }
+        Ok(Self(targets))
+    }
+
+    pub fn by_group(&self, group: &str) -> Option<&DeploymentTarget> {
+        self.0.iter().find(|t| t.model_package_group == group)
+    }
+
+    pub fn by_endpoint(&self, endpoint: &str) -> Option<&DeploymentTarget> {
+        self.0.iter().find(|t| t.endpoint == endpoint)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &DeploymentTarget> {
+        self.0.iter()
+    }
+}
+
+impl DeploymentTarget {
+    fn validate(&self, env: Environment) -> Result<(), ConfigError> {
+        let fail = |what: String| Err(ConfigError::new(VAR, format!("target {}: {what}", self.endpoint)));
+        if !is_sagemaker_name(&self.endpoint) {
+            return fail("endpoint must be 1-63 letters, digits or hyphens".into());
+        }
+        if !is_sagemaker_name(&self.variant) {
+            return fail("variant must be 1-63 letters, digits or hyphens".into());
+        }
+        if self.model_package_group.is_empty() {
+            return fail("model_package_group is empty".into());
+        }
+        if !self.instance_type.starts_with("ml.") {
+            return fail(format!("instance_type {:?} is not a SageMaker instance type (ml.*)", self.instance_type));
+        }
+        let floor = if env.is_production() { 2 } else { 1 };
+        if self.instance_count < floor {
+            return fail(format!("instance_count is {}, expected at least {floor} in {env:?}", self.instance_count));
+        }
+        if !(1..=10).contains(&self.rollback_alarms.len()) {
+            return fail(format!("rollback_alarms has {} alarms, expected 1 to 10", self.rollback_alarms.len()));
+        }
+        if !(0..=3600).contains(&self.bake_seconds) {
+            return fail(format!("bake_seconds is {}, expected 0..=3600", self.bake_seconds));
+        }
+        if !(600..=28800).contains(&self.timeout_seconds) {
+            return fail(format!("timeout_seconds is {}, expected 600..=28800", self.timeout_seconds));
+        }
+        match self.strategy {
+            TrafficStrategy::AllAtOnce => {}
+            TrafficStrategy::Canary { percent, wait_seconds } => {
+                if !(1..=50).contains(&percent) {
+                    return fail(format!("canary percent is {percent}, expected 1..=50"));
+                }
+                if !(0..=3600).contains(&wait_seconds) {
+                    return fail(format!("canary wait_seconds is {wait_seconds}, expected 0..=3600"));
+                }
+            }
+            TrafficStrategy::Linear { step_percent, wait_seconds } => {
+                if !(10..=50).contains(&step_percent) {
+                    return fail(format!("linear step_percent is {step_percent}, expected 10..=50"));
+                }
+                if !(0..=3600).contains(&wait_seconds) {
+                    return fail(format!("linear wait_seconds is {wait_seconds}, expected 0..=3600"));
+                }
+            }
+        }
+        for g in &self.gates {
+            if g.min.is_none() && g.max.is_none() {
+                return fail(format!("gate {} has neither min nor max", g.metric));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SageMaker resource names: `^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`.
+pub fn is_sagemaker_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(extra: &str) -> String {
+        format!(
+            r#"[{{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge",
+               "instance_count":2,"rollback_alarms":["recs-5xx"]{extra}}}]"#
+        )
+    }
+
+    #[test]
+    fn a_minimal_target_gets_safe_defaults() {
+        let t = Targets::parse(&target(""), Environment::Production).unwrap();
+        let t = &t.0[0];
+        assert_eq!(t.variant, "AllTraffic");
+        assert_eq!(t.strategy, TrafficStrategy::AllAtOnce);
+        assert_eq!((t.bake_seconds, t.timeout_seconds), (300, 3600));
+    }
+
+    #[test]
+    fn strategies_parse_by_type() {
+        let t = Targets::parse(&target(r#","strategy":{"type":"linear","step_percent":25,"wait_seconds":60}"#), Environment::Staging)
+            .unwrap();
+        assert_eq!(t.0[0].strategy, TrafficStrategy::Linear { step_percent: 25, wait_seconds: 60 });
+    }
+
+    #[test]
+    fn values_outside_sagemaker_bounds_fail_with_the_variable_named() {
+        for (extra, needle) in [
+            (r#","strategy":{"type":"linear","step_percent":5,"wait_seconds":60}"#, "step_percent is 5"),
+            (r#","strategy":{"type":"canary","percent":60,"wait_seconds":60}"#, "canary percent is 60"),
+            (r#","bake_seconds":4000"#, "bake_seconds is 4000"),
+            (r#","timeout_seconds":60"#, "timeout_seconds is 60"),
+            (r#","gates":[{"metric":"loss"}]"#, "neither min nor max"),
+            (r#","colour":"blue""#, "unknown field"),
+        ] {
+            let err = Targets::parse(&target(extra), Environment::Production).unwrap_err();
+            assert_eq!(err.var, "DEPLOY_TARGETS");
+            assert!(err.problem.contains(needle), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn production_needs_two_instances_and_rollback_alarms() {
+        let one = target("").replace("\"instance_count\":2", "\"instance_count\":1");
+        assert!(Targets::parse(&one, Environment::Production).unwrap_err().problem.contains("at least 2"));
+        assert!(Targets::parse(&one, Environment::Development).is_ok());
+        let none = target("").replace(r#"["recs-5xx"]"#, "[]");
+        assert!(Targets::parse(&none, Environment::Development).unwrap_err().problem.contains("1 to 10"));
+    }
+
+    #[test]
+    fn duplicate_groups_are_refused() {
+        let one = target("");
+        let two = format!("[{},{}]", &one[1..one.len() - 1], &one[1..one.len() - 1].replace("recs-prod", "recs-b"));
+        assert!(Targets::parse(&two, Environment::Staging).unwrap_err().problem.contains("listed twice"));
+    }
+
+    #[test]
+    fn endpoint_names_follow_sagemaker_rules() {
+        assert!(is_sagemaker_name("recs-prod-1"));
+        assert!(!is_sagemaker_name("recs_prod"));
+        assert!(!is_sagemaker_name("-recs"));
+        assert!(!is_sagemaker_name(&"a".repeat(64)));
+    }
+}

@@ -1,0 +1,523 @@
+"""A local AWS for the suite's tests and demo: moto's server plus a small compatibility layer.
+
+moto (pinned in the Makefile) serves SageMaker, DynamoDB, S3, CloudWatch and Application Auto
+Scaling. This layer sits in front of it, in the same process, and adds what the Rust SDK and the
+suite need that moto does not do:
+
+* CloudWatch over Smithy RPC v2 CBOR. aws-sdk-cloudwatch (1.100+) sends
+  `POST /service/GraniteServiceVersion20100801/operation/<Op>` with CBOR bodies; moto only speaks
+  JSON 1.0 and query. Requests are translated to JSON 1.0, answered by moto, and the answer is
+  re-encoded as CBOR, typed by botocore's model of the output shape (timestamps as tag 1).
+* SageMaker UpdateEndpoint, modelled on the real service: the endpoint goes Updating, shows a
+  PendingDeploymentSummary, and after `--update-seconds` (or POST /_localaws/settle) ends
+  InService on the new config -- or, if an alarm named in the AutoRollbackConfiguration is in
+  ALARM, InService on the *old* config with no error (a silent guardrail rollback).
+  LastDeploymentConfig is shown by DescribeEndpoint. Updating an endpoint that is not InService
+  is refused with SageMaker's ValidationException.
+* A call log: every request is recorded with its access key, service, operation and the
+  resource it names, so a test can count exactly the mutations its own handler made
+  (GET /_localaws/calls?access_key=...).
+* Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults).
+
+Run: python localaws.py --port 0  -> prints `READY http://127.0.0.1:<port>` on stdout.
+With --exit-with-stdin the server stops when its stdin closes, so a test process that spawned it
+never leaves it behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import io
+import json
+import os
+import random
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import parse_qs
+
+import botocore.session
+import cbor2
+from moto.cloudwatch.models import cloudwatch_backends
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.sagemaker.models import sagemaker_backends
+from werkzeug.serving import make_server
+
+CBOR_PATH = re.compile(r"^/service/(?P<service>[^/]+)/operation/(?P<op>[^/]+)$")
+CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/[^/]+/(?P<region>[^/]+)/(?P<service>[^/]+)/")
+# Request members that name the resource a call acts on; recorded in the call log.
+RESOURCE_KEYS = (
+    "EndpointName",
+    "EndpointConfigName",
+    "ModelPackageName",
+    "ModelPackageArn",
+    "ModelPackageGroupName",
+    "ModelName",
+    "TrainingJobName",
+    "TableName",
+    "AlarmName",
+    "AlarmNames",
+    "ResourceId",
+    "ResourceArn",
+    "Namespace",
+)
+# Operations that change nothing: everything else counts as a mutation.
+READ_PREFIXES = ("Describe", "List", "Get", "Query", "Scan", "BatchGet", "Search", "Head")
+
+_botocore = botocore.session.get_session()
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# --------------------------------------------------------------------------- CBOR <-> JSON
+
+
+def to_json_value(value: Any) -> Any:
+    """A decoded CBOR request body as the JSON moto expects (timestamps as epoch seconds)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.timestamp()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {k: to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json_value(v) for v in value]
+    return value
+
+
+def to_timestamp(value: Any) -> dt.datetime:
+    if isinstance(value, (int, float)):
+        return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def shaped(value: Any, shape: Any) -> Any:
+    """A JSON value re-typed by its botocore shape, ready to encode as Smithy CBOR."""
+    if value is None or shape is None:
+        return value
+    kind = shape.type_name
+    if kind == "structure":
+        return {
+            k: shaped(v, shape.members.get(k)) for k, v in value.items() if v is not None
+        }
+    if kind == "list":
+        return [shaped(v, shape.member) for v in value]
+    if kind == "map":
+        return {k: shaped(v, shape.value) for k, v in value.items()}
+    if kind == "timestamp":
+        return to_timestamp(value)
+    if kind in ("double", "float"):
+        return float(value)
+    if kind in ("integer", "long"):
+        return int(value)
+    if kind == "blob":
+        return base64.b64decode(value)
+    return value
+
+
+# --------------------------------------------------------------------------- SageMaker updates
+
+
+@dataclass
+class Deployment:
+    """One UpdateEndpoint in flight or finished, as the layer models it."""
+
+    account: str
+    region: str
+    endpoint: str
+    old_config: str
+    new_config: str
+    deployment_config: dict[str, Any]
+    started: float
+    due: float
+    outcome: str | None = None  # "Succeeded" | "RolledBack"
+    firing_alarms: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "old_config": self.old_config,
+            "new_config": self.new_config,
+            "outcome": self.outcome,
+            "firing_alarms": self.firing_alarms,
+            "deployment_config": self.deployment_config,
+        }
+
+
+class ValidationException(Exception):
+    pass
+
+
+class Endpoints:
+    """UpdateEndpoint and its asynchronous completion, on top of moto's SageMaker backend."""
+
+    def __init__(self, update_seconds: float) -> None:
+        self.update_seconds = update_seconds
+        self.deployments: list[Deployment] = []
+        self.lock = threading.Lock()
+
+    def update(self, account: str, region: str, request: dict[str, Any]) -> dict[str, Any]:
+        backend = sagemaker_backends[account][region]
+        name = request.get("EndpointName")
+        config = request.get("EndpointConfigName")
+        endpoint = backend.endpoints.get(name)
+        arn = f"arn:aws:sagemaker:{region}:{account}:endpoint/{str(name).lower()}"
+        if endpoint is None:
+            raise ValidationException(f"Could not find endpoint '{arn}'.")
+        if config not in backend.endpoint_configs:
+            raise ValidationException(
+                f"Could not find endpoint configuration '{arn.replace(':endpoint/', ':endpoint-config/')}'."
+            )
+        with self.lock:
+            if endpoint.endpoint_status != "InService":
+                raise ValidationException(f'Cannot update in-progress endpoint "{endpoint.arn}".')
+            deployment_config = request.get("DeploymentConfig")
+            if deployment_config is None and request.get("RetainDeploymentConfig"):
+                deployment_config = getattr(endpoint, "last_deployment_config", None)
+            now = time.time()
+            self.deployments.append(
+                Deployment(
+                    account=account,
+                    region=region,
+                    endpoint=name,
+                    old_config=endpoint.endpoint_config_name,
+                    new_config=config,
+                    deployment_config=deployment_config or {},
+                    started=now,
+                    due=now + self.update_seconds,
+                )
+            )
+            endpoint.endpoint_status = "Updating"
+            endpoint.last_modified_time = utcnow()
+            endpoint.pending_deployment_summary = {
+                "EndpointConfigName": config,
+                "StartTime": utcnow(),
+            }
+            if deployment_config:
+                endpoint.last_deployment_config = deployment_config
+        return {"EndpointArn": endpoint.arn}
+
+    def settle(self, endpoint: str | None = None, force: bool = False) -> list[Deployment]:
+        """Finish every update that is due (or all of them, with force)."""
+        finished = []
+        now = time.time()
+        with self.lock:
+            for d in self.deployments:
+                if d.outcome is None and (force or d.due <= now):
+                    if endpoint is None or d.endpoint == endpoint:
+                        self._finish(d)
+                        finished.append(d)
+        return finished
+
+    def _finish(self, d: Deployment) -> None:
+        backend = sagemaker_backends[d.account][d.region]
+        ep = backend.endpoints.get(d.endpoint)
+        if ep is None:  # deleted while updating
+            d.outcome = "Deleted"
+            return
+        alarms = cloudwatch_backends[d.account][d.region].alarms
+        watched = [
+            a.get("AlarmName")
+            for a in d.deployment_config.get("AutoRollbackConfiguration", {}).get("Alarms", [])
+        ]
+        d.firing_alarms = [a for a in watched if a in alarms and alarms[a].state_value == "ALARM"]
+        if d.firing_alarms or d.new_config not in backend.endpoint_configs:
+            d.outcome = "RolledBack"  # SageMaker keeps the old fleet and reports no error
+        else:
+            d.outcome = "Succeeded"
+            ep.endpoint_config_name = d.new_config
+            ep.production_variants = ep._process_production_variants(
+                backend.endpoint_configs[d.new_config].production_variants
+            )
+        ep.endpoint_status = "InService"
+        ep.last_modified_time = utcnow()
+        if hasattr(ep, "pending_deployment_summary"):
+            del ep.pending_deployment_summary
+
+
+# --------------------------------------------------------------------------- the app
+
+
+@dataclass
+class Call:
+    access_key: str
+    service: str
+    operation: str
+    resource: str | None
+    status: int = 0
+
+    @property
+    def mutating(self) -> bool:
+        return not self.operation.startswith(READ_PREFIXES)
+
+
+class Faults:
+    """Latency and throttling injected before a request reaches moto."""
+
+    def __init__(self) -> None:
+        self.latency_ms = 0.0
+        self.throttle_share = 0.0
+        self.operations: set[str] = set()  # empty: every operation
+        self.random = random.Random(7)
+
+    def applies(self, op: str) -> bool:
+        return not self.operations or op in self.operations
+
+
+class LocalAws:
+    def __init__(self, update_seconds: float) -> None:
+        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.endpoints = Endpoints(update_seconds)
+        self.calls: list[Call] = []
+        self.calls_lock = threading.Lock()
+        self.faults = Faults()
+        self.cloudwatch_model = _botocore.get_service_model("cloudwatch")
+
+    # WSGI entry point
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_localaws/"):
+            return self.control(environ, start_response, path)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+
+        key, region, service = self.identity(environ)
+        cbor = CBOR_PATH.match(path)
+        op = self.operation(environ, body, cbor)
+        call = Call(key, service, op, self.resource(environ, body, cbor))
+        with self.calls_lock:
+            self.calls.append(call)
+
+        self.endpoints.settle()
+        if self.faults.applies(op):
+            if self.faults.latency_ms:
+                time.sleep(self.faults.latency_ms / 1000.0)
+            if self.faults.throttle_share and self.faults.random.random() < self.faults.throttle_share:
+                call.status = 400
+                return self.throttled(service, cbor is not None, start_response)
+
+        def recording_start_response(status: str, headers: list, *rest: Any) -> Any:
+            call.status = int(status.split(" ", 1)[0])
+            return start_response(status, headers, *rest)
+
+        if cbor:
+            return self.cloudwatch_cbor(environ, body, cbor.group("op"), recording_start_response)
+        if op == "UpdateEndpoint" and service == "sagemaker":
+            return self.update_endpoint(region, body, recording_start_response)
+        return self.moto(environ, recording_start_response)
+
+    # ---- request identity
+    @staticmethod
+    def identity(environ: dict[str, Any]) -> tuple[str, str, str]:
+        m = CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if not m:
+            return ("anonymous", "us-east-1", "unknown")
+        return (m.group("key"), m.group("region"), m.group("service"))
+
+    @staticmethod
+    def operation(environ: dict[str, Any], body: bytes, cbor: re.Match | None) -> str:
+        if cbor:
+            return cbor.group("op")
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:
+            return target.rsplit(".", 1)[-1]
+        if body.startswith(b"Action=") or b"&Action=" in body:
+            return parse_qs(body.decode(errors="replace")).get("Action", ["?"])[0]
+        # REST protocols (S3): method and path are the operation.
+        return f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+
+    @staticmethod
+    def resource(environ: dict[str, Any], body: bytes, cbor: re.Match | None) -> str | None:
+        try:
+            payload = cbor2.loads(body) if cbor else json.loads(body) if body else {}
+        except Exception:
+            return None
+        if not isinstance(payload, dict):
+            return None
+        for k in RESOURCE_KEYS:
+            if k in payload:
+                v = payload[k]
+                return ",".join(v) if isinstance(v, list) else str(v)
+        return None
+
+    # ---- CloudWatch over Smithy RPC v2 CBOR
+    def cloudwatch_cbor(self, environ: dict[str, Any], body: bytes, op: str, start_response: Callable) -> Any:
+        request = to_json_value(cbor2.loads(body)) if body else {}
+        data = json.dumps(request).encode()
+        environ = dict(environ)
+        environ.update(
+            {
+                "PATH_INFO": "/",
+                "CONTENT_TYPE": "application/x-amz-json-1.0",
+                "CONTENT_LENGTH": str(len(data)),
+                "HTTP_X_AMZ_TARGET": f"GraniteServiceVersion20100801.{op}",
+                "wsgi.input": io.BytesIO(data),
+            }
+        )
+        status, headers, out = self.call_moto(environ)
+        code = int(status.split(" ", 1)[0])
+        payload = json.loads(out) if out.strip() else {}
+        if code < 300:
+            shape = self.cloudwatch_model.operation_model(op).output_shape
+            payload = shaped(payload, shape) if shape is not None else {}
+        else:
+            error = str(payload.get("__type", "InternalFailure")).split("#")[-1]
+            payload = {
+                "__type": f"com.amazonaws.cloudwatch#{error}",
+                "message": payload.get("message") or payload.get("Message", ""),
+            }
+        encoded = cbor2.dumps(payload, datetime_as_timestamp=True)
+        request_id = dict(headers).get("x-amzn-RequestId", "localaws")
+        start_response(
+            status,
+            [
+                ("Content-Type", "application/cbor"),
+                ("smithy-protocol", "rpc-v2-cbor"),
+                ("x-amzn-RequestId", request_id),
+                ("Content-Length", str(len(encoded))),
+            ],
+        )
+        return [encoded]
+
+    def call_moto(self, environ: dict[str, Any]) -> tuple[str, list, bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list, *rest: Any) -> Callable:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _data: None
+
+        chunks = self.moto(environ, capture)
+        try:
+            out = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        return captured["status"], captured["headers"], out
+
+    # ---- SageMaker UpdateEndpoint
+    def update_endpoint(self, region: str, body: bytes, start_response: Callable) -> Any:
+        try:
+            result = self.endpoints.update(DEFAULT_ACCOUNT_ID, region, json.loads(body or b"{}"))
+            return self.json_response(start_response, "200 OK", result)
+        except ValidationException as e:
+            return self.json_response(
+                start_response, "400 Bad Request", {"__type": "ValidationException", "message": str(e)}
+            )
+
+    @staticmethod
+    def json_response(start_response: Callable, status: str, payload: dict[str, Any]) -> list[bytes]:
+        data = json.dumps(payload).encode()
+        start_response(
+            status,
+            [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    def throttled(self, service: str, cbor: bool, start_response: Callable) -> list[bytes]:
+        if cbor:
+            data = cbor2.dumps({"__type": "com.amazonaws.cloudwatch#Throttling", "message": "Rate exceeded"})
+            start_response(
+                "400 Bad Request",
+                [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor")],
+            )
+            return [data]
+        error = "ThrottlingException"
+        return self.json_response(start_response, "400 Bad Request", {"__type": error, "message": "Rate exceeded"})
+
+    # ---- control API for tests, the demo and benchmarks
+    def control(self, environ: dict[str, Any], start_response: Callable, path: str) -> list[bytes]:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+        if path == "/_localaws/health":
+            return self.json_response(start_response, "200 OK", {"ok": True})
+        if path == "/_localaws/calls":
+            key = query.get("access_key", [None])[0]
+            with self.calls_lock:
+                calls = [c for c in self.calls if key is None or c.access_key == key]
+            rows = [
+                {
+                    "service": c.service,
+                    "operation": c.operation,
+                    "resource": c.resource,
+                    "status": c.status,
+                    "mutating": c.mutating,
+                }
+                for c in calls
+            ]
+            return self.json_response(start_response, "200 OK", {"calls": rows})
+        if path == "/_localaws/settle":
+            done = self.endpoints.settle(body.get("endpoint"), force=True)
+            return self.json_response(start_response, "200 OK", {"settled": [d.summary() for d in done]})
+        if path == "/_localaws/deployments":
+            with self.endpoints.lock:
+                rows = [d.summary() for d in self.endpoints.deployments]
+            return self.json_response(start_response, "200 OK", {"deployments": rows})
+        if path == "/_localaws/faults":
+            self.faults.latency_ms = float(body.get("latency_ms", 0))
+            self.faults.throttle_share = float(body.get("throttle_share", 0))
+            self.faults.operations = set(body.get("operations", []))
+            return self.json_response(start_response, "200 OK", {"ok": True})
+        if path == "/_localaws/update-seconds":
+            self.endpoints.update_seconds = float(body["seconds"])
+            return self.json_response(start_response, "200 OK", {"ok": True})
+        return self.json_response(start_response, "404 Not Found", {"error": f"no control {path}"})
+
+
+class QuietHandler(MotoRequestHandler):
+    """moto's handler without a log line per request (the call log keeps them)."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def serve(host: str, port: int, update_seconds: float) -> Any:
+    app = LocalAws(update_seconds)
+    server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
+    return app, server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--update-seconds",
+        type=float,
+        default=2.0,
+        help="how long an UpdateEndpoint stays Updating before it settles",
+    )
+    parser.add_argument("--exit-with-stdin", action="store_true", help="stop when stdin closes")
+    args = parser.parse_args()
+
+    _, server = serve(args.host, args.port, args.update_seconds)
+    host, port = server.server_address[:2]
+    print(f"READY http://{host}:{port}", flush=True)
+    if args.exit_with_stdin:
+
+        def watch() -> None:
+            sys.stdin.read()
+            os._exit(0)
+
+        threading.Thread(target=watch, daemon=True).start()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
