@@ -94,3 +94,22 @@ where
         _ => None,
     }
 }
+
+impl Error {
+    /// A stable name for the kind of error, as Lambda reports it (`errorType`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "InvalidConfiguration",
+            Error::MalformedEvent(_) => "MalformedEvent",
+            Error::Aws { .. } => "AwsCallFailed",
+            Error::Busy(_) => "EndpointBusy",
+            Error::InvalidData(_) => "InvalidData",
+        }
+    }
+}
+
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(e: Error) -> Self {
+        lambda_runtime::Diagnostic { error_type: e.kind().to_string(), error_message: e.to_string() }
+    }
+}
