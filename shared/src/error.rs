@@ -69,7 +69,13 @@ impl Error {
             }
             _ => false,
         };
-        Error::Aws { operation, message: DisplayErrorContext(&err).to_string(), retryable }
+        let message = match &err {
+            SdkError::ServiceError(e) => {
+                format!("{}: {}", e.err().code().unwrap_or("UnknownError"), e.err().message().unwrap_or_default())
+            }
+            other => DisplayErrorContext(other).to_string(),
+        };
+        Error::Aws { operation, message, retryable }
     }
 }
 

@@ -58,7 +58,10 @@ pub struct Summary {
 }
 
 pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Report> {
-    let request_id = event.context.request_id.clone();
+    let request_id = match event.context.request_id.as_str() {
+        "" => format!("local-{}", ledger::now_ms()),
+        id => id.to_string(),
+    };
     let trigger = Trigger::parse(&event.payload)?;
     info!(trigger = %trigger.describe(), "received");
     let mut report = Report::default();
@@ -91,6 +94,14 @@ pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Re
             Ok(summary) => report.decisions.push(summary),
             Err(e) => {
                 error!(endpoint = %target.endpoint, error = %e, "reconcile failed");
+                report.decisions.push(Summary {
+                    endpoint: Some(target.endpoint.clone()),
+                    outcome: if matches!(e, Error::Busy(_)) { "busy" } else { "failed" },
+                    reason: e.to_string(),
+                    package: None,
+                    actions: vec![],
+                    results: vec![],
+                });
                 failure.get_or_insert(e);
             }
         }

@@ -1,0 +1,383 @@
+//! model-deployer against the local AWS, through the same handler the Lambda runs.
+
+use aws_sdk_cloudwatch::types::StateValue;
+use integration::*;
+use lifecycle::Error;
+use lifecycle::aws::Clients;
+use lifecycle::config::Environment;
+use lifecycle::targets::Targets;
+use model_deployer::{Config, Deployer, Report, handle};
+use serde_json::{Value, json};
+
+const PASSING: &[(&str, &str)] = &[("validation_loss", "0.31"), ("offline_ctr", "0.084")];
+
+struct Scenario {
+    fx: Fixture,
+    setup: Clients,
+    group: String,
+    endpoint: String,
+    alarm: String,
+    deployer: Deployer,
+}
+
+impl Scenario {
+    async fn new(id: &str) -> Self {
+        Self::with(id, false).await
+    }
+
+    async fn with(id: &str, dry_run: bool) -> Self {
+        let fx = Fixture::new(id).await;
+        let setup = fx.setup_clients().await;
+        let (group, endpoint, alarm) = (format!("{id}-mpg"), format!("{id}-ep"), format!("{id}-5xx"));
+        Registry::create(&setup.sagemaker, &group).await;
+        create_alarm(&setup.cloudwatch, &alarm, &endpoint).await;
+        let targets = json!([{
+            "model_package_group": group,
+            "endpoint": endpoint,
+            "instance_type": "ml.m5.xlarge",
+            "instance_count": 2,
+            "strategy": {"type": "linear", "step_percent": 25, "wait_seconds": 60},
+            "bake_seconds": 600,
+            "rollback_alarms": [alarm],
+            "gates": [{"metric": "validation_loss", "max": 0.35}, {"metric": "offline_ctr", "min": 0.075}]
+        }]);
+        let config = Config {
+            targets: Targets::parse(&targets.to_string(), Environment::Production).unwrap(),
+            ledger_table: fx.table.clone(),
+            environment: Environment::Production,
+            execution_role_arn: ROLE_ARN.into(),
+            dry_run,
+        };
+        let deployer = Deployer::new(fx.clients.clone(), config);
+        Self { fx, setup, group, endpoint, alarm, deployer }
+    }
+
+    fn registry(&self) -> Registry<'_> {
+        Registry { sm: &self.setup.sagemaker, group: self.group.clone() }
+    }
+
+    fn package_event(&self, file: &str, arn: &str) -> Value {
+        let mut e = event_file(file);
+        e["detail"]["ModelPackageArn"] = json!(arn);
+        e["detail"]["ModelPackageGroupName"] = json!(self.group);
+        e["detail"]["ModelPackageVersion"] = json!(lifecycle::registry::version_of(arn));
+        e["resources"] = json!([arn]);
+        e
+    }
+
+    fn in_service_event(&self) -> Value {
+        let mut e = event_file("endpoint-in-service.json");
+        e["detail"]["EndpointName"] = json!(self.endpoint);
+        e
+    }
+
+    async fn run(&self, event: Value, request_id: &str) -> Result<Report, Error> {
+        handle(&self.deployer, self.fx.event(event, request_id)).await
+    }
+
+    async fn approve(&self, arn: &str, request_id: &str) -> Report {
+        self.run(self.package_event("model-package-approved.json", arn), request_id).await.unwrap()
+    }
+
+    async fn endpoint_settled(&self, request_id: &str) -> Report {
+        self.fx.settle(&self.endpoint);
+        self.run(self.in_service_event(), request_id).await.unwrap()
+    }
+
+    /// Version 1 approved and live, as after a first deployment.
+    async fn with_v1_live(&self) -> String {
+        let v1 = self.registry().register("Approved", PASSING).await;
+        assert_eq!(self.approve(&v1, "v1").await.decisions[0].outcome, "deploying");
+        assert_eq!(self.endpoint_settled("v1-live").await.decisions[0].outcome, "deployed");
+        v1
+    }
+
+    async fn endpoint(&self) -> aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput {
+        self.setup.sagemaker.describe_endpoint().endpoint_name(&self.endpoint).send().await.unwrap()
+    }
+
+    async fn config_package(&self, config: &str) -> String {
+        let arn = self
+            .setup
+            .sagemaker
+            .describe_endpoint_config()
+            .endpoint_config_name(config)
+            .send()
+            .await
+            .unwrap()
+            .endpoint_config_arn()
+            .unwrap()
+            .to_string();
+        let tags = self.setup.sagemaker.list_tags().resource_arn(arn).send().await.unwrap();
+        tags.tags()
+            .iter()
+            .find(|t| t.key() == Some("lifecycle:model-package-arn"))
+            .and_then(|t| t.value())
+            .unwrap()
+            .to_string()
+    }
+
+    async fn serving(&self) -> String {
+        let ep = self.endpoint().await;
+        self.config_package(ep.endpoint_config_name().unwrap()).await
+    }
+
+    async fn decisions(&self) -> Vec<Value> {
+        self.deployer.ledger.decisions(&format!("endpoint#{}", self.endpoint)).await.unwrap()
+    }
+
+    async fn outcomes(&self) -> Vec<String> {
+        self.decisions().await.iter().map(|d| d["outcome"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_approval_creates_the_endpoint() {
+    let s = Scenario::new("first").await;
+    let v1 = s.registry().register("Approved", PASSING).await;
+    let report = s.approve(&v1, "a").await;
+    assert_eq!(report.decisions[0].outcome, "deploying", "{:?}", report.decisions[0].reason);
+    let mutations = s.fx.sagemaker_mutations();
+    assert_eq!(mutations.len(), 3, "{mutations:?}");
+    assert!(mutations[0].starts_with("CreateModel first-ep-v1"));
+    assert!(mutations[1].starts_with("CreateEndpointConfig first-ep-v1-"));
+    assert_eq!(mutations[2], "CreateEndpoint first-ep");
+    assert_eq!(s.serving().await, v1);
+
+    let report = s.endpoint_settled("b").await;
+    assert_eq!(report.decisions[0].outcome, "deployed");
+    assert_eq!(s.outcomes().await, ["deploying", "deployed"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_approval_is_deployed_with_the_configured_strategy_and_alarms() {
+    let s = Scenario::new("rollout").await;
+    let v1 = s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+
+    let report = s.approve(&v2, "v2").await;
+    assert_eq!(report.decisions[0].actions, ["CreateModel", "CreateEndpointConfig", "BeginDeployment", "UpdateEndpoint"]);
+    let ep = s.endpoint().await;
+    assert_eq!(ep.endpoint_status().unwrap().as_str(), "Updating");
+    let pending = ep.pending_deployment_summary().unwrap().endpoint_config_name().unwrap().to_string();
+    assert_eq!(s.config_package(&pending).await, v2);
+    let dc = ep.last_deployment_config().expect("LastDeploymentConfig");
+    let routing = dc.blue_green_update_policy().unwrap().traffic_routing_configuration().unwrap();
+    assert_eq!(routing.r#type().unwrap().as_str(), "LINEAR");
+    assert_eq!(routing.linear_step_size().unwrap().value(), Some(25));
+    assert_eq!(routing.wait_interval_in_seconds(), Some(60));
+    assert_eq!(dc.blue_green_update_policy().unwrap().termination_wait_in_seconds(), Some(600));
+    let alarms: Vec<_> = dc.auto_rollback_configuration().unwrap().alarms().iter().filter_map(|a| a.alarm_name()).collect();
+    assert_eq!(alarms, [s.alarm.as_str()]);
+
+    // The new config replaces the old one and keeps its instance count.
+    let cfg = s.setup.sagemaker.describe_endpoint_config().endpoint_config_name(&pending).send().await.unwrap();
+    assert_eq!(cfg.production_variants()[0].initial_instance_count(), Some(2));
+    assert_eq!(cfg.production_variants()[0].variant_name(), Some("AllTraffic"));
+
+    assert_eq!(s.endpoint_settled("done").await.decisions[0].outcome, "deployed");
+    assert_eq!(s.serving().await, v2);
+    assert_ne!(v1, v2);
+    assert_eq!(s.fx.count("UpdateEndpoint"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_gate_rejects_the_package_with_the_reason_and_deploys_nothing() {
+    let s = Scenario::new("gatefail").await;
+    let v1 = s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", &[("validation_loss", "0.41"), ("offline_ctr", "0.084")]).await;
+    let before = s.fx.sagemaker_mutations().len();
+
+    let report = s.approve(&v2, "v2").await;
+    assert_eq!(report.decisions[0].outcome, "rejected");
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Rejected");
+    assert!(pkg.approval_description().unwrap().contains("validation_loss = 0.41 is above max 0.35"), "{:?}", pkg.approval_description());
+    let after = s.fx.sagemaker_mutations();
+    assert_eq!(after[before..], [format!("UpdateModelPackage {v2}")], "only the rejection");
+    assert_eq!(s.serving().await, v1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_metric_fails_closed() {
+    let s = Scenario::new("gatemissing").await;
+    let v1 = s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", &[("validation_loss", "0.30")]).await;
+    assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, "rejected");
+    let pkg = s.registry().package(&v2).await;
+    assert!(pkg.approval_description().unwrap().contains("offline_ctr is missing (fails closed)"));
+    assert_eq!(s.fx.count("UpdateEndpoint"), 0);
+    assert_eq!(s.serving().await, v1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gates_read_the_model_quality_statistics_in_s3() {
+    let s = Scenario::new("gates3").await;
+    s.with_v1_live().await;
+    let bucket = "gates3-evaluations";
+    s.setup.s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let stats = json!({"recommendation_metrics": {"validation_loss": {"value": 0.29}, "offline_ctr": {"value": 0.091}}});
+    s.setup
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key("v2/statistics.json")
+        .body(stats.to_string().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let v2 = s.registry().register_with("Approved", &[], Some(&format!("s3://{bucket}/v2/statistics.json"))).await;
+    assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, "deploying");
+    assert_eq!(s.fx.count("UpdateEndpoint"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_alarm_during_the_shift_keeps_the_old_config_and_rejects_the_package() {
+    let s = Scenario::new("guardrail").await;
+    let v1 = s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    s.approve(&v2, "v2").await;
+    set_alarm(&s.setup.cloudwatch, &s.alarm, StateValue::Alarm, "Threshold Crossed: 5XX errors 14 > 1").await;
+
+    let report = s.endpoint_settled("verdict").await;
+    assert_eq!(report.decisions[0].outcome, "rolled_back");
+    let ep = s.endpoint().await;
+    assert_eq!(ep.endpoint_status().unwrap().as_str(), "InService");
+    assert_eq!(s.serving().await, v1, "SageMaker kept the old config");
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Rejected");
+    let why = pkg.approval_description().unwrap();
+    assert!(why.contains("guardrails") && why.contains(&s.alarm), "{why}");
+    assert_eq!(s.outcomes().await, ["deploying", "deployed", "deploying", "rolled_back"]);
+    assert_eq!(s.fx.count("UpdateEndpoint"), 1, "nothing is deployed after the rollback");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_deliveries_lead_to_one_update() {
+    let s = Scenario::new("dupes").await;
+    s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    let event = s.package_event("model-package-approved.json", &v2);
+    let mut outcomes = vec![];
+    for i in 0..3 {
+        outcomes.push(s.run(event.clone(), &format!("dup{i}")).await.unwrap().decisions[0].outcome);
+    }
+    outcomes.push(s.run(event_file("deployer-tick.json"), "tick").await.unwrap().decisions[0].outcome);
+    assert_eq!(outcomes, ["deploying", "waiting", "waiting", "waiting"]);
+    s.endpoint_settled("settled").await;
+    // Late duplicates after the deployment finished change nothing either.
+    assert_eq!(s.run(event, "late").await.unwrap().decisions[0].outcome, "in_sync");
+    assert_eq!(s.fx.count("UpdateEndpoint"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_deliveries_lead_to_one_update() {
+    let s = Scenario::new("race").await;
+    s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    let event = s.package_event("model-package-approved.json", &v2);
+    let (a, b) = tokio::join!(s.run(event.clone(), "a"), s.run(event.clone(), "b"));
+    let outcomes: Vec<String> = [a, b]
+        .into_iter()
+        .map(|r| match r {
+            Ok(report) => report.decisions[0].outcome.to_string(),
+            Err(e) => {
+                assert!(matches!(e, Error::Busy(_)), "{e}");
+                "busy".into()
+            }
+        })
+        .collect();
+    assert!(outcomes.contains(&"deploying".to_string()), "{outcomes:?}");
+    assert_eq!(s.fx.count("UpdateEndpoint"), 1, "{outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_while_updating_is_deployed_once_the_endpoint_is_back_in_service() {
+    let s = Scenario::new("queued").await;
+    s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    s.approve(&v2, "v2").await;
+    let v3 = s.registry().register("Approved", PASSING).await;
+    let report = s.approve(&v3, "v3").await;
+    assert_eq!(report.decisions[0].outcome, "waiting");
+    assert_eq!(s.fx.count("UpdateEndpoint"), 1, "never touched while Updating");
+
+    let report = s.endpoint_settled("v2-done").await;
+    let d = &report.decisions[0];
+    assert_eq!(d.outcome, "deploying");
+    assert_eq!(d.actions[0], "FinishDeployment", "v2's verdict is recorded first");
+    assert_eq!(d.package.as_deref(), Some(v3.as_str()));
+    assert_eq!(s.endpoint_settled("v3-done").await.decisions[0].outcome, "deployed");
+    assert_eq!(s.serving().await, v3);
+    assert_eq!(s.fx.count("UpdateEndpoint"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejecting_the_live_version_brings_back_the_previous_one_and_other_rejections_change_nothing() {
+    let s = Scenario::new("unpublish").await;
+    let v1 = s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    s.approve(&v2, "v2").await;
+    s.endpoint_settled("v2-live").await;
+    let v3 = s.registry().register("PendingManualApproval", PASSING).await;
+
+    s.registry().set_status(&v3, "Rejected").await;
+    let report = s.run(s.package_event("model-package-rejected.json", &v3), "r3").await.unwrap();
+    assert_eq!(report.decisions[0].outcome, "ignored");
+    assert_eq!(s.fx.count("UpdateEndpoint"), 1);
+
+    s.registry().set_status(&v2, "Rejected").await;
+    let report = s.run(s.package_event("model-package-rejected.json", &v2), "r2").await.unwrap();
+    assert_eq!(report.decisions[0].outcome, "deploying");
+    assert_eq!(report.decisions[0].package.as_deref(), Some(v1.as_str()));
+    s.endpoint_settled("v1-back").await;
+    assert_eq!(s.serving().await, v1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_event_gets_a_clear_error_and_makes_no_aws_call() {
+    let s = Scenario::new("malformed").await;
+    for event in [event_file("malformed-model-package-event.json"), json!({"hello": "world"}), json!([])] {
+        let err = s.run(event, "bad").await.unwrap_err();
+        assert!(matches!(err, Error::MalformedEvent(_)), "{err}");
+        assert!(!err.is_retryable());
+    }
+    let err = s.run(event_file("malformed-model-package-event.json"), "bad").await.unwrap_err();
+    assert!(err.to_string().contains("ModelPackageArn"), "{err}");
+    assert_eq!(s.fx.calls(), vec![], "not a single AWS call");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_for_unknown_groups_and_endpoints_are_recorded_and_change_nothing() {
+    let s = Scenario::new("unknown").await;
+    let report = s.run(event_file("model-package-approved-unknown-group.json"), "u1").await.unwrap();
+    assert_eq!(report.decisions[0].outcome, "ignored");
+    let report = s.run(event_file("endpoint-in-service.json"), "u2").await.unwrap();
+    assert_eq!(report.decisions[0].outcome, "ignored");
+    assert_eq!(s.fx.sagemaker_mutations(), Vec::<String>::new());
+    let kept = s.deployer.ledger.decisions("group#fraud-scoring-mpg").await.unwrap();
+    assert_eq!(kept[0]["reason"], "no deployment target for model package group fraud-scoring-mpg");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_decides_and_records_but_changes_nothing() {
+    let s = Scenario::with("dryrun", true).await;
+    let v1 = s.registry().register("Approved", PASSING).await;
+    let report = s.approve(&v1, "a").await;
+    assert_eq!(report.decisions[0].outcome, "deploying");
+    assert!(report.decisions[0].results.iter().all(|r| r.ends_with("dry run, not applied")));
+    assert_eq!(s.fx.sagemaker_mutations(), Vec::<String>::new());
+    let kept = s.decisions().await;
+    assert_eq!(kept[0]["dry_run"], true);
+    assert_eq!(kept[0]["plan"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tick_heals_a_lost_approval_event() {
+    let s = Scenario::new("healing").await;
+    s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await; // its event is lost
+    let report = s.run(event_file("deployer-tick.json"), "tick").await.unwrap();
+    assert_eq!(report.decisions[0].outcome, "deploying");
+    assert_eq!(report.decisions[0].package.as_deref(), Some(v2.as_str()));
+}
