@@ -28,7 +28,8 @@ impl Scenario {
     async fn with(id: &str, dry_run: bool) -> Self {
         let fx = Fixture::new(id).await;
         let setup = fx.setup_clients().await;
-        let (group, endpoint, alarm) = (format!("{id}-mpg"), format!("{id}-ep"), format!("{id}-5xx"));
+        let (group, endpoint, alarm) =
+            (format!("{id}-mpg"), format!("{id}-ep"), format!("{id}-5xx"));
         Registry::create(&setup.sagemaker, &group).await;
         create_alarm(&setup.cloudwatch, &alarm, &endpoint).await;
         let targets = json!([{
@@ -49,11 +50,21 @@ impl Scenario {
             dry_run,
         };
         let deployer = Deployer::new(fx.clients.clone(), config);
-        Self { fx, setup, group, endpoint, alarm, deployer }
+        Self {
+            fx,
+            setup,
+            group,
+            endpoint,
+            alarm,
+            deployer,
+        }
     }
 
     fn registry(&self) -> Registry<'_> {
-        Registry { sm: &self.setup.sagemaker, group: self.group.clone() }
+        Registry {
+            sm: &self.setup.sagemaker,
+            group: self.group.clone(),
+        }
     }
 
     fn package_event(&self, file: &str, arn: &str) -> Value {
@@ -76,7 +87,12 @@ impl Scenario {
     }
 
     async fn approve(&self, arn: &str, request_id: &str) -> Report {
-        self.run(self.package_event("model-package-approved.json", arn), request_id).await.unwrap()
+        self.run(
+            self.package_event("model-package-approved.json", arn),
+            request_id,
+        )
+        .await
+        .unwrap()
     }
 
     async fn endpoint_settled(&self, request_id: &str) -> Report {
@@ -87,13 +103,27 @@ impl Scenario {
     /// Version 1 approved and live, as after a first deployment.
     async fn with_v1_live(&self) -> String {
         let v1 = self.registry().register("Approved", PASSING).await;
-        assert_eq!(self.approve(&v1, "v1").await.decisions[0].outcome, "deploying");
-        assert_eq!(self.endpoint_settled("v1-live").await.decisions[0].outcome, "deployed");
+        assert_eq!(
+            self.approve(&v1, "v1").await.decisions[0].outcome,
+            "deploying"
+        );
+        assert_eq!(
+            self.endpoint_settled("v1-live").await.decisions[0].outcome,
+            "deployed"
+        );
         v1
     }
 
-    async fn endpoint(&self) -> aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput {
-        self.setup.sagemaker.describe_endpoint().endpoint_name(&self.endpoint).send().await.unwrap()
+    async fn endpoint(
+        &self,
+    ) -> aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput {
+        self.setup
+            .sagemaker
+            .describe_endpoint()
+            .endpoint_name(&self.endpoint)
+            .send()
+            .await
+            .unwrap()
     }
 
     async fn config_package(&self, config: &str) -> String {
@@ -108,7 +138,14 @@ impl Scenario {
             .endpoint_config_arn()
             .unwrap()
             .to_string();
-        let tags = self.setup.sagemaker.list_tags().resource_arn(arn).send().await.unwrap();
+        let tags = self
+            .setup
+            .sagemaker
+            .list_tags()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
         tags.tags()
             .iter()
             .find(|t| t.key() == Some("lifecycle:model-package-arn"))
@@ -119,15 +156,24 @@ impl Scenario {
 
     async fn serving(&self) -> String {
         let ep = self.endpoint().await;
-        self.config_package(ep.endpoint_config_name().unwrap()).await
+        self.config_package(ep.endpoint_config_name().unwrap())
+            .await
     }
 
     async fn decisions(&self) -> Vec<Value> {
-        self.deployer.ledger.decisions(&format!("endpoint#{}", self.endpoint)).await.unwrap()
+        self.deployer
+            .ledger
+            .decisions(&format!("endpoint#{}", self.endpoint))
+            .await
+            .unwrap()
     }
 
     async fn outcomes(&self) -> Vec<String> {
-        self.decisions().await.iter().map(|d| d["outcome"].as_str().unwrap().to_string()).collect()
+        self.decisions()
+            .await
+            .iter()
+            .map(|d| d["outcome"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -136,7 +182,11 @@ async fn a_first_approval_creates_the_endpoint() {
     let s = Scenario::new("first").await;
     let v1 = s.registry().register("Approved", PASSING).await;
     let report = s.approve(&v1, "a").await;
-    assert_eq!(report.decisions[0].outcome, "deploying", "{:?}", report.decisions[0].reason);
+    assert_eq!(
+        report.decisions[0].outcome, "deploying",
+        "{:?}",
+        report.decisions[0].reason
+    );
     let mutations = s.fx.sagemaker_mutations();
     assert_eq!(mutations.len(), 3, "{mutations:?}");
     assert!(mutations[0].starts_with("CreateModel first-ep-v1"));
@@ -156,26 +206,70 @@ async fn a_new_approval_is_deployed_with_the_configured_strategy_and_alarms() {
     let v2 = s.registry().register("Approved", PASSING).await;
 
     let report = s.approve(&v2, "v2").await;
-    assert_eq!(report.decisions[0].actions, ["CreateModel", "CreateEndpointConfig", "BeginDeployment", "UpdateEndpoint"]);
+    assert_eq!(
+        report.decisions[0].actions,
+        [
+            "CreateModel",
+            "CreateEndpointConfig",
+            "BeginDeployment",
+            "UpdateEndpoint"
+        ]
+    );
     let ep = s.endpoint().await;
     assert_eq!(ep.endpoint_status().unwrap().as_str(), "Updating");
-    let pending = ep.pending_deployment_summary().unwrap().endpoint_config_name().unwrap().to_string();
+    let pending = ep
+        .pending_deployment_summary()
+        .unwrap()
+        .endpoint_config_name()
+        .unwrap()
+        .to_string();
     assert_eq!(s.config_package(&pending).await, v2);
     let dc = ep.last_deployment_config().expect("LastDeploymentConfig");
-    let routing = dc.blue_green_update_policy().unwrap().traffic_routing_configuration().unwrap();
+    let routing = dc
+        .blue_green_update_policy()
+        .unwrap()
+        .traffic_routing_configuration()
+        .unwrap();
     assert_eq!(routing.r#type().unwrap().as_str(), "LINEAR");
     assert_eq!(routing.linear_step_size().unwrap().value(), Some(25));
     assert_eq!(routing.wait_interval_in_seconds(), Some(60));
-    assert_eq!(dc.blue_green_update_policy().unwrap().termination_wait_in_seconds(), Some(600));
-    let alarms: Vec<_> = dc.auto_rollback_configuration().unwrap().alarms().iter().filter_map(|a| a.alarm_name()).collect();
+    assert_eq!(
+        dc.blue_green_update_policy()
+            .unwrap()
+            .termination_wait_in_seconds(),
+        Some(600)
+    );
+    let alarms: Vec<_> = dc
+        .auto_rollback_configuration()
+        .unwrap()
+        .alarms()
+        .iter()
+        .filter_map(|a| a.alarm_name())
+        .collect();
     assert_eq!(alarms, [s.alarm.as_str()]);
 
     // The new config replaces the old one and keeps its instance count.
-    let cfg = s.setup.sagemaker.describe_endpoint_config().endpoint_config_name(&pending).send().await.unwrap();
-    assert_eq!(cfg.production_variants()[0].initial_instance_count(), Some(2));
-    assert_eq!(cfg.production_variants()[0].variant_name(), Some("AllTraffic"));
+    let cfg = s
+        .setup
+        .sagemaker
+        .describe_endpoint_config()
+        .endpoint_config_name(&pending)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cfg.production_variants()[0].initial_instance_count(),
+        Some(2)
+    );
+    assert_eq!(
+        cfg.production_variants()[0].variant_name(),
+        Some("AllTraffic")
+    );
 
-    assert_eq!(s.endpoint_settled("done").await.decisions[0].outcome, "deployed");
+    assert_eq!(
+        s.endpoint_settled("done").await.decisions[0].outcome,
+        "deployed"
+    );
     assert_eq!(s.serving().await, v2);
     assert_ne!(v1, v2);
     assert_eq!(s.fx.count("UpdateEndpoint"), 1);
@@ -185,16 +279,32 @@ async fn a_new_approval_is_deployed_with_the_configured_strategy_and_alarms() {
 async fn a_failing_gate_rejects_the_package_with_the_reason_and_deploys_nothing() {
     let s = Scenario::new("gatefail").await;
     let v1 = s.with_v1_live().await;
-    let v2 = s.registry().register("Approved", &[("validation_loss", "0.41"), ("offline_ctr", "0.084")]).await;
+    let v2 = s
+        .registry()
+        .register(
+            "Approved",
+            &[("validation_loss", "0.41"), ("offline_ctr", "0.084")],
+        )
+        .await;
     let before = s.fx.sagemaker_mutations().len();
 
     let report = s.approve(&v2, "v2").await;
     assert_eq!(report.decisions[0].outcome, "rejected");
     let pkg = s.registry().package(&v2).await;
     assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Rejected");
-    assert!(pkg.approval_description().unwrap().contains("validation_loss = 0.41 is above max 0.35"), "{:?}", pkg.approval_description());
+    assert!(
+        pkg.approval_description()
+            .unwrap()
+            .contains("validation_loss = 0.41 is above max 0.35"),
+        "{:?}",
+        pkg.approval_description()
+    );
     let after = s.fx.sagemaker_mutations();
-    assert_eq!(after[before..], [format!("UpdateModelPackage {v2}")], "only the rejection");
+    assert_eq!(
+        after[before..],
+        [format!("UpdateModelPackage {v2}")],
+        "only the rejection"
+    );
     assert_eq!(s.serving().await, v1);
 }
 
@@ -202,10 +312,17 @@ async fn a_failing_gate_rejects_the_package_with_the_reason_and_deploys_nothing(
 async fn a_missing_metric_fails_closed() {
     let s = Scenario::new("gatemissing").await;
     let v1 = s.with_v1_live().await;
-    let v2 = s.registry().register("Approved", &[("validation_loss", "0.30")]).await;
+    let v2 = s
+        .registry()
+        .register("Approved", &[("validation_loss", "0.30")])
+        .await;
     assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, "rejected");
     let pkg = s.registry().package(&v2).await;
-    assert!(pkg.approval_description().unwrap().contains("offline_ctr is missing (fails closed)"));
+    assert!(
+        pkg.approval_description()
+            .unwrap()
+            .contains("offline_ctr is missing (fails closed)")
+    );
     assert_eq!(s.fx.count("UpdateEndpoint"), 0);
     assert_eq!(s.serving().await, v1);
 }
@@ -215,7 +332,13 @@ async fn gates_read_the_model_quality_statistics_in_s3() {
     let s = Scenario::new("gates3").await;
     s.with_v1_live().await;
     let bucket = "gates3-evaluations";
-    s.setup.s3.create_bucket().bucket(bucket).send().await.unwrap();
+    s.setup
+        .s3
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
     let stats = json!({"recommendation_metrics": {"validation_loss": {"value": 0.29}, "offline_ctr": {"value": 0.091}}});
     s.setup
         .s3
@@ -226,7 +349,14 @@ async fn gates_read_the_model_quality_statistics_in_s3() {
         .send()
         .await
         .unwrap();
-    let v2 = s.registry().register_with("Approved", &[], Some(&format!("s3://{bucket}/v2/statistics.json"))).await;
+    let v2 = s
+        .registry()
+        .register_with(
+            "Approved",
+            &[],
+            Some(&format!("s3://{bucket}/v2/statistics.json")),
+        )
+        .await;
     assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, "deploying");
     assert_eq!(s.fx.count("UpdateEndpoint"), 1);
 }
@@ -237,7 +367,13 @@ async fn a_rollback_alarm_during_the_shift_keeps_the_old_config_and_rejects_the_
     let v1 = s.with_v1_live().await;
     let v2 = s.registry().register("Approved", PASSING).await;
     s.approve(&v2, "v2").await;
-    set_alarm(&s.setup.cloudwatch, &s.alarm, StateValue::Alarm, "Threshold Crossed: 5XX errors 14 > 1").await;
+    set_alarm(
+        &s.setup.cloudwatch,
+        &s.alarm,
+        StateValue::Alarm,
+        "Threshold Crossed: 5XX errors 14 > 1",
+    )
+    .await;
 
     let report = s.endpoint_settled("verdict").await;
     assert_eq!(report.decisions[0].outcome, "rolled_back");
@@ -247,9 +383,19 @@ async fn a_rollback_alarm_during_the_shift_keeps_the_old_config_and_rejects_the_
     let pkg = s.registry().package(&v2).await;
     assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Rejected");
     let why = pkg.approval_description().unwrap();
-    assert!(why.contains("guardrails") && why.contains(&s.alarm), "{why}");
-    assert_eq!(s.outcomes().await, ["deploying", "deployed", "deploying", "rolled_back"]);
-    assert_eq!(s.fx.count("UpdateEndpoint"), 1, "nothing is deployed after the rollback");
+    assert!(
+        why.contains("guardrails") && why.contains(&s.alarm),
+        "{why}"
+    );
+    assert_eq!(
+        s.outcomes().await,
+        ["deploying", "deployed", "deploying", "rolled_back"]
+    );
+    assert_eq!(
+        s.fx.count("UpdateEndpoint"),
+        1,
+        "nothing is deployed after the rollback"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -260,13 +406,28 @@ async fn duplicate_deliveries_lead_to_one_update() {
     let event = s.package_event("model-package-approved.json", &v2);
     let mut outcomes = vec![];
     for i in 0..3 {
-        outcomes.push(s.run(event.clone(), &format!("dup{i}")).await.unwrap().decisions[0].outcome);
+        outcomes.push(
+            s.run(event.clone(), &format!("dup{i}"))
+                .await
+                .unwrap()
+                .decisions[0]
+                .outcome,
+        );
     }
-    outcomes.push(s.run(event_file("deployer-tick.json"), "tick").await.unwrap().decisions[0].outcome);
+    outcomes.push(
+        s.run(event_file("deployer-tick.json"), "tick")
+            .await
+            .unwrap()
+            .decisions[0]
+            .outcome,
+    );
     assert_eq!(outcomes, ["deploying", "waiting", "waiting", "waiting"]);
     s.endpoint_settled("settled").await;
     // Late duplicates after the deployment finished change nothing either.
-    assert_eq!(s.run(event, "late").await.unwrap().decisions[0].outcome, "in_sync");
+    assert_eq!(
+        s.run(event, "late").await.unwrap().decisions[0].outcome,
+        "in_sync"
+    );
     assert_eq!(s.fx.count("UpdateEndpoint"), 1);
 }
 
@@ -300,34 +461,54 @@ async fn an_approval_while_updating_is_deployed_once_the_endpoint_is_back_in_ser
     let v3 = s.registry().register("Approved", PASSING).await;
     let report = s.approve(&v3, "v3").await;
     assert_eq!(report.decisions[0].outcome, "waiting");
-    assert_eq!(s.fx.count("UpdateEndpoint"), 1, "never touched while Updating");
+    assert_eq!(
+        s.fx.count("UpdateEndpoint"),
+        1,
+        "never touched while Updating"
+    );
 
     let report = s.endpoint_settled("v2-done").await;
     let d = &report.decisions[0];
     assert_eq!(d.outcome, "deploying");
-    assert_eq!(d.actions[0], "FinishDeployment", "v2's verdict is recorded first");
+    assert_eq!(
+        d.actions[0], "FinishDeployment",
+        "v2's verdict is recorded first"
+    );
     assert_eq!(d.package.as_deref(), Some(v3.as_str()));
-    assert_eq!(s.endpoint_settled("v3-done").await.decisions[0].outcome, "deployed");
+    assert_eq!(
+        s.endpoint_settled("v3-done").await.decisions[0].outcome,
+        "deployed"
+    );
     assert_eq!(s.serving().await, v3);
     assert_eq!(s.fx.count("UpdateEndpoint"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rejecting_the_live_version_brings_back_the_previous_one_and_other_rejections_change_nothing() {
+async fn rejecting_the_live_version_brings_back_the_previous_one_and_other_rejections_change_nothing()
+ {
     let s = Scenario::new("unpublish").await;
     let v1 = s.with_v1_live().await;
     let v2 = s.registry().register("Approved", PASSING).await;
     s.approve(&v2, "v2").await;
     s.endpoint_settled("v2-live").await;
-    let v3 = s.registry().register("PendingManualApproval", PASSING).await;
+    let v3 = s
+        .registry()
+        .register("PendingManualApproval", PASSING)
+        .await;
 
     s.registry().set_status(&v3, "Rejected").await;
-    let report = s.run(s.package_event("model-package-rejected.json", &v3), "r3").await.unwrap();
+    let report = s
+        .run(s.package_event("model-package-rejected.json", &v3), "r3")
+        .await
+        .unwrap();
     assert_eq!(report.decisions[0].outcome, "ignored");
     assert_eq!(s.fx.count("UpdateEndpoint"), 1);
 
     s.registry().set_status(&v2, "Rejected").await;
-    let report = s.run(s.package_event("model-package-rejected.json", &v2), "r2").await.unwrap();
+    let report = s
+        .run(s.package_event("model-package-rejected.json", &v2), "r2")
+        .await
+        .unwrap();
     assert_eq!(report.decisions[0].outcome, "deploying");
     assert_eq!(report.decisions[0].package.as_deref(), Some(v1.as_str()));
     s.endpoint_settled("v1-back").await;
@@ -337,12 +518,19 @@ async fn rejecting_the_live_version_brings_back_the_previous_one_and_other_rejec
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_event_gets_a_clear_error_and_makes_no_aws_call() {
     let s = Scenario::new("malformed").await;
-    for event in [event_file("malformed-model-package-event.json"), json!({"hello": "world"}), json!([])] {
+    for event in [
+        event_file("malformed-model-package-event.json"),
+        json!({"hello": "world"}),
+        json!([]),
+    ] {
         let err = s.run(event, "bad").await.unwrap_err();
         assert!(matches!(err, Error::MalformedEvent(_)), "{err}");
         assert!(!err.is_retryable());
     }
-    let err = s.run(event_file("malformed-model-package-event.json"), "bad").await.unwrap_err();
+    let err = s
+        .run(event_file("malformed-model-package-event.json"), "bad")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("ModelPackageArn"), "{err}");
     assert_eq!(s.fx.calls(), vec![], "not a single AWS call");
 }
@@ -350,13 +538,30 @@ async fn a_malformed_event_gets_a_clear_error_and_makes_no_aws_call() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_for_unknown_groups_and_endpoints_are_recorded_and_change_nothing() {
     let s = Scenario::new("unknown").await;
-    let report = s.run(event_file("model-package-approved-unknown-group.json"), "u1").await.unwrap();
+    let report = s
+        .run(
+            event_file("model-package-approved-unknown-group.json"),
+            "u1",
+        )
+        .await
+        .unwrap();
     assert_eq!(report.decisions[0].outcome, "ignored");
-    let report = s.run(event_file("endpoint-in-service.json"), "u2").await.unwrap();
+    let report = s
+        .run(event_file("endpoint-in-service.json"), "u2")
+        .await
+        .unwrap();
     assert_eq!(report.decisions[0].outcome, "ignored");
     assert_eq!(s.fx.sagemaker_mutations(), Vec::<String>::new());
-    let kept = s.deployer.ledger.decisions("group#fraud-scoring-mpg").await.unwrap();
-    assert_eq!(kept[0]["reason"], "no deployment target for model package group fraud-scoring-mpg");
+    let kept = s
+        .deployer
+        .ledger
+        .decisions("group#fraud-scoring-mpg")
+        .await
+        .unwrap();
+    assert_eq!(
+        kept[0]["reason"],
+        "no deployment target for model package group fraud-scoring-mpg"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -365,7 +570,12 @@ async fn dry_run_decides_and_records_but_changes_nothing() {
     let v1 = s.registry().register("Approved", PASSING).await;
     let report = s.approve(&v1, "a").await;
     assert_eq!(report.decisions[0].outcome, "deploying");
-    assert!(report.decisions[0].results.iter().all(|r| r.ends_with("dry run, not applied")));
+    assert!(
+        report.decisions[0]
+            .results
+            .iter()
+            .all(|r| r.ends_with("dry run, not applied"))
+    );
     assert_eq!(s.fx.sagemaker_mutations(), Vec::<String>::new());
     let kept = s.decisions().await;
     assert_eq!(kept[0]["dry_run"], true);
@@ -377,7 +587,10 @@ async fn a_tick_heals_a_lost_approval_event() {
     let s = Scenario::new("healing").await;
     s.with_v1_live().await;
     let v2 = s.registry().register("Approved", PASSING).await; // its event is lost
-    let report = s.run(event_file("deployer-tick.json"), "tick").await.unwrap();
+    let report = s
+        .run(event_file("deployer-tick.json"), "tick")
+        .await
+        .unwrap();
     assert_eq!(report.decisions[0].outcome, "deploying");
     assert_eq!(report.decisions[0].package.as_deref(), Some(v2.as_str()));
 }

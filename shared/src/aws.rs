@@ -12,7 +12,9 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 /// inside one invocation. Timeouts: short per-attempt limits, so a hung call fails well inside
 /// the function's timeout and the invocation can be retried as a whole.
 pub async fn load() -> SdkConfig {
-    configure(aws_config::defaults(BehaviorVersion::latest())).load().await
+    configure(aws_config::defaults(BehaviorVersion::latest()))
+        .load()
+        .await
 }
 
 /// Applies the suite's HTTP client, retry and timeout settings to a loader.
@@ -47,7 +49,9 @@ impl Clients {
     pub fn new(config: &SdkConfig) -> Self {
         // A custom endpoint (the local AWS) cannot serve virtual-hosted bucket names.
         let path_style = config.endpoint_url().is_some();
-        let s3 = aws_sdk_s3::config::Builder::from(config).force_path_style(path_style).build();
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(path_style)
+            .build();
         Self {
             sagemaker: aws_sdk_sagemaker::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),

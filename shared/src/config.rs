@@ -37,17 +37,29 @@ impl Source for std::collections::HashMap<String, String> {
 
 impl Source for [(&str, &str)] {
     fn get(&self, var: &str) -> Option<String> {
-        self.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string())
+        self.iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| v.to_string())
     }
 }
 
 /// A required value.
-pub fn required(src: &impl Source, var: &'static str, expected: &str) -> Result<String, ConfigError> {
-    src.get(var).ok_or_else(|| ConfigError::new(var, format!("is not set; expected {expected}")))
+pub fn required(
+    src: &impl Source,
+    var: &'static str,
+    expected: &str,
+) -> Result<String, ConfigError> {
+    src.get(var)
+        .ok_or_else(|| ConfigError::new(var, format!("is not set; expected {expected}")))
 }
 
 /// An optional value parsed with `FromStr`, or `default` when unset.
-pub fn parsed<T: FromStr>(src: &impl Source, var: &'static str, default: T, expected: &str) -> Result<T, ConfigError> {
+pub fn parsed<T: FromStr>(
+    src: &impl Source,
+    var: &'static str,
+    default: T,
+    expected: &str,
+) -> Result<T, ConfigError> {
     match src.get(var) {
         None => Ok(default),
         Some(raw) => raw
@@ -63,7 +75,10 @@ pub fn flag(src: &impl Source, var: &'static str, default: bool) -> Result<bool,
         None => Ok(default),
         Some(v) if matches!(v.as_str(), "true" | "1" | "yes") => Ok(true),
         Some(v) if matches!(v.as_str(), "false" | "0" | "no") => Ok(false),
-        Some(v) => Err(ConfigError::new(var, format!("expected true or false, got {v:?}"))),
+        Some(v) => Err(ConfigError::new(
+            var,
+            format!("expected true or false, got {v:?}"),
+        )),
     }
 }
 
@@ -79,8 +94,12 @@ pub enum Environment {
 impl Environment {
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         let raw = required(src, "ENVIRONMENT", "production, staging or development")?;
-        raw.parse()
-            .map_err(|_| ConfigError::new("ENVIRONMENT", format!("expected production, staging or development, got {raw:?}")))
+        raw.parse().map_err(|_| {
+            ConfigError::new(
+                "ENVIRONMENT",
+                format!("expected production, staging or development, got {raw:?}"),
+            )
+        })
     }
 
     pub fn is_production(self) -> bool {
@@ -118,14 +137,27 @@ mod tests {
         assert!(flag(&env, "A", false).unwrap());
         assert!(!flag(&env, "B", true).unwrap());
         assert!(flag(&env, "D", true).unwrap());
-        assert!(flag(&env, "C", false).unwrap_err().to_string().contains("maybe"));
+        assert!(
+            flag(&env, "C", false)
+                .unwrap_err()
+                .to_string()
+                .contains("maybe")
+        );
     }
 
     #[test]
     fn the_environment_must_be_one_of_three() {
         let env: &[(&str, &str)] = &[("ENVIRONMENT", "qa")];
-        assert!(Environment::from_source(&env).unwrap_err().to_string().contains("\"qa\""));
+        assert!(
+            Environment::from_source(&env)
+                .unwrap_err()
+                .to_string()
+                .contains("\"qa\"")
+        );
         let env: &[(&str, &str)] = &[("ENVIRONMENT", "Production")];
-        assert_eq!(Environment::from_source(&env).unwrap(), Environment::Production);
+        assert_eq!(
+            Environment::from_source(&env).unwrap(),
+            Environment::Production
+        );
     }
 }

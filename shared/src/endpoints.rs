@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_sagemaker::types::{
-    Alarm, AutoRollbackConfig, BlueGreenUpdatePolicy, CapacitySize, CapacitySizeType, ContainerDefinition,
-    DeploymentConfig, ProductionVariant, ProductionVariantInstanceType, Tag, TrafficRoutingConfig,
-    TrafficRoutingConfigType,
+    Alarm, AutoRollbackConfig, BlueGreenUpdatePolicy, CapacitySize, CapacitySizeType,
+    ContainerDefinition, DeploymentConfig, ProductionVariant, ProductionVariantInstanceType, Tag,
+    TrafficRoutingConfig, TrafficRoutingConfigType,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -38,7 +38,11 @@ pub enum EndpointStatus {
 impl EndpointStatus {
     /// Parses both spellings: `InService` (DescribeEndpoint) and `IN_SERVICE` (EventBridge).
     pub fn parse(s: &str) -> Self {
-        let key: String = s.chars().filter(|c| *c != '_').collect::<String>().to_ascii_lowercase();
+        let key: String = s
+            .chars()
+            .filter(|c| *c != '_')
+            .collect::<String>()
+            .to_ascii_lowercase();
         match key.as_str() {
             "creating" => Self::Creating,
             "updating" => Self::Updating,
@@ -55,7 +59,14 @@ impl EndpointStatus {
 
     /// SageMaker is changing the endpoint; nobody else may.
     pub fn is_transitioning(&self) -> bool {
-        matches!(self, Self::Creating | Self::Updating | Self::SystemUpdating | Self::RollingBack | Self::Deleting)
+        matches!(
+            self,
+            Self::Creating
+                | Self::Updating
+                | Self::SystemUpdating
+                | Self::RollingBack
+                | Self::Deleting
+        )
     }
 }
 
@@ -82,7 +93,10 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn instance_count(&self, variant: &str) -> Option<i32> {
-        self.variants.iter().find(|v| v.name == variant).and_then(|v| v.current_instance_count)
+        self.variants
+            .iter()
+            .find(|v| v.name == variant)
+            .and_then(|v| v.current_instance_count)
     }
 }
 
@@ -104,7 +118,9 @@ impl EndpointConfig {
     }
 
     pub fn variant(&self, name: &str) -> Option<&ProductionVariant> {
-        self.variants.iter().find(|v| v.variant_name() == Some(name))
+        self.variants
+            .iter()
+            .find(|v| v.variant_name() == Some(name))
     }
 }
 
@@ -128,7 +144,11 @@ pub async fn describe(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Opti
     Ok(Some(Endpoint {
         name: out.endpoint_name().unwrap_or(name).to_string(),
         arn: out.endpoint_arn().unwrap_or_default().to_string(),
-        status: EndpointStatus::parse(out.endpoint_status().map(|s| s.as_str()).unwrap_or("Unknown")),
+        status: EndpointStatus::parse(
+            out.endpoint_status()
+                .map(|s| s.as_str())
+                .unwrap_or("Unknown"),
+        ),
         config_name: out.endpoint_config_name().unwrap_or_default().to_string(),
         pending_config: out
             .pending_deployment_summary()
@@ -147,8 +167,16 @@ pub async fn describe(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Opti
 }
 
 /// DescribeEndpointConfig and its tags; `None` when there is no such config.
-pub async fn describe_config(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<EndpointConfig>> {
-    let out = match sm.describe_endpoint_config().endpoint_config_name(name).send().await {
+pub async fn describe_config(
+    sm: &aws_sdk_sagemaker::Client,
+    name: &str,
+) -> Result<Option<EndpointConfig>> {
+    let out = match sm
+        .describe_endpoint_config()
+        .endpoint_config_name(name)
+        .send()
+        .await
+    {
         Ok(out) => out,
         Err(e) if not_found(&e) => return Ok(None),
         Err(e) => return Err(Error::aws("DescribeEndpointConfig", e)),
@@ -198,7 +226,9 @@ pub struct RolloutSpec {
 }
 
 fn sdk_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
-    tags.iter().filter_map(|(k, v)| Some(Tag::builder().key(k).value(v).build())).collect()
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
 /// CreateModel from a versioned model package. `Ok(false)` when it already exists.
@@ -213,7 +243,11 @@ pub async fn create_model(
         .create_model()
         .model_name(name)
         .execution_role_arn(role_arn)
-        .primary_container(ContainerDefinition::builder().model_package_name(package_arn).build())
+        .primary_container(
+            ContainerDefinition::builder()
+                .model_package_name(package_arn)
+                .build(),
+        )
         .set_tags(Some(sdk_tags(tags)))
         .send()
         .await;
@@ -226,18 +260,27 @@ pub async fn create_model(
 
 /// CreateEndpointConfig. `Ok(false)` when it already exists.
 pub async fn create_config(sm: &aws_sdk_sagemaker::Client, spec: &ConfigSpec) -> Result<bool> {
-    let old_variant = spec.carried.as_ref().and_then(|c| c.variant(&spec.variant).or(c.variants.first()));
+    let old_variant = spec
+        .carried
+        .as_ref()
+        .and_then(|c| c.variant(&spec.variant).or(c.variants.first()));
     let mut variant = ProductionVariant::builder()
         .variant_name(&spec.variant)
         .model_name(&spec.model)
-        .instance_type(ProductionVariantInstanceType::from(spec.instance_type.as_str()))
+        .instance_type(ProductionVariantInstanceType::from(
+            spec.instance_type.as_str(),
+        ))
         .initial_instance_count(spec.instance_count)
         .initial_variant_weight(1.0);
     if let Some(old) = old_variant {
         variant = variant
             .set_volume_size_in_gb(old.volume_size_in_gb())
-            .set_model_data_download_timeout_in_seconds(old.model_data_download_timeout_in_seconds())
-            .set_container_startup_health_check_timeout_in_seconds(old.container_startup_health_check_timeout_in_seconds());
+            .set_model_data_download_timeout_in_seconds(
+                old.model_data_download_timeout_in_seconds(),
+            )
+            .set_container_startup_health_check_timeout_in_seconds(
+                old.container_startup_health_check_timeout_in_seconds(),
+            );
     }
     let res = sm
         .create_endpoint_config()
@@ -256,8 +299,18 @@ pub async fn create_config(sm: &aws_sdk_sagemaker::Client, spec: &ConfigSpec) ->
 }
 
 /// CreateEndpoint. `Ok(false)` when it already exists.
-pub async fn create_endpoint(sm: &aws_sdk_sagemaker::Client, name: &str, config: &str) -> Result<bool> {
-    match sm.create_endpoint().endpoint_name(name).endpoint_config_name(config).send().await {
+pub async fn create_endpoint(
+    sm: &aws_sdk_sagemaker::Client,
+    name: &str,
+    config: &str,
+) -> Result<bool> {
+    match sm
+        .create_endpoint()
+        .endpoint_name(name)
+        .endpoint_config_name(config)
+        .send()
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
         Err(e) => Err(Error::aws("CreateEndpoint", e)),
@@ -283,19 +336,36 @@ pub async fn update_endpoint(
 
 /// SageMaker's DeploymentConfig for a rollout.
 pub fn deployment_config(r: &RolloutSpec) -> DeploymentConfig {
-    let percent = |v: i32| CapacitySize::builder().r#type(CapacitySizeType::CapacityPercent).value(v).build();
+    let percent = |v: i32| {
+        CapacitySize::builder()
+            .r#type(CapacitySizeType::CapacityPercent)
+            .value(v)
+            .build()
+    };
     let routing = match r.strategy {
-        TrafficStrategy::AllAtOnce => TrafficRoutingConfig::builder().r#type(TrafficRoutingConfigType::AllAtOnce).wait_interval_in_seconds(0),
-        TrafficStrategy::Canary { percent: p, wait_seconds } => TrafficRoutingConfig::builder()
+        TrafficStrategy::AllAtOnce => TrafficRoutingConfig::builder()
+            .r#type(TrafficRoutingConfigType::AllAtOnce)
+            .wait_interval_in_seconds(0),
+        TrafficStrategy::Canary {
+            percent: p,
+            wait_seconds,
+        } => TrafficRoutingConfig::builder()
             .r#type(TrafficRoutingConfigType::Canary)
             .wait_interval_in_seconds(wait_seconds)
             .canary_size(percent(p)),
-        TrafficStrategy::Linear { step_percent, wait_seconds } => TrafficRoutingConfig::builder()
+        TrafficStrategy::Linear {
+            step_percent,
+            wait_seconds,
+        } => TrafficRoutingConfig::builder()
             .r#type(TrafficRoutingConfigType::Linear)
             .wait_interval_in_seconds(wait_seconds)
             .linear_step_size(percent(step_percent)),
     };
-    let alarms = r.rollback_alarms.iter().map(|a| Alarm::builder().alarm_name(a).build()).collect();
+    let alarms = r
+        .rollback_alarms
+        .iter()
+        .map(|a| Alarm::builder().alarm_name(a).build())
+        .collect();
     DeploymentConfig::builder()
         .blue_green_update_policy(
             BlueGreenUpdatePolicy::builder()
@@ -304,7 +374,11 @@ pub fn deployment_config(r: &RolloutSpec) -> DeploymentConfig {
                 .maximum_execution_timeout_in_seconds(r.timeout_seconds)
                 .build(),
         )
-        .auto_rollback_configuration(AutoRollbackConfig::builder().set_alarms(Some(alarms)).build())
+        .auto_rollback_configuration(
+            AutoRollbackConfig::builder()
+                .set_alarms(Some(alarms))
+                .build(),
+        )
         .build()
 }
 
@@ -314,9 +388,18 @@ mod tests {
 
     #[test]
     fn statuses_parse_in_both_spellings() {
-        assert_eq!(EndpointStatus::parse("IN_SERVICE"), EndpointStatus::InService);
-        assert_eq!(EndpointStatus::parse("InService"), EndpointStatus::InService);
-        assert_eq!(EndpointStatus::parse("ROLLING_BACK"), EndpointStatus::RollingBack);
+        assert_eq!(
+            EndpointStatus::parse("IN_SERVICE"),
+            EndpointStatus::InService
+        );
+        assert_eq!(
+            EndpointStatus::parse("InService"),
+            EndpointStatus::InService
+        );
+        assert_eq!(
+            EndpointStatus::parse("ROLLING_BACK"),
+            EndpointStatus::RollingBack
+        );
         assert!(EndpointStatus::parse("UPDATING").is_transitioning());
         assert!(!EndpointStatus::parse("FAILED").is_transitioning());
     }
@@ -324,7 +407,10 @@ mod tests {
     #[test]
     fn a_linear_rollout_becomes_sagemakers_deployment_config() {
         let spec = RolloutSpec {
-            strategy: TrafficStrategy::Linear { step_percent: 25, wait_seconds: 60 },
+            strategy: TrafficStrategy::Linear {
+                step_percent: 25,
+                wait_seconds: 60,
+            },
             bake_seconds: 300,
             timeout_seconds: 3600,
             rollback_alarms: vec!["a".into(), "b".into()],

@@ -18,7 +18,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(var: &'static str, problem: impl Into<String>) -> Self {
-        Self { var, problem: problem.into() }
+        Self {
+            var,
+            problem: problem.into(),
+        }
     }
 }
 
@@ -33,7 +36,11 @@ pub enum Error {
 
     /// An AWS call failed. `retryable` says whether trying again later can help.
     #[error("{operation} failed: {message}")]
-    Aws { operation: &'static str, message: String, retryable: bool },
+    Aws {
+        operation: &'static str,
+        message: String,
+        retryable: bool,
+    },
 
     /// Another invocation holds the endpoint's lease; a retry will find it free.
     #[error("endpoint {0} is busy: another invocation is acting on it")]
@@ -57,25 +64,42 @@ impl Error {
     /// Wraps an SDK error, keeping the service's error code and message.
     pub fn aws<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
     where
-        E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + Send + Sync + 'static,
+        E: std::error::Error
+            + aws_smithy_types::error::metadata::ProvideErrorMetadata
+            + Send
+            + Sync
+            + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
         let retryable = match &err {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
             SdkError::ServiceError(e) => {
                 let code = e.err().code().unwrap_or_default();
-                code.contains("Throttl") || code.contains("TooManyRequests") || code == "ServiceUnavailable"
-                    || code == "InternalFailure" || code == "InternalServerError"
+                code.contains("Throttl")
+                    || code.contains("TooManyRequests")
+                    || code == "ServiceUnavailable"
+                    || code == "InternalFailure"
+                    || code == "InternalServerError"
             }
             _ => false,
         };
         let message = match &err {
             SdkError::ServiceError(e) => {
-                format!("{}: {}", e.err().code().unwrap_or("UnknownError"), e.err().message().unwrap_or_default())
+                format!(
+                    "{}: {}",
+                    e.err().code().unwrap_or("UnknownError"),
+                    e.err().message().unwrap_or_default()
+                )
             }
             other => DisplayErrorContext(other).to_string(),
         };
-        Error::Aws { operation, message, retryable }
+        Error::Aws {
+            operation,
+            message,
+            retryable,
+        }
     }
 }
 
@@ -116,6 +140,9 @@ impl Error {
 
 impl From<Error> for lambda_runtime::Diagnostic {
     fn from(e: Error) -> Self {
-        lambda_runtime::Diagnostic { error_type: e.kind().to_string(), error_message: e.to_string() }
+        lambda_runtime::Diagnostic {
+            error_type: e.kind().to_string(),
+            error_message: e.to_string(),
+        }
     }
 }

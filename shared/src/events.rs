@@ -36,12 +36,18 @@ impl Envelope {
     /// Reads the envelope of a raw event, or says clearly why it is not one.
     pub fn parse(event: &Value) -> Result<Self, Error> {
         if !event.is_object() {
-            return Err(Error::MalformedEvent(format!("expected a JSON object, got {}", kind(event))));
+            return Err(Error::MalformedEvent(format!(
+                "expected a JSON object, got {}",
+                kind(event)
+            )));
         }
         if event.get("detail-type").is_none() {
-            return Err(Error::MalformedEvent("no \"detail-type\": not an EventBridge event".into()));
+            return Err(Error::MalformedEvent(
+                "no \"detail-type\": not an EventBridge event".into(),
+            ));
         }
-        serde_json::from_value(event.clone()).map_err(|e| Error::MalformedEvent(format!("bad EventBridge envelope: {e}")))
+        serde_json::from_value(event.clone())
+            .map_err(|e| Error::MalformedEvent(format!("bad EventBridge envelope: {e}")))
     }
 
     /// The detail as a typed value; errors name the detail type and the field.
@@ -67,11 +73,18 @@ fn event_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>,
     match Value::deserialize(d)? {
         Value::String(s) => parse_time(&s).map(Some).map_err(serde::de::Error::custom),
         Value::Number(n) => {
-            let ms = n.as_i64().ok_or_else(|| serde::de::Error::custom("time is not an integer"))?;
-            OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).map(Some).map_err(serde::de::Error::custom)
+            let ms = n
+                .as_i64()
+                .ok_or_else(|| serde::de::Error::custom("time is not an integer"))?;
+            OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+                .map(Some)
+                .map_err(serde::de::Error::custom)
         }
         Value::Null => Ok(None),
-        other => Err(serde::de::Error::custom(format!("time is {}", kind(&other)))),
+        other => Err(serde::de::Error::custom(format!(
+            "time is {}",
+            kind(&other)
+        ))),
     }
 }
 
@@ -122,7 +135,8 @@ mod tests {
 
     #[test]
     fn times_parse_as_rfc3339_epoch_millis_and_plus_0000() {
-        let a = Envelope::parse(&json!({"detail-type": "x", "time": "2026-03-01T06:00:00Z"})).unwrap();
+        let a =
+            Envelope::parse(&json!({"detail-type": "x", "time": "2026-03-01T06:00:00Z"})).unwrap();
         let b = Envelope::parse(&json!({"detail-type": "x", "time": 1772344800000_i64})).unwrap();
         assert_eq!(a.time, b.time);
         let c = parse_time("2026-03-01T06:00:00.000+0000").unwrap();
@@ -143,8 +157,14 @@ mod tests {
 
     #[test]
     fn a_detail_missing_a_field_names_the_field() {
-        let env = Envelope::parse(&json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageArn": "a"}})).unwrap();
-        let err = env.detail::<ModelPackageStateChange>().unwrap_err().to_string();
+        let env = Envelope::parse(
+            &json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageArn": "a"}}),
+        )
+        .unwrap();
+        let err = env
+            .detail::<ModelPackageStateChange>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ModelPackageGroupName"), "{err}");
     }
 }

@@ -33,7 +33,9 @@ impl Executor<'_> {
             let name = step.action.name();
             if self.dry_run {
                 info!(action = name, reason = %step.reason, "dry run: not applied");
-                applied.results.push(format!("{name}: dry run, not applied"));
+                applied
+                    .results
+                    .push(format!("{name}: dry run, not applied"));
                 continue;
             }
             match self.run(&step.action).await {
@@ -57,16 +59,32 @@ impl Executor<'_> {
         let sm = &self.clients.sagemaker;
         let created = |new: bool| if new { "done" } else { "already existed" };
         Ok(match action {
-            Action::CreateModel { name, package_arn, tags } => {
-                created(endpoints::create_model(sm, name, package_arn, self.execution_role_arn, tags).await?)
+            Action::CreateModel {
+                name,
+                package_arn,
+                tags,
+            } => created(
+                endpoints::create_model(sm, name, package_arn, self.execution_role_arn, tags)
+                    .await?,
+            ),
+            Action::CreateEndpointConfig { spec } => {
+                created(endpoints::create_config(sm, spec).await?)
             }
-            Action::CreateEndpointConfig { spec } => created(endpoints::create_config(sm, spec).await?),
-            Action::CreateEndpoint { endpoint, config } => created(endpoints::create_endpoint(sm, endpoint, config).await?),
-            Action::UpdateEndpoint { endpoint, config, rollout } => {
+            Action::CreateEndpoint { endpoint, config } => {
+                created(endpoints::create_endpoint(sm, endpoint, config).await?)
+            }
+            Action::UpdateEndpoint {
+                endpoint,
+                config,
+                rollout,
+            } => {
                 endpoints::update_endpoint(sm, endpoint, config, rollout.as_ref()).await?;
                 "done"
             }
-            Action::RejectPackage { package_arn, description } => {
+            Action::RejectPackage {
+                package_arn,
+                description,
+            } => {
                 registry::reject(sm, package_arn, description).await?;
                 "done"
             }
@@ -74,8 +92,14 @@ impl Executor<'_> {
                 self.ledger.begin_deployment(record, *expected).await?;
                 "done"
             }
-            Action::FinishDeployment { endpoint, requested_at, status } => {
-                self.ledger.finish_deployment(endpoint, *requested_at, *status).await?;
+            Action::FinishDeployment {
+                endpoint,
+                requested_at,
+                status,
+            } => {
+                self.ledger
+                    .finish_deployment(endpoint, *requested_at, *status)
+                    .await?;
                 "done"
             }
         })

@@ -116,7 +116,9 @@ fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
 fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
 }
 
 pub fn endpoint_key(endpoint: &str) -> String {
@@ -129,7 +131,10 @@ pub fn now_ms() -> i64 {
 
 impl Ledger {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 
     pub fn table(&self) -> &str {
@@ -141,15 +146,24 @@ impl Ledger {
         let at = d.at.format(&Rfc3339).unwrap_or_default();
         let mut item = HashMap::from([
             ("pk".to_string(), s(&d.subject)),
-            ("sk".to_string(), s(format!("decision#{at}#{}", d.request_id))),
+            (
+                "sk".to_string(),
+                s(format!("decision#{at}#{}", d.request_id)),
+            ),
             ("at".to_string(), s(&at)),
             ("function".to_string(), s(d.function)),
             ("request_id".to_string(), s(&d.request_id)),
             ("trigger".to_string(), s(&d.trigger)),
             ("outcome".to_string(), s(d.outcome)),
             ("reason".to_string(), s(&d.reason)),
-            ("plan".to_string(), s(serde_json::to_string(&d.plan).unwrap_or_default())),
-            ("results".to_string(), s(serde_json::to_string(&d.results).unwrap_or_default())),
+            (
+                "plan".to_string(),
+                s(serde_json::to_string(&d.plan).unwrap_or_default()),
+            ),
+            (
+                "results".to_string(),
+                s(serde_json::to_string(&d.results).unwrap_or_default()),
+            ),
             ("evidence".to_string(), s(d.evidence.to_string())),
             ("dry_run".to_string(), AttributeValue::Bool(d.dry_run)),
         ]);
@@ -157,7 +171,10 @@ impl Ledger {
             item.insert("package".into(), s(p));
         }
         if d.is_no_op() {
-            item.insert("expires_at".into(), n(d.at.unix_timestamp() + NO_OP_RETENTION_SECONDS));
+            item.insert(
+                "expires_at".into(),
+                n(d.at.unix_timestamp() + NO_OP_RETENTION_SECONDS),
+            );
         }
         self.client
             .put_item()
@@ -184,7 +201,11 @@ impl Ledger {
         let mut out = Vec::new();
         while let Some(item) = pages.next().await {
             let item = item.map_err(|e| Error::aws("Query", e))?;
-            let json = |k: &str| get_s(&item, k).and_then(|v| serde_json::from_str(&v).ok()).unwrap_or(Value::Null);
+            let json = |k: &str| {
+                get_s(&item, k)
+                    .and_then(|v| serde_json::from_str(&v).ok())
+                    .unwrap_or(Value::Null)
+            };
             out.push(serde_json::json!({
                 "at": get_s(&item, "at"),
                 "function": get_s(&item, "function"),
@@ -202,7 +223,12 @@ impl Ledger {
     }
 
     /// Takes the endpoint's lease for `seconds`, unless someone else holds an unexpired one.
-    pub async fn acquire(&self, endpoint: &str, owner: &str, seconds: i64) -> Result<Option<Lease>> {
+    pub async fn acquire(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        seconds: i64,
+    ) -> Result<Option<Lease>> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let res = self
             .client
@@ -220,7 +246,10 @@ impl Ledger {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(Some(Lease { endpoint: endpoint.to_string(), owner: owner.to_string() })),
+            Ok(_) => Ok(Some(Lease {
+                endpoint: endpoint.to_string(),
+                owner: owner.to_string(),
+            })),
             Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(None),
             Err(e) => Err(Error::aws("PutItem", e)),
         }
@@ -258,7 +287,9 @@ impl Ledger {
             .send()
             .await
             .map_err(|e| Error::aws("GetItem", e))?;
-        let Some(item) = out.item() else { return Ok(None) };
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
         Ok(Some(DeploymentRecord {
             endpoint: endpoint.to_string(),
             config: get_s(item, "config").unwrap_or_default(),
@@ -277,7 +308,11 @@ impl Ledger {
 
     /// Writes a new in-flight deployment. Fails with [`Error::Busy`] if another one started since
     /// this invocation read the record (`expected` is the `requested_at` it read, if any).
-    pub async fn begin_deployment(&self, r: &DeploymentRecord, expected: Option<i64>) -> Result<()> {
+    pub async fn begin_deployment(
+        &self,
+        r: &DeploymentRecord,
+        expected: Option<i64>,
+    ) -> Result<()> {
         let mut req = self
             .client
             .put_item()
@@ -295,23 +330,35 @@ impl Ledger {
             req = req.item("previous_config", s(prev));
         }
         if !r.rollback_alarms.is_empty() {
-            req = req.item("rollback_alarms", AttributeValue::Ss(r.rollback_alarms.clone()));
+            req = req.item(
+                "rollback_alarms",
+                AttributeValue::Ss(r.rollback_alarms.clone()),
+            );
         }
         req = match expected {
             Some(t) => req
-                .condition_expression("attribute_not_exists(pk) OR #status <> :open OR requested_at = :seen")
+                .condition_expression(
+                    "attribute_not_exists(pk) OR #status <> :open OR requested_at = :seen",
+                )
                 .expression_attribute_values(":seen", n(t)),
             None => req.condition_expression("attribute_not_exists(pk) OR #status <> :open"),
         };
         match req.send().await {
             Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Err(Error::Busy(r.endpoint.clone())),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(Error::Busy(r.endpoint.clone()))
+            }
             Err(e) => Err(Error::aws("PutItem", e)),
         }
     }
 
     /// Closes the deployment that was requested at `requested_at` with its verdict.
-    pub async fn finish_deployment(&self, endpoint: &str, requested_at: i64, status: DeploymentStatus) -> Result<()> {
+    pub async fn finish_deployment(
+        &self,
+        endpoint: &str,
+        requested_at: i64,
+        status: DeploymentStatus,
+    ) -> Result<()> {
         let res = self
             .client
             .update_item()
@@ -328,7 +375,9 @@ impl Ledger {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Err(Error::Busy(endpoint.to_string())),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(Error::Busy(endpoint.to_string()))
+            }
             Err(e) => Err(Error::aws("UpdateItem", e)),
         }
     }

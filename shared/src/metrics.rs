@@ -24,7 +24,9 @@ pub fn init(function: &'static str) {
 /// Writes what was recorded during this invocation as one EMF document on stdout.
 pub fn flush(request_id: &str) {
     if let Some(Some(collector)) = COLLECTOR.get() {
-        let _ = collector.set_property("RequestId", request_id.to_string()).flush(std::io::stdout());
+        let _ = collector
+            .set_property("RequestId", request_id.to_string())
+            .flush(std::io::stdout());
     }
 }
 

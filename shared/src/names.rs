@@ -9,7 +9,10 @@ pub fn sagemaker_name(base: &str, suffix: &str) -> String {
     }
     let hash = format!("{:08x}", fnv1a(full.as_bytes()) as u32);
     let keep = 63 - suffix.len() - hash.len() - 2;
-    format!("{}-{hash}-{suffix}", base[..keep.min(base.len())].trim_end_matches('-'))
+    format!(
+        "{}-{hash}-{suffix}",
+        base[..keep.min(base.len())].trim_end_matches('-')
+    )
 }
 
 /// A short, stable hash of what a resource is made of (FNV-1a; not for security).
@@ -23,7 +26,9 @@ pub fn fingerprint(parts: &[&str]) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[cfg(test)]

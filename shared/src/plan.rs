@@ -12,17 +12,40 @@ use crate::ledger::{DeploymentRecord, DeploymentStatus};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    CreateModel { name: String, package_arn: String, tags: BTreeMap<String, String> },
-    CreateEndpointConfig { spec: ConfigSpec },
-    CreateEndpoint { endpoint: String, config: String },
-    UpdateEndpoint { endpoint: String, config: String, rollout: Option<RolloutSpec> },
+    CreateModel {
+        name: String,
+        package_arn: String,
+        tags: BTreeMap<String, String>,
+    },
+    CreateEndpointConfig {
+        spec: Box<ConfigSpec>,
+    },
+    CreateEndpoint {
+        endpoint: String,
+        config: String,
+    },
+    UpdateEndpoint {
+        endpoint: String,
+        config: String,
+        rollout: Option<RolloutSpec>,
+    },
     /// Set a model package to Rejected; the description is the evidence.
-    RejectPackage { package_arn: String, description: String },
+    RejectPackage {
+        package_arn: String,
+        description: String,
+    },
     /// Write the in-flight deployment to the ledger before the call that starts it. `expected` is
     /// the `requested_at` of the record this plan was decided on, so two deciders cannot both win.
-    BeginDeployment { record: DeploymentRecord, expected: Option<i64> },
+    BeginDeployment {
+        record: DeploymentRecord,
+        expected: Option<i64>,
+    },
     /// Close the in-flight deployment with its verdict.
-    FinishDeployment { endpoint: String, requested_at: i64, status: DeploymentStatus },
+    FinishDeployment {
+        endpoint: String,
+        requested_at: i64,
+        status: DeploymentStatus,
+    },
 }
 
 impl Action {
@@ -55,7 +78,10 @@ pub struct Plan {
 
 impl Plan {
     pub fn push(&mut self, action: Action, reason: impl Into<String>) {
-        self.steps.push(Step { action, reason: reason.into() });
+        self.steps.push(Step {
+            action,
+            reason: reason.into(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {

@@ -52,9 +52,19 @@ pub struct PackageSummary {
 
 /// DescribeModelPackage. `None` when the package does not exist (deleted, or a bad ARN).
 pub async fn describe(sm: &aws_sdk_sagemaker::Client, arn: &str) -> Result<Option<ModelPackage>> {
-    let out = match sm.describe_model_package().model_package_name(arn).send().await {
+    let out = match sm
+        .describe_model_package()
+        .model_package_name(arn)
+        .send()
+        .await
+    {
         Ok(out) => out,
-        Err(e) if error_message(&e).is_some_and(|m| m.contains("not found") || m.contains("does not exist")) => return Ok(None),
+        Err(e)
+            if error_message(&e)
+                .is_some_and(|m| m.contains("not found") || m.contains("does not exist")) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(Error::aws("DescribeModelPackage", e)),
     };
     let status = out
@@ -63,8 +73,14 @@ pub async fn describe(sm: &aws_sdk_sagemaker::Client, arn: &str) -> Result<Optio
         .unwrap_or(Approval::PendingManualApproval);
     Ok(Some(ModelPackage {
         arn: out.model_package_arn().unwrap_or(arn).to_string(),
-        group: out.model_package_group_name().unwrap_or_default().to_string(),
-        version: out.model_package_version().map(i64::from).unwrap_or_default(),
+        group: out
+            .model_package_group_name()
+            .unwrap_or_default()
+            .to_string(),
+        version: out
+            .model_package_version()
+            .map(i64::from)
+            .unwrap_or_default(),
         status,
         approval_description: out.approval_description().map(str::to_string),
         metadata: out
@@ -81,7 +97,11 @@ pub async fn describe(sm: &aws_sdk_sagemaker::Client, arn: &str) -> Result<Optio
 }
 
 /// Every version of a group with the given status (all pages), newest version first.
-pub async fn list(sm: &aws_sdk_sagemaker::Client, group: &str, status: Approval) -> Result<Vec<PackageSummary>> {
+pub async fn list(
+    sm: &aws_sdk_sagemaker::Client,
+    group: &str,
+    status: Approval,
+) -> Result<Vec<PackageSummary>> {
     let wanted = match status {
         Approval::Approved => ModelApprovalStatus::Approved,
         Approval::Rejected => ModelApprovalStatus::Rejected,
@@ -110,7 +130,7 @@ pub async fn list(sm: &aws_sdk_sagemaker::Client, group: &str, status: Approval)
 
 /// Versions sorted newest first. Versions, not creation times: they are what people read.
 pub fn newest_first(mut packages: Vec<PackageSummary>) -> Vec<PackageSummary> {
-    packages.sort_by(|a, b| b.version.cmp(&a.version));
+    packages.sort_by_key(|p| std::cmp::Reverse(p.version));
     packages
 }
 
@@ -149,15 +169,28 @@ mod tests {
 
     #[test]
     fn packages_sort_by_version_not_by_arrival() {
-        let p = |v| PackageSummary { arn: format!("arn/{v}"), version: v, status: Approval::Approved };
+        let p = |v| PackageSummary {
+            arn: format!("arn/{v}"),
+            version: v,
+            status: Approval::Approved,
+        };
         let sorted = newest_first(vec![p(2), p(10), p(1)]);
-        assert_eq!(sorted.iter().map(|p| p.version).collect::<Vec<_>>(), vec![10, 2, 1]);
+        assert_eq!(
+            sorted.iter().map(|p| p.version).collect::<Vec<_>>(),
+            vec![10, 2, 1]
+        );
     }
 
     #[test]
     fn versions_come_from_the_arn() {
-        assert_eq!(version_of("arn:aws:sagemaker:us-east-1:1:model-package/recs/12"), Some(12));
-        assert_eq!(version_of("arn:aws:sagemaker:us-east-1:1:model-package/recs"), None);
+        assert_eq!(
+            version_of("arn:aws:sagemaker:us-east-1:1:model-package/recs/12"),
+            Some(12)
+        );
+        assert_eq!(
+            version_of("arn:aws:sagemaker:us-east-1:1:model-package/recs"),
+            None
+        );
     }
 
     #[test]

@@ -61,7 +61,10 @@ pub enum TrafficStrategy {
     /// `percent` of capacity first (1..=50), then the rest after `wait_seconds`.
     Canary { percent: i32, wait_seconds: i32 },
     /// Steps of `step_percent` of capacity (10..=50), `wait_seconds` apart.
-    Linear { step_percent: i32, wait_seconds: i32 },
+    Linear {
+        step_percent: i32,
+        wait_seconds: i32,
+    },
 }
 
 /// A mandatory evaluation: a named metric of the package and the bound it must meet.
@@ -85,17 +88,26 @@ impl Targets {
         let targets: Vec<DeploymentTarget> = serde_json::from_str(raw)
             .map_err(|e| ConfigError::new(VAR, format!("is not a valid list of targets: {e}")))?;
         if targets.is_empty() {
-            return Err(ConfigError::new(VAR, "lists no targets; expected at least one"));
+            return Err(ConfigError::new(
+                VAR,
+                "lists no targets; expected at least one",
+            ));
         }
         let mut groups = HashSet::new();
         let mut endpoints = HashSet::new();
         for t in &targets {
             t.validate(env)?;
             if !groups.insert(&t.model_package_group) {
-                return Err(ConfigError::new(VAR, format!("group {} is listed twice", t.model_package_group)));
+                return Err(ConfigError::new(
+                    VAR,
+                    format!("group {} is listed twice", t.model_package_group),
+                ));
             }
             if !endpoints.insert(&t.endpoint) {
-                return Err(ConfigError::new(VAR, format!("endpoint {} is listed twice", t.endpoint)));
+                return Err(ConfigError::new(
+                    VAR,
+                    format!("endpoint {} is listed twice", t.endpoint),
+                ));
             }
         }
         Ok(Self(targets))
@@ -116,7 +128,12 @@ impl Targets {
 
 impl DeploymentTarget {
     fn validate(&self, env: Environment) -> Result<(), ConfigError> {
-        let fail = |what: String| Err(ConfigError::new(VAR, format!("target {}: {what}", self.endpoint)));
+        let fail = |what: String| {
+            Err(ConfigError::new(
+                VAR,
+                format!("target {}: {what}", self.endpoint),
+            ))
+        };
         if !is_sagemaker_name(&self.endpoint) {
             return fail("endpoint must be 1-63 letters, digits or hyphens".into());
         }
@@ -127,37 +144,64 @@ impl DeploymentTarget {
             return fail("model_package_group is empty".into());
         }
         if !self.instance_type.starts_with("ml.") {
-            return fail(format!("instance_type {:?} is not a SageMaker instance type (ml.*)", self.instance_type));
+            return fail(format!(
+                "instance_type {:?} is not a SageMaker instance type (ml.*)",
+                self.instance_type
+            ));
         }
         let floor = if env.is_production() { 2 } else { 1 };
         if self.instance_count < floor {
-            return fail(format!("instance_count is {}, expected at least {floor} in {env:?}", self.instance_count));
+            return fail(format!(
+                "instance_count is {}, expected at least {floor} in {env:?}",
+                self.instance_count
+            ));
         }
         if !(1..=10).contains(&self.rollback_alarms.len()) {
-            return fail(format!("rollback_alarms has {} alarms, expected 1 to 10", self.rollback_alarms.len()));
+            return fail(format!(
+                "rollback_alarms has {} alarms, expected 1 to 10",
+                self.rollback_alarms.len()
+            ));
         }
         if !(0..=3600).contains(&self.bake_seconds) {
-            return fail(format!("bake_seconds is {}, expected 0..=3600", self.bake_seconds));
+            return fail(format!(
+                "bake_seconds is {}, expected 0..=3600",
+                self.bake_seconds
+            ));
         }
         if !(600..=28800).contains(&self.timeout_seconds) {
-            return fail(format!("timeout_seconds is {}, expected 600..=28800", self.timeout_seconds));
+            return fail(format!(
+                "timeout_seconds is {}, expected 600..=28800",
+                self.timeout_seconds
+            ));
         }
         match self.strategy {
             TrafficStrategy::AllAtOnce => {}
-            TrafficStrategy::Canary { percent, wait_seconds } => {
+            TrafficStrategy::Canary {
+                percent,
+                wait_seconds,
+            } => {
                 if !(1..=50).contains(&percent) {
                     return fail(format!("canary percent is {percent}, expected 1..=50"));
                 }
                 if !(0..=3600).contains(&wait_seconds) {
-                    return fail(format!("canary wait_seconds is {wait_seconds}, expected 0..=3600"));
+                    return fail(format!(
+                        "canary wait_seconds is {wait_seconds}, expected 0..=3600"
+                    ));
                 }
             }
-            TrafficStrategy::Linear { step_percent, wait_seconds } => {
+            TrafficStrategy::Linear {
+                step_percent,
+                wait_seconds,
+            } => {
                 if !(10..=50).contains(&step_percent) {
-                    return fail(format!("linear step_percent is {step_percent}, expected 10..=50"));
+                    return fail(format!(
+                        "linear step_percent is {step_percent}, expected 10..=50"
+                    ));
                 }
                 if !(0..=3600).contains(&wait_seconds) {
-                    return fail(format!("linear wait_seconds is {wait_seconds}, expected 0..=3600"));
+                    return fail(format!(
+                        "linear wait_seconds is {wait_seconds}, expected 0..=3600"
+                    ));
                 }
             }
         }
@@ -201,16 +245,31 @@ mod tests {
 
     #[test]
     fn strategies_parse_by_type() {
-        let t = Targets::parse(&target(r#","strategy":{"type":"linear","step_percent":25,"wait_seconds":60}"#), Environment::Staging)
-            .unwrap();
-        assert_eq!(t.0[0].strategy, TrafficStrategy::Linear { step_percent: 25, wait_seconds: 60 });
+        let t = Targets::parse(
+            &target(r#","strategy":{"type":"linear","step_percent":25,"wait_seconds":60}"#),
+            Environment::Staging,
+        )
+        .unwrap();
+        assert_eq!(
+            t.0[0].strategy,
+            TrafficStrategy::Linear {
+                step_percent: 25,
+                wait_seconds: 60
+            }
+        );
     }
 
     #[test]
     fn values_outside_sagemaker_bounds_fail_with_the_variable_named() {
         for (extra, needle) in [
-            (r#","strategy":{"type":"linear","step_percent":5,"wait_seconds":60}"#, "step_percent is 5"),
-            (r#","strategy":{"type":"canary","percent":60,"wait_seconds":60}"#, "canary percent is 60"),
+            (
+                r#","strategy":{"type":"linear","step_percent":5,"wait_seconds":60}"#,
+                "step_percent is 5",
+            ),
+            (
+                r#","strategy":{"type":"canary","percent":60,"wait_seconds":60}"#,
+                "canary percent is 60",
+            ),
             (r#","bake_seconds":4000"#, "bake_seconds is 4000"),
             (r#","timeout_seconds":60"#, "timeout_seconds is 60"),
             (r#","gates":[{"metric":"loss"}]"#, "neither min nor max"),
@@ -225,17 +284,36 @@ mod tests {
     #[test]
     fn production_needs_two_instances_and_rollback_alarms() {
         let one = target("").replace("\"instance_count\":2", "\"instance_count\":1");
-        assert!(Targets::parse(&one, Environment::Production).unwrap_err().problem.contains("at least 2"));
+        assert!(
+            Targets::parse(&one, Environment::Production)
+                .unwrap_err()
+                .problem
+                .contains("at least 2")
+        );
         assert!(Targets::parse(&one, Environment::Development).is_ok());
         let none = target("").replace(r#"["recs-5xx"]"#, "[]");
-        assert!(Targets::parse(&none, Environment::Development).unwrap_err().problem.contains("1 to 10"));
+        assert!(
+            Targets::parse(&none, Environment::Development)
+                .unwrap_err()
+                .problem
+                .contains("1 to 10")
+        );
     }
 
     #[test]
     fn duplicate_groups_are_refused() {
         let one = target("");
-        let two = format!("[{},{}]", &one[1..one.len() - 1], &one[1..one.len() - 1].replace("recs-prod", "recs-b"));
-        assert!(Targets::parse(&two, Environment::Staging).unwrap_err().problem.contains("listed twice"));
+        let two = format!(
+            "[{},{}]",
+            &one[1..one.len() - 1],
+            &one[1..one.len() - 1].replace("recs-prod", "recs-b")
+        );
+        assert!(
+            Targets::parse(&two, Environment::Staging)
+                .unwrap_err()
+                .problem
+                .contains("listed twice")
+        );
     }
 
     #[test]

@@ -10,9 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 use aws_sdk_sagemaker::config::Credentials;
-use aws_sdk_sagemaker::types::{ModelApprovalStatus, ModelPackageContainerDefinition, InferenceSpecification};
+use aws_sdk_sagemaker::types::{
+    InferenceSpecification, ModelApprovalStatus, ModelPackageContainerDefinition,
+};
 use lambda_runtime::{Context, LambdaEvent};
 use lifecycle::aws::Clients;
 use serde_json::Value;
@@ -20,7 +24,10 @@ use serde_json::Value;
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/sagemaker-execution";
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The local AWS server. Its stdin is a pipe held by this process: when the test binary exits,
@@ -36,20 +43,43 @@ static LOCAL_AWS: OnceLock<LocalAws> = OnceLock::new();
 pub fn local_aws() -> &'static LocalAws {
     LOCAL_AWS.get_or_init(|| {
         let root = workspace_root();
-        let python = std::env::var("LOCALAWS_PYTHON").map(PathBuf::from).unwrap_or_else(|_| root.join(".venv/bin/python"));
+        let python = std::env::var("LOCALAWS_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join(".venv/bin/python"));
         let mut child = Command::new(&python)
             .arg(root.join("tests/localaws/localaws.py"))
-            .args(["--port", "0", "--exit-with-stdin", "--update-seconds", "3600"])
+            .args([
+                "--port",
+                "0",
+                "--exit-with-stdin",
+                "--update-seconds",
+                "3600",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the local AWS with {}: {e} (run `make test`, which installs it)", python.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the local AWS with {}: {e} (run `make test`, which installs it)",
+                    python.display()
+                )
+            });
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("local AWS did not start: {line:?}")).to_string();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("local AWS did not start: {line:?}"))
+            .to_string();
         let addr = url.trim_start_matches("http://").to_string();
-        LocalAws { url, addr, _child: Mutex::new(child) }
+        LocalAws {
+            url,
+            addr,
+            _child: Mutex::new(child),
+        }
     })
 }
 
@@ -99,12 +129,24 @@ impl Fixture {
         let sdk = lifecycle::aws::configure(aws_config::defaults(BehaviorVersion::latest()))
             .endpoint_url(&aws.url)
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(&key, "secret", None, None, "integration-tests"))
+            .credentials_provider(Credentials::new(
+                &key,
+                "secret",
+                None,
+                None,
+                "integration-tests",
+            ))
             .load()
             .await;
         let clients = Clients::new(&sdk);
         let table = format!("{id}-ledger");
-        let fixture = Self { id: id.to_string(), key, sdk, clients, table };
+        let fixture = Self {
+            id: id.to_string(),
+            key,
+            sdk,
+            clients,
+            table,
+        };
         create_ledger_table(&fixture.setup_clients().await.dynamodb, &fixture.table).await;
         fixture
     }
@@ -114,13 +156,15 @@ impl Fixture {
         let sdk = self
             .sdk
             .to_builder()
-            .credentials_provider(aws_sdk_sagemaker::config::SharedCredentialsProvider::new(Credentials::new(
-                format!("setup-{}", self.id),
-                "secret",
-                None,
-                None,
-                "integration-tests",
-            )))
+            .credentials_provider(aws_sdk_sagemaker::config::SharedCredentialsProvider::new(
+                Credentials::new(
+                    format!("setup-{}", self.id),
+                    "secret",
+                    None,
+                    None,
+                    "integration-tests",
+                ),
+            ))
             .build();
         Clients::new(&sdk)
     }
@@ -151,7 +195,10 @@ impl Fixture {
     }
 
     pub fn count(&self, operation: &str) -> usize {
-        self.calls().iter().filter(|c| c.operation == operation).count()
+        self.calls()
+            .iter()
+            .filter(|c| c.operation == operation)
+            .count()
     }
 
     /// Finishes the endpoint's pending update now (SageMaker would take minutes).
@@ -171,9 +218,19 @@ impl Fixture {
 }
 
 pub async fn create_ledger_table(ddb: &aws_sdk_dynamodb::Client, table: &str) {
-    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap();
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
     let attr = |name: &str| {
-        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
     };
     ddb.create_table()
         .table_name(table)
@@ -190,7 +247,10 @@ pub async fn create_ledger_table(ddb: &aws_sdk_dynamodb::Client, table: &str) {
 /// A realistic event from `events/`.
 pub fn event_file(name: &str) -> Value {
     let path = workspace_root().join("events").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 /// A model package group and its registry, seen by the tests' setup clients.
@@ -201,8 +261,15 @@ pub struct Registry<'a> {
 
 impl Registry<'_> {
     pub async fn create<'c>(sm: &'c aws_sdk_sagemaker::Client, group: &str) -> Registry<'c> {
-        sm.create_model_package_group().model_package_group_name(group).send().await.unwrap();
-        Registry { sm, group: group.to_string() }
+        sm.create_model_package_group()
+            .model_package_group_name(group)
+            .send()
+            .await
+            .unwrap();
+        Registry {
+            sm,
+            group: group.to_string(),
+        }
     }
 
     /// Registers the next version with its evaluation metrics as customer metadata.
@@ -210,8 +277,16 @@ impl Registry<'_> {
         self.register_with(status, metadata, None).await
     }
 
-    pub async fn register_with(&self, status: &str, metadata: &[(&str, &str)], statistics_uri: Option<&str>) -> String {
-        let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    pub async fn register_with(
+        &self,
+        status: &str,
+        metadata: &[(&str, &str)],
+        statistics_uri: Option<&str>,
+    ) -> String {
+        let meta: HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut req = self
             .sm
             .create_model_package()
@@ -236,13 +311,23 @@ impl Registry<'_> {
                 ModelMetrics::builder()
                     .model_quality(
                         ModelQuality::builder()
-                            .statistics(MetricsSource::builder().content_type("application/json").s3_uri(uri).build())
+                            .statistics(
+                                MetricsSource::builder()
+                                    .content_type("application/json")
+                                    .s3_uri(uri)
+                                    .build(),
+                            )
                             .build(),
                     )
                     .build(),
             );
         }
-        req.send().await.unwrap().model_package_arn().unwrap().to_string()
+        req.send()
+            .await
+            .unwrap()
+            .model_package_arn()
+            .unwrap()
+            .to_string()
     }
 
     pub async fn set_status(&self, arn: &str, status: &str) {
@@ -255,8 +340,16 @@ impl Registry<'_> {
             .unwrap();
     }
 
-    pub async fn package(&self, arn: &str) -> aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput {
-        self.sm.describe_model_package().model_package_name(arn).send().await.unwrap()
+    pub async fn package(
+        &self,
+        arn: &str,
+    ) -> aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput {
+        self.sm
+            .describe_model_package()
+            .model_package_name(arn)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -267,8 +360,18 @@ pub async fn create_alarm(cw: &aws_sdk_cloudwatch::Client, name: &str, endpoint:
         .alarm_name(name)
         .namespace("AWS/SageMaker")
         .metric_name("Invocation5XXErrors")
-        .dimensions(Dimension::builder().name("EndpointName").value(endpoint).build())
-        .dimensions(Dimension::builder().name("VariantName").value("AllTraffic").build())
+        .dimensions(
+            Dimension::builder()
+                .name("EndpointName")
+                .value(endpoint)
+                .build(),
+        )
+        .dimensions(
+            Dimension::builder()
+                .name("VariantName")
+                .value("AllTraffic")
+                .build(),
+        )
         .statistic(Statistic::Sum)
         .period(60)
         .evaluation_periods(1)
@@ -279,6 +382,17 @@ pub async fn create_alarm(cw: &aws_sdk_cloudwatch::Client, name: &str, endpoint:
         .unwrap();
 }
 
-pub async fn set_alarm(cw: &aws_sdk_cloudwatch::Client, name: &str, state: aws_sdk_cloudwatch::types::StateValue, reason: &str) {
-    cw.set_alarm_state().alarm_name(name).state_value(state).state_reason(reason).send().await.unwrap();
+pub async fn set_alarm(
+    cw: &aws_sdk_cloudwatch::Client,
+    name: &str,
+    state: aws_sdk_cloudwatch::types::StateValue,
+    reason: &str,
+) {
+    cw.set_alarm_state()
+        .alarm_name(name)
+        .state_value(state)
+        .state_reason(reason)
+        .send()
+        .await
+        .unwrap();
 }

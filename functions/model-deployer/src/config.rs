@@ -21,12 +21,17 @@ pub struct Config {
 impl Config {
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         let environment = Environment::from_source(src)?;
-        let targets = Targets::parse(&required(src, "DEPLOY_TARGETS", "a JSON list of deployment targets")?, environment)?;
+        let targets = Targets::parse(
+            &required(src, "DEPLOY_TARGETS", "a JSON list of deployment targets")?,
+            environment,
+        )?;
         let execution_role_arn = required(src, "EXECUTION_ROLE_ARN", "an IAM role ARN")?;
         if !(execution_role_arn.starts_with("arn:aws") && execution_role_arn.contains(":role/")) {
             return Err(ConfigError::new(
                 "EXECUTION_ROLE_ARN",
-                format!("expected an IAM role ARN (arn:aws:iam::<account>:role/<name>), got {execution_role_arn:?}"),
+                format!(
+                    "expected an IAM role ARN (arn:aws:iam::<account>:role/<name>), got {execution_role_arn:?}"
+                ),
             ));
         }
         Ok(Self {
@@ -66,6 +71,9 @@ mod tests {
             ("ENVIRONMENT", "staging"),
             ("EXECUTION_ROLE_ARN", "sm-role"),
         ];
-        assert_eq!(Config::from_source(&env).unwrap_err().var, "EXECUTION_ROLE_ARN");
+        assert_eq!(
+            Config::from_source(&env).unwrap_err().var,
+            "EXECUTION_ROLE_ARN"
+        );
     }
 }

@@ -20,7 +20,9 @@ impl Metrics {
         let mut out = BTreeMap::new();
         if let Some(Value::Object(sections)) = statistics {
             for (section, metrics) in sections {
-                let Value::Object(metrics) = metrics else { continue };
+                let Value::Object(metrics) = metrics else {
+                    continue;
+                };
                 for (name, m) in metrics {
                     if let Some(v) = m.get("value").and_then(Value::as_f64) {
                         out.insert(name.clone(), (v, "model quality statistics"));
@@ -51,8 +53,12 @@ impl GateResult {
     fn explain(&self) -> String {
         match (self.value, self.min, self.max) {
             (None, _, _) => format!("{} is missing (fails closed)", self.metric),
-            (Some(v), Some(min), _) if v < min => format!("{} = {v} is below min {min}", self.metric),
-            (Some(v), _, Some(max)) if v > max => format!("{} = {v} is above max {max}", self.metric),
+            (Some(v), Some(min), _) if v < min => {
+                format!("{} = {v} is below min {min}", self.metric)
+            }
+            (Some(v), _, Some(max)) if v > max => {
+                format!("{} = {v} is above max {max}", self.metric)
+            }
             (Some(v), _, _) => format!("{} = {v} passes", self.metric),
         }
     }
@@ -69,8 +75,14 @@ impl GateReport {
 
     /// The ApprovalDescription of a rejected package: every failing metric, its value and bound.
     pub fn failure_description(&self, version: i64) -> String {
-        let mut s = format!("Rejected by model-deployer: version {version} failed its evaluation gates: ");
-        let failing: Vec<String> = self.0.iter().filter(|g| !g.passed).map(GateResult::explain).collect();
+        let mut s =
+            format!("Rejected by model-deployer: version {version} failed its evaluation gates: ");
+        let failing: Vec<String> = self
+            .0
+            .iter()
+            .filter(|g| !g.passed)
+            .map(GateResult::explain)
+            .collect();
         let _ = write!(s, "{}.", failing.join("; "));
         s
     }
@@ -82,9 +94,21 @@ pub fn evaluate(gates: &[Gate], metrics: &Metrics) -> GateReport {
         gates
             .iter()
             .map(|g| {
-                let value = metrics.0.get(&g.metric).map(|(v, _)| *v).filter(|v| v.is_finite());
-                let passed = value.is_some_and(|v| g.min.is_none_or(|min| v >= min) && g.max.is_none_or(|max| v <= max));
-                GateResult { metric: g.metric.clone(), value, min: g.min, max: g.max, passed }
+                let value = metrics
+                    .0
+                    .get(&g.metric)
+                    .map(|(v, _)| *v)
+                    .filter(|v| v.is_finite());
+                let passed = value.is_some_and(|v| {
+                    g.min.is_none_or(|min| v >= min) && g.max.is_none_or(|max| v <= max)
+                });
+                GateResult {
+                    metric: g.metric.clone(),
+                    value,
+                    min: g.min,
+                    max: g.max,
+                    passed,
+                }
             })
             .collect(),
     )
@@ -96,17 +120,33 @@ mod tests {
     use serde_json::json;
 
     fn gate(metric: &str, min: Option<f64>, max: Option<f64>) -> Gate {
-        Gate { metric: metric.into(), min, max }
+        Gate {
+            metric: metric.into(),
+            min,
+            max,
+        }
     }
 
     fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn a_package_within_every_bound_passes() {
-        let m = Metrics::collect(&meta(&[("validation_loss", "0.31"), ("offline_ctr", "0.084")]), None);
-        let r = evaluate(&[gate("validation_loss", None, Some(0.35)), gate("offline_ctr", Some(0.075), None)], &m);
+        let m = Metrics::collect(
+            &meta(&[("validation_loss", "0.31"), ("offline_ctr", "0.084")]),
+            None,
+        );
+        let r = evaluate(
+            &[
+                gate("validation_loss", None, Some(0.35)),
+                gate("offline_ctr", Some(0.075), None),
+            ],
+            &m,
+        );
         assert!(r.passed());
     }
 
@@ -126,12 +166,16 @@ mod tests {
         let m = Metrics::collect(&meta(&[("offline_ctr", "n/a")]), None);
         let r = evaluate(&[gate("offline_ctr", Some(0.075), None)], &m);
         assert!(!r.passed());
-        assert!(r.failure_description(2).contains("offline_ctr is missing (fails closed)"));
+        assert!(
+            r.failure_description(2)
+                .contains("offline_ctr is missing (fails closed)")
+        );
     }
 
     #[test]
     fn model_quality_statistics_are_read_by_metric_and_by_section() {
-        let stats = json!({"regression_metrics": {"rmse": {"value": 1.5, "standard_deviation": 0.1}}});
+        let stats =
+            json!({"regression_metrics": {"rmse": {"value": 1.5, "standard_deviation": 0.1}}});
         let m = Metrics::collect(&BTreeMap::new(), Some(&stats));
         assert!(evaluate(&[gate("rmse", None, Some(2.0))], &m).passed());
         assert!(!evaluate(&[gate("regression_metrics.rmse", None, Some(1.0))], &m).passed());

@@ -37,7 +37,11 @@ pub struct Deployer {
 impl Deployer {
     pub fn new(clients: Clients, config: Config) -> Self {
         let ledger = Ledger::new(clients.dynamodb.clone(), config.ledger_table.clone());
-        Self { clients, ledger, config }
+        Self {
+            clients,
+            ledger,
+            config,
+        }
     }
 }
 
@@ -67,24 +71,44 @@ pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Re
     let mut report = Report::default();
 
     let targets: Vec<&DeploymentTarget> = match &trigger {
-        Trigger::PackageChanged { group, package_arn, .. } => match deployer.config.targets.by_group(group) {
+        Trigger::PackageChanged {
+            group, package_arn, ..
+        } => match deployer.config.targets.by_group(group) {
             Some(t) => vec![t],
             None => {
                 let reason = format!("no deployment target for model package group {group}");
-                record_unrouted(deployer, &request_id, &trigger, format!("group#{group}"), Some(package_arn), reason, &mut report)
-                    .await?;
+                record_unrouted(
+                    deployer,
+                    &request_id,
+                    &trigger,
+                    format!("group#{group}"),
+                    Some(package_arn),
+                    reason,
+                    &mut report,
+                )
+                .await?;
                 return Ok(report);
             }
         },
-        Trigger::EndpointChanged { endpoint, .. } => match deployer.config.targets.by_endpoint(endpoint) {
-            Some(t) => vec![t],
-            None => {
-                let reason = format!("{endpoint} is not an endpoint of any deployment target");
-                record_unrouted(deployer, &request_id, &trigger, ledger::endpoint_key(endpoint), None, reason, &mut report)
+        Trigger::EndpointChanged { endpoint, .. } => {
+            match deployer.config.targets.by_endpoint(endpoint) {
+                Some(t) => vec![t],
+                None => {
+                    let reason = format!("{endpoint} is not an endpoint of any deployment target");
+                    record_unrouted(
+                        deployer,
+                        &request_id,
+                        &trigger,
+                        ledger::endpoint_key(endpoint),
+                        None,
+                        reason,
+                        &mut report,
+                    )
                     .await?;
-                return Ok(report);
+                    return Ok(report);
+                }
             }
-        },
+        }
         Trigger::Tick { .. } => deployer.config.targets.iter().collect(),
     };
 
@@ -96,7 +120,11 @@ pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Re
                 error!(endpoint = %target.endpoint, error = %e, "reconcile failed");
                 report.decisions.push(Summary {
                     endpoint: Some(target.endpoint.clone()),
-                    outcome: if matches!(e, Error::Busy(_)) { "busy" } else { "failed" },
+                    outcome: if matches!(e, Error::Busy(_)) {
+                        "busy"
+                    } else {
+                        "failed"
+                    },
                     reason: e.to_string(),
                     package: None,
                     actions: vec![],
@@ -115,8 +143,17 @@ pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Re
 }
 
 /// One target: take the endpoint's lease, observe, decide, act, record, release.
-async fn reconcile(deployer: &Deployer, target: &DeploymentTarget, trigger: &Trigger, request_id: &str) -> Result<Summary> {
-    let Some(lease) = deployer.ledger.acquire(&target.endpoint, request_id, LEASE_SECONDS).await? else {
+async fn reconcile(
+    deployer: &Deployer,
+    target: &DeploymentTarget,
+    trigger: &Trigger,
+    request_id: &str,
+) -> Result<Summary> {
+    let Some(lease) = deployer
+        .ledger
+        .acquire(&target.endpoint, request_id, LEASE_SECONDS)
+        .await?
+    else {
         return Err(Error::Busy(target.endpoint.clone()));
     };
     let result = reconcile_leased(deployer, target, trigger, request_id).await;
@@ -126,15 +163,22 @@ async fn reconcile(deployer: &Deployer, target: &DeploymentTarget, trigger: &Tri
     result
 }
 
-async fn reconcile_leased(deployer: &Deployer, target: &DeploymentTarget, trigger: &Trigger, request_id: &str) -> Result<Summary> {
+async fn reconcile_leased(
+    deployer: &Deployer,
+    target: &DeploymentTarget,
+    trigger: &Trigger,
+    request_id: &str,
+) -> Result<Summary> {
     let clients = &deployer.clients;
     // A registry event that is not an approval only matters for the version that is live. The
     // event's status may be stale: the registry, re-read now, is the truth.
     let only_if_live = match trigger {
-        Trigger::PackageChanged { package_arn, .. } => match registry::describe(&clients.sagemaker, package_arn).await? {
-            Some(p) if p.status == Approval::Approved => None,
-            _ => Some(package_arn.clone()),
-        },
+        Trigger::PackageChanged { package_arn, .. } => {
+            match registry::describe(&clients.sagemaker, package_arn).await? {
+                Some(p) if p.status == Approval::Approved => None,
+                _ => Some(package_arn.clone()),
+            }
+        }
         _ => None,
     };
     let observed = observe::observe(clients, &deployer.ledger, target, only_if_live).await?;
@@ -148,7 +192,11 @@ async fn reconcile_leased(deployer: &Deployer, target: &DeploymentTarget, trigge
         dry_run: deployer.config.dry_run,
     };
     let Applied { results, error } = executor.apply(&decision.plan).await;
-    let outcome = if error.is_some() { "failed" } else { decision.outcome };
+    let outcome = if error.is_some() {
+        "failed"
+    } else {
+        decision.outcome
+    };
     lifecycle::metrics::decision(outcome);
     let record = ledger::Decision {
         subject: ledger::endpoint_key(&target.endpoint),
@@ -176,7 +224,12 @@ async fn reconcile_leased(deployer: &Deployer, target: &DeploymentTarget, trigge
         outcome,
         reason: decision.reason,
         package: decision.package,
-        actions: decision.plan.steps.iter().map(|s| s.action.name()).collect(),
+        actions: decision
+            .plan
+            .steps
+            .iter()
+            .map(|s| s.action.name())
+            .collect(),
         results,
     })
 }

@@ -25,22 +25,33 @@ pub async fn observe<'a>(
     let sm = &clients.sagemaker;
     let endpoint = endpoints::describe(sm, &target.endpoint).await?;
     let live_config = match &endpoint {
-        Some(ep) if !ep.config_name.is_empty() => endpoints::describe_config(sm, &ep.config_name).await?,
+        Some(ep) if !ep.config_name.is_empty() => {
+            endpoints::describe_config(sm, &ep.config_name).await?
+        }
         _ => None,
     };
-    let served = live_config.as_ref().and_then(|c| c.package_arn()).map(str::to_string);
+    let served = live_config
+        .as_ref()
+        .and_then(|c| c.package_arn())
+        .map(str::to_string);
     let in_flight = ledger.deployment(&target.endpoint).await?;
 
     let mut candidates = Vec::new();
     for summary in registry::list(sm, &target.model_package_group, Approval::Approved).await? {
         if served.as_deref() == Some(summary.arn.as_str()) {
-            candidates.push(Candidate { arn: summary.arn, version: summary.version, gates: None });
+            candidates.push(Candidate {
+                arn: summary.arn,
+                version: summary.version,
+                gates: None,
+            });
             break;
         }
         if candidates.len() == MAX_CANDIDATES {
             break;
         }
-        let Some(package) = registry::describe(sm, &summary.arn).await? else { continue };
+        let Some(package) = registry::describe(sm, &summary.arn).await? else {
+            continue;
+        };
         if package.status != Approval::Approved {
             continue; // changed since it was listed
         }
@@ -53,7 +64,16 @@ pub async fn observe<'a>(
     }
 
     let firing_alarms = firing(clients, &target.rollback_alarms).await?;
-    Ok(Observed { target, endpoint, live_config, candidates, in_flight, firing_alarms, only_if_live, now_ms: now_ms() })
+    Ok(Observed {
+        target,
+        endpoint,
+        live_config,
+        candidates,
+        in_flight,
+        firing_alarms,
+        only_if_live,
+        now_ms: now_ms(),
+    })
 }
 
 /// A package's evaluation results: its metadata, and its ModelQuality statistics from S3.
@@ -68,7 +88,10 @@ async fn metrics_of(clients: &Clients, package: &ModelPackage) -> Result<Metrics
 /// The statistics JSON. A document that cannot be read or parsed counts as no metrics (the gates
 /// then fail closed); a transient S3 error is returned so the invocation is retried.
 async fn read_statistics(s3: &aws_sdk_s3::Client, uri: &str) -> Result<Option<Value>> {
-    let Some((bucket, key)) = uri.strip_prefix("s3://").and_then(|rest| rest.split_once('/')) else {
+    let Some((bucket, key)) = uri
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+    else {
         tracing::warn!(uri, "model quality statistics URI is not s3://bucket/key");
         return Ok(None);
     };
@@ -87,7 +110,12 @@ async fn read_statistics(s3: &aws_sdk_s3::Client, uri: &str) -> Result<Option<Va
         tracing::warn!(uri, "model quality statistics too large; gates fail closed");
         return Ok(None);
     }
-    let bytes = out.body.collect().await.map_err(|e| Error::InvalidData(format!("reading {uri}: {e}")))?.into_bytes();
+    let bytes = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| Error::InvalidData(format!("reading {uri}: {e}")))?
+        .into_bytes();
     Ok(serde_json::from_slice(&bytes).ok())
 }
 
@@ -104,5 +132,9 @@ async fn firing(clients: &Clients, alarms: &[String]) -> Result<Vec<String>> {
         .send()
         .await
         .map_err(|e| Error::aws("DescribeAlarms", e))?;
-    Ok(out.metric_alarms().iter().filter_map(|a| a.alarm_name().map(str::to_string)).collect())
+    Ok(out
+        .metric_alarms()
+        .iter()
+        .filter_map(|a| a.alarm_name().map(str::to_string))
+        .collect())
 }

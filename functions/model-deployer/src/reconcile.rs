@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use lifecycle::endpoints::{ConfigSpec, Endpoint, EndpointConfig, EndpointStatus, RolloutSpec, tags};
+use lifecycle::endpoints::{
+    ConfigSpec, Endpoint, EndpointConfig, EndpointStatus, RolloutSpec, tags,
+};
 use lifecycle::ledger::{DeploymentRecord, DeploymentStatus};
 use lifecycle::names::{fingerprint, sagemaker_name};
 use lifecycle::plan::{Action, Plan};
@@ -50,7 +52,9 @@ pub struct Decision {
 
 impl Observed<'_> {
     fn served_package(&self) -> Option<&str> {
-        self.live_config.as_ref().and_then(EndpointConfig::package_arn)
+        self.live_config
+            .as_ref()
+            .and_then(EndpointConfig::package_arn)
     }
 }
 
@@ -60,7 +64,12 @@ pub fn model_name(target: &DeploymentTarget, version: i64) -> String {
 }
 
 pub fn config_name(target: &DeploymentTarget, arn: &str, version: i64) -> String {
-    let fp = fingerprint(&[arn, &target.variant, &target.instance_type, &target.instance_count.to_string()]);
+    let fp = fingerprint(&[
+        arn,
+        &target.variant,
+        &target.instance_type,
+        &target.instance_count.to_string(),
+    ]);
     sagemaker_name(&target.endpoint, &format!("v{version}-{fp}"))
 }
 
@@ -76,11 +85,17 @@ pub fn decide(obs: &Observed) -> Decision {
     // A registry event that is not an approval only matters if it concerns what is live.
     if let Some(arn) = &obs.only_if_live {
         let live = obs.served_package() == Some(arn.as_str())
-            || obs.in_flight.as_ref().is_some_and(|d| d.status == DeploymentStatus::InProgress && &d.package_arn == arn);
+            || obs
+                .in_flight
+                .as_ref()
+                .is_some_and(|d| d.status == DeploymentStatus::InProgress && &d.package_arn == arn);
         if !live {
             return Decision {
                 outcome: "ignored",
-                reason: format!("{arn} is not Approved and not what {} serves; nothing to do", target.endpoint),
+                reason: format!(
+                    "{arn} is not Approved and not what {} serves; nothing to do",
+                    target.endpoint
+                ),
                 package: Some(arn.clone()),
                 plan,
                 evidence,
@@ -93,7 +108,10 @@ pub fn decide(obs: &Observed) -> Decision {
         if ep.status.is_transitioning() {
             return Decision {
                 outcome: "waiting",
-                reason: format!("{} is {:?}; SageMaker owns it until it is InService again", ep.name, ep.status),
+                reason: format!(
+                    "{} is {:?}; SageMaker owns it until it is InService again",
+                    ep.name, ep.status
+                ),
                 package: obs.in_flight.as_ref().map(|d| d.package_arn.clone()),
                 plan,
                 evidence,
@@ -102,7 +120,10 @@ pub fn decide(obs: &Observed) -> Decision {
         if ep.status != EndpointStatus::InService {
             return Decision {
                 outcome: "blocked",
-                reason: format!("{} is {:?}; a person must look at it before anything is deployed", ep.name, ep.status),
+                reason: format!(
+                    "{} is {:?}; a person must look at it before anything is deployed",
+                    ep.name, ep.status
+                ),
                 package: None,
                 plan,
                 evidence,
@@ -114,17 +135,34 @@ pub fn decide(obs: &Observed) -> Decision {
     let mut verdict: Option<&'static str> = None;
     let mut expected = obs.in_flight.as_ref().map(|d| d.requested_at);
     let mut excluded: Vec<String> = Vec::new();
-    if let Some(d) = obs.in_flight.as_ref().filter(|d| d.status == DeploymentStatus::InProgress) {
-        let finish = |status| Action::FinishDeployment { endpoint: d.endpoint.clone(), requested_at: d.requested_at, status };
+    if let Some(d) = obs
+        .in_flight
+        .as_ref()
+        .filter(|d| d.status == DeploymentStatus::InProgress)
+    {
+        let finish = |status| Action::FinishDeployment {
+            endpoint: d.endpoint.clone(),
+            requested_at: d.requested_at,
+            status,
+        };
         match &obs.endpoint {
             None => {
-                plan.push(finish(DeploymentStatus::Abandoned), "the endpoint no longer exists");
+                plan.push(
+                    finish(DeploymentStatus::Abandoned),
+                    "the endpoint no longer exists",
+                );
             }
             Some(ep) if ep.config_name == d.config => {
-                plan.push(finish(DeploymentStatus::Succeeded), format!("{} is InService on {}", ep.name, d.config));
+                plan.push(
+                    finish(DeploymentStatus::Succeeded),
+                    format!("{} is InService on {}", ep.name, d.config),
+                );
                 verdict = Some("deployed");
             }
-            Some(ep) if modified_since(ep, d.requested_at) && Some(&ep.config_name) == d.previous_config.as_ref() => {
+            Some(ep)
+                if modified_since(ep, d.requested_at)
+                    && Some(&ep.config_name) == d.previous_config.as_ref() =>
+            {
                 let description = format!(
                     "Rolled back by SageMaker deployment guardrails: {} ended InService on {} instead of {} \
                      (update requested at {}). Rollback alarms in ALARM at the verdict: {}.",
@@ -132,10 +170,20 @@ pub fn decide(obs: &Observed) -> Decision {
                     ep.config_name,
                     d.config,
                     millis_rfc3339(d.requested_at),
-                    if obs.firing_alarms.is_empty() { "none any more".to_string() } else { obs.firing_alarms.join(", ") }
+                    if obs.firing_alarms.is_empty() {
+                        "none any more".to_string()
+                    } else {
+                        obs.firing_alarms.join(", ")
+                    }
                 );
                 plan.push(finish(DeploymentStatus::RolledBack), description.clone());
-                plan.push(Action::RejectPackage { package_arn: d.package_arn.clone(), description: description.clone() }, description);
+                plan.push(
+                    Action::RejectPackage {
+                        package_arn: d.package_arn.clone(),
+                        description: description.clone(),
+                    },
+                    description,
+                );
                 evidence["rolled_back"] = json!({"package": d.package_arn, "config": d.config, "firing_alarms": obs.firing_alarms});
                 excluded.push(d.package_arn.clone());
                 verdict = Some("rolled_back");
@@ -143,7 +191,10 @@ pub fn decide(obs: &Observed) -> Decision {
             Some(ep) if modified_since(ep, d.requested_at) => {
                 plan.push(
                     finish(DeploymentStatus::Abandoned),
-                    format!("{} moved to {} since the update to {} was requested", ep.name, ep.config_name, d.config),
+                    format!(
+                        "{} moved to {} since the update to {} was requested",
+                        ep.name, ep.config_name, d.config
+                    ),
                 );
             }
             Some(_) => {
@@ -170,7 +221,13 @@ pub fn decide(obs: &Observed) -> Decision {
                     break;
                 }
                 let description = report.failure_description(c.version);
-                plan.push(Action::RejectPackage { package_arn: c.arn.clone(), description: description.clone() }, description);
+                plan.push(
+                    Action::RejectPackage {
+                        package_arn: c.arn.clone(),
+                        description: description.clone(),
+                    },
+                    description,
+                );
             }
         }
     }
@@ -180,40 +237,87 @@ pub fn decide(obs: &Observed) -> Decision {
 
     let Some(desired) = desired else {
         let (outcome, reason) = if plan.has("RejectPackage") {
-            ("rejected", format!("no approved package of {} passes its gates; {} unchanged", target.model_package_group, target.endpoint))
+            (
+                "rejected",
+                format!(
+                    "no approved package of {} passes its gates; {} unchanged",
+                    target.model_package_group, target.endpoint
+                ),
+            )
         } else {
-            ("nothing_approved", format!("{} has no Approved package; {} unchanged", target.model_package_group, target.endpoint))
+            (
+                "nothing_approved",
+                format!(
+                    "{} has no Approved package; {} unchanged",
+                    target.model_package_group, target.endpoint
+                ),
+            )
         };
-        return Decision { outcome: verdict.unwrap_or(outcome), reason, package: None, plan, evidence };
+        return Decision {
+            outcome: verdict.unwrap_or(outcome),
+            reason,
+            package: None,
+            plan,
+            evidence,
+        };
     };
 
     if obs.served_package() == Some(desired.arn.as_str()) && obs.endpoint.is_some() {
-        let outcome = verdict.unwrap_or(if plan.has("RejectPackage") { "rejected" } else { "in_sync" });
-        let reason = format!("{} serves version {}, the newest approved package that passes its gates", target.endpoint, desired.version);
-        return Decision { outcome, reason, package: Some(desired.arn.clone()), plan, evidence };
+        let outcome = verdict.unwrap_or(if plan.has("RejectPackage") {
+            "rejected"
+        } else {
+            "in_sync"
+        });
+        let reason = format!(
+            "{} serves version {}, the newest approved package that passes its gates",
+            target.endpoint, desired.version
+        );
+        return Decision {
+            outcome,
+            reason,
+            package: Some(desired.arn.clone()),
+            plan,
+            evidence,
+        };
     }
 
     // One step toward the desired package: model, config, ledger record, then the endpoint call.
     let model = model_name(target, desired.version);
     let config = config_name(target, &desired.arn, desired.version);
-    let live_count = obs.endpoint.as_ref().and_then(|e| e.instance_count(&target.variant)).unwrap_or(0);
+    let live_count = obs
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.instance_count(&target.variant))
+        .unwrap_or(0);
     let instance_count = target.instance_count.max(live_count);
     let previous = obs.endpoint.as_ref().map(|e| e.config_name.clone());
     let mut config_tags = BTreeMap::from([
         (tags::PACKAGE_ARN.to_string(), desired.arn.clone()),
-        (tags::PACKAGE_GROUP.to_string(), target.model_package_group.clone()),
-        (tags::PACKAGE_VERSION.to_string(), desired.version.to_string()),
+        (
+            tags::PACKAGE_GROUP.to_string(),
+            target.model_package_group.clone(),
+        ),
+        (
+            tags::PACKAGE_VERSION.to_string(),
+            desired.version.to_string(),
+        ),
     ]);
     if let Some(p) = &previous {
         config_tags.insert(tags::REPLACES.to_string(), p.clone());
     }
     let why = match obs.served_package() {
-        Some(s) => format!("version {} is the newest approved package; {} serves {s}", desired.version, target.endpoint),
+        Some(s) => format!(
+            "version {} is the newest approved package; {} serves {s}",
+            desired.version, target.endpoint
+        ),
         None if obs.endpoint.is_some() => format!(
             "version {} is the newest approved package; {} serves a config this suite did not make",
             desired.version, target.endpoint
         ),
-        None => format!("version {} is the newest approved package and {} does not exist yet", desired.version, target.endpoint),
+        None => format!(
+            "version {} is the newest approved package and {} does not exist yet",
+            desired.version, target.endpoint
+        ),
     };
     plan.push(
         Action::CreateModel {
@@ -225,7 +329,7 @@ pub fn decide(obs: &Observed) -> Decision {
     );
     plan.push(
         Action::CreateEndpointConfig {
-            spec: ConfigSpec {
+            spec: Box::new(ConfigSpec {
                 name: config.clone(),
                 variant: target.variant.clone(),
                 model,
@@ -233,9 +337,12 @@ pub fn decide(obs: &Observed) -> Decision {
                 instance_count,
                 tags: config_tags,
                 carried: obs.live_config.clone(),
-            },
+            }),
         },
-        format!("{instance_count} x {} (configured {}, live {live_count})", target.instance_type, target.instance_count),
+        format!(
+            "{instance_count} x {} (configured {}, live {live_count})",
+            target.instance_type, target.instance_count
+        ),
     );
     plan.push(
         Action::BeginDeployment {
@@ -268,11 +375,20 @@ pub fn decide(obs: &Observed) -> Decision {
             why,
         );
     } else {
-        plan.push(Action::CreateEndpoint { endpoint: target.endpoint.clone(), config }, why);
+        plan.push(
+            Action::CreateEndpoint {
+                endpoint: target.endpoint.clone(),
+                config,
+            },
+            why,
+        );
     }
     Decision {
         outcome: "deploying",
-        reason: format!("deploying version {} to {}", desired.version, target.endpoint),
+        reason: format!(
+            "deploying version {} to {}",
+            desired.version, target.endpoint
+        ),
         package: Some(desired.arn.clone()),
         plan,
         evidence,
@@ -280,13 +396,17 @@ pub fn decide(obs: &Observed) -> Decision {
 }
 
 fn modified_since(ep: &Endpoint, requested_at_ms: i64) -> bool {
-    ep.last_modified.is_some_and(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64 >= requested_at_ms)
+    ep.last_modified
+        .is_some_and(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64 >= requested_at_ms)
 }
 
 fn millis_rfc3339(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -304,7 +424,10 @@ mod tests {
             variant: "AllTraffic".into(),
             instance_type: "ml.m5.xlarge".into(),
             instance_count: 2,
-            strategy: TrafficStrategy::Linear { step_percent: 25, wait_seconds: 60 },
+            strategy: TrafficStrategy::Linear {
+                step_percent: 25,
+                wait_seconds: 60,
+            },
             bake_seconds: 300,
             timeout_seconds: 3600,
             rollback_alarms: vec!["recs-5xx".into()],
@@ -323,8 +446,14 @@ mod tests {
             status,
             config_name: config.into(),
             pending_config: None,
-            last_modified: OffsetDateTime::from_unix_timestamp_nanos(modified_ms as i128 * 1_000_000).ok(),
-            variants: vec![LiveVariant { name: "AllTraffic".into(), current_instance_count: Some(3) }],
+            last_modified: OffsetDateTime::from_unix_timestamp_nanos(
+                modified_ms as i128 * 1_000_000,
+            )
+            .ok(),
+            variants: vec![LiveVariant {
+                name: "AllTraffic".into(),
+                current_instance_count: Some(3),
+            }],
         }
     }
 
@@ -340,11 +469,19 @@ mod tests {
     }
 
     fn passing(v: i64) -> Candidate {
-        Candidate { arn: arn(v), version: v, gates: Some(GateReport::default()) }
+        Candidate {
+            arn: arn(v),
+            version: v,
+            gates: Some(GateReport::default()),
+        }
     }
 
     fn live(v: i64) -> Candidate {
-        Candidate { arn: arn(v), version: v, gates: None }
+        Candidate {
+            arn: arn(v),
+            version: v,
+            gates: None,
+        }
     }
 
     fn observed(t: &DeploymentTarget) -> Observed<'_> {
@@ -369,28 +506,70 @@ mod tests {
         let t = target();
         let d = decide(&observed(&t));
         assert_eq!(d.outcome, "deploying");
-        assert_eq!(actions(&d), ["CreateModel", "CreateEndpointConfig", "BeginDeployment", "UpdateEndpoint"]);
-        let Action::UpdateEndpoint { rollout: Some(r), config, .. } = &d.plan.steps[3].action else { panic!() };
-        assert_eq!(r.strategy, TrafficStrategy::Linear { step_percent: 25, wait_seconds: 60 });
+        assert_eq!(
+            actions(&d),
+            [
+                "CreateModel",
+                "CreateEndpointConfig",
+                "BeginDeployment",
+                "UpdateEndpoint"
+            ]
+        );
+        let Action::UpdateEndpoint {
+            rollout: Some(r),
+            config,
+            ..
+        } = &d.plan.steps[3].action
+        else {
+            panic!()
+        };
+        assert_eq!(
+            r.strategy,
+            TrafficStrategy::Linear {
+                step_percent: 25,
+                wait_seconds: 60
+            }
+        );
         assert_eq!(r.rollback_alarms, ["recs-5xx"]);
         assert_eq!(config, &config_name(&t, &arn(3), 3));
-        let Action::CreateEndpointConfig { spec } = &d.plan.steps[1].action else { panic!() };
-        assert_eq!(spec.instance_count, 3, "the live count (3) is kept over the configured 2");
+        let Action::CreateEndpointConfig { spec } = &d.plan.steps[1].action else {
+            panic!()
+        };
+        assert_eq!(
+            spec.instance_count, 3,
+            "the live count (3) is kept over the configured 2"
+        );
         assert_eq!(spec.tags[tags::REPLACES], "cfg-v2");
     }
 
     #[test]
     fn a_missing_endpoint_is_created() {
         let t = target();
-        let obs = Observed { endpoint: None, live_config: None, candidates: vec![passing(1)], ..observed(&t) };
+        let obs = Observed {
+            endpoint: None,
+            live_config: None,
+            candidates: vec![passing(1)],
+            ..observed(&t)
+        };
         let d = decide(&obs);
-        assert_eq!(actions(&d), ["CreateModel", "CreateEndpointConfig", "BeginDeployment", "CreateEndpoint"]);
+        assert_eq!(
+            actions(&d),
+            [
+                "CreateModel",
+                "CreateEndpointConfig",
+                "BeginDeployment",
+                "CreateEndpoint"
+            ]
+        );
     }
 
     #[test]
     fn an_endpoint_serving_the_newest_approved_package_is_left_alone() {
         let t = target();
-        let obs = Observed { candidates: vec![live(2)], ..observed(&t) };
+        let obs = Observed {
+            candidates: vec![live(2)],
+            ..observed(&t)
+        };
         let d = decide(&obs);
         assert_eq!((d.outcome, d.plan.is_empty()), ("in_sync", true));
     }
@@ -398,21 +577,53 @@ mod tests {
     #[test]
     fn when_the_gate_fails_the_package_is_rejected_and_nothing_is_deployed() {
         let t = target();
-        let failing = GateReport(vec![GateResult { metric: "loss".into(), value: Some(0.4), min: None, max: Some(0.35), passed: false }]);
-        let obs = Observed { candidates: vec![Candidate { arn: arn(3), version: 3, gates: Some(failing) }, live(2)], ..observed(&t) };
+        let failing = GateReport(vec![GateResult {
+            metric: "loss".into(),
+            value: Some(0.4),
+            min: None,
+            max: Some(0.35),
+            passed: false,
+        }]);
+        let obs = Observed {
+            candidates: vec![
+                Candidate {
+                    arn: arn(3),
+                    version: 3,
+                    gates: Some(failing),
+                },
+                live(2),
+            ],
+            ..observed(&t)
+        };
         let d = decide(&obs);
         assert_eq!(d.outcome, "rejected");
         assert_eq!(actions(&d), ["RejectPackage"]);
-        let Action::RejectPackage { description, package_arn } = &d.plan.steps[0].action else { panic!() };
+        let Action::RejectPackage {
+            description,
+            package_arn,
+        } = &d.plan.steps[0].action
+        else {
+            panic!()
+        };
         assert_eq!(package_arn, &arn(3));
-        assert!(description.contains("loss = 0.4 is above max 0.35"), "{description}");
+        assert!(
+            description.contains("loss = 0.4 is above max 0.35"),
+            "{description}"
+        );
     }
 
     #[test]
     fn an_updating_endpoint_is_never_touched() {
         let t = target();
-        for status in [EndpointStatus::Updating, EndpointStatus::RollingBack, EndpointStatus::Creating] {
-            let obs = Observed { endpoint: Some(endpoint(status, "cfg-v2", 1_000)), ..observed(&t) };
+        for status in [
+            EndpointStatus::Updating,
+            EndpointStatus::RollingBack,
+            EndpointStatus::Creating,
+        ] {
+            let obs = Observed {
+                endpoint: Some(endpoint(status, "cfg-v2", 1_000)),
+                ..observed(&t)
+            };
             let d = decide(&obs);
             assert_eq!((d.outcome, d.plan.is_empty()), ("waiting", true));
         }
@@ -459,9 +670,18 @@ mod tests {
         };
         let d = decide(&obs);
         assert_eq!(d.outcome, "rolled_back");
-        assert_eq!(actions(&d), ["FinishDeployment", "RejectPackage"], "v2 is live again: nothing else to do");
-        let Action::RejectPackage { description, .. } = &d.plan.steps[1].action else { panic!() };
-        assert!(description.contains("guardrails") && description.contains("recs-5xx"), "{description}");
+        assert_eq!(
+            actions(&d),
+            ["FinishDeployment", "RejectPackage"],
+            "v2 is live again: nothing else to do"
+        );
+        let Action::RejectPackage { description, .. } = &d.plan.steps[1].action else {
+            panic!()
+        };
+        assert!(
+            description.contains("guardrails") && description.contains("recs-5xx"),
+            "{description}"
+        );
     }
 
     #[test]
@@ -475,14 +695,20 @@ mod tests {
         };
         let d = decide(&obs);
         assert_eq!(d.outcome, "deploying");
-        let Action::BeginDeployment { expected, .. } = &d.plan.steps[2].action else { panic!() };
+        let Action::BeginDeployment { expected, .. } = &d.plan.steps[2].action else {
+            panic!()
+        };
         assert_eq!(*expected, Some(5_000));
     }
 
     #[test]
     fn rejecting_a_version_that_is_not_live_changes_nothing() {
         let t = target();
-        let obs = Observed { only_if_live: Some(arn(1)), candidates: vec![passing(4), live(2)], ..observed(&t) };
+        let obs = Observed {
+            only_if_live: Some(arn(1)),
+            candidates: vec![passing(4), live(2)],
+            ..observed(&t)
+        };
         let d = decide(&obs);
         assert_eq!((d.outcome, d.plan.is_empty()), ("ignored", true));
     }

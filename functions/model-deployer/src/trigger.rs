@@ -2,17 +2,26 @@
 
 use lifecycle::Error;
 use lifecycle::events::{
-    ENDPOINT_STATE_CHANGE, EndpointStateChange, Envelope, MODEL_PACKAGE_STATE_CHANGE, ModelPackageStateChange,
-    SCHEDULED_EVENT,
+    ENDPOINT_STATE_CHANGE, EndpointStateChange, Envelope, MODEL_PACKAGE_STATE_CHANGE,
+    ModelPackageStateChange, SCHEDULED_EVENT,
 };
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
     /// A package was approved, rejected or otherwise changed in the registry.
-    PackageChanged { event_id: String, package_arn: String, group: String, status: Option<String> },
+    PackageChanged {
+        event_id: String,
+        package_arn: String,
+        group: String,
+        status: Option<String>,
+    },
     /// An endpoint changed state (for example, an update finished).
-    EndpointChanged { event_id: String, endpoint: String, status: Option<String> },
+    EndpointChanged {
+        event_id: String,
+        endpoint: String,
+        status: Option<String>,
+    },
     /// The periodic reconcile that heals lost events.
     Tick { event_id: String },
 }
@@ -21,14 +30,19 @@ impl Trigger {
     pub fn parse(event: &Value) -> Result<Self, Error> {
         // EventBridge Scheduler delivers the configured input, not an envelope.
         if event.get("schedule").is_some() && event.get("detail-type").is_none() {
-            return Ok(Trigger::Tick { event_id: "scheduler".into() });
+            return Ok(Trigger::Tick {
+                event_id: "scheduler".into(),
+            });
         }
         let env = Envelope::parse(event)?;
         match env.detail_type.as_str() {
             MODEL_PACKAGE_STATE_CHANGE => {
                 let d: ModelPackageStateChange = env.detail()?;
                 if !d.model_package_arn.starts_with("arn:") {
-                    return Err(Error::MalformedEvent(format!("ModelPackageArn {:?} is not an ARN", d.model_package_arn)));
+                    return Err(Error::MalformedEvent(format!(
+                        "ModelPackageArn {:?} is not an ARN",
+                        d.model_package_arn
+                    )));
                 }
                 Ok(Trigger::PackageChanged {
                     event_id: env.id,
@@ -39,7 +53,11 @@ impl Trigger {
             }
             ENDPOINT_STATE_CHANGE => {
                 let d: EndpointStateChange = env.detail()?;
-                Ok(Trigger::EndpointChanged { event_id: env.id, endpoint: d.endpoint_name, status: d.endpoint_status })
+                Ok(Trigger::EndpointChanged {
+                    event_id: env.id,
+                    endpoint: d.endpoint_name,
+                    status: d.endpoint_status,
+                })
             }
             SCHEDULED_EVENT => Ok(Trigger::Tick { event_id: env.id }),
             other => Err(Error::MalformedEvent(format!(
@@ -51,11 +69,26 @@ impl Trigger {
     /// A short description for the ledger.
     pub fn describe(&self) -> String {
         match self {
-            Trigger::PackageChanged { event_id, package_arn, status, .. } => {
-                format!("model package state change {event_id}: {package_arn} is {}", status.as_deref().unwrap_or("?"))
+            Trigger::PackageChanged {
+                event_id,
+                package_arn,
+                status,
+                ..
+            } => {
+                format!(
+                    "model package state change {event_id}: {package_arn} is {}",
+                    status.as_deref().unwrap_or("?")
+                )
             }
-            Trigger::EndpointChanged { event_id, endpoint, status } => {
-                format!("endpoint state change {event_id}: {endpoint} is {}", status.as_deref().unwrap_or("?"))
+            Trigger::EndpointChanged {
+                event_id,
+                endpoint,
+                status,
+            } => {
+                format!(
+                    "endpoint state change {event_id}: {endpoint} is {}",
+                    status.as_deref().unwrap_or("?")
+                )
             }
             Trigger::Tick { event_id } => format!("tick {event_id}"),
         }
@@ -86,21 +119,43 @@ mod tests {
             "detail": {"EndpointName": "recs-prod", "EndpointStatus": "IN_SERVICE"}
         }))
         .unwrap();
-        assert_eq!(t, Trigger::EndpointChanged { event_id: "e2".into(), endpoint: "recs-prod".into(), status: Some("IN_SERVICE".into()) });
+        assert_eq!(
+            t,
+            Trigger::EndpointChanged {
+                event_id: "e2".into(),
+                endpoint: "recs-prod".into(),
+                status: Some("IN_SERVICE".into())
+            }
+        );
     }
 
     #[test]
     fn both_schedule_shapes_are_ticks() {
-        assert!(matches!(Trigger::parse(&json!({"detail-type": "Scheduled Event", "id": "s"})), Ok(Trigger::Tick { .. })));
-        assert!(matches!(Trigger::parse(&json!({"schedule": "reconcile"})), Ok(Trigger::Tick { .. })));
+        assert!(matches!(
+            Trigger::parse(&json!({"detail-type": "Scheduled Event", "id": "s"})),
+            Ok(Trigger::Tick { .. })
+        ));
+        assert!(matches!(
+            Trigger::parse(&json!({"schedule": "reconcile"})),
+            Ok(Trigger::Tick { .. })
+        ));
     }
 
     #[test]
     fn malformed_and_foreign_events_are_refused_with_a_reason() {
         for (event, needle) in [
-            (json!({"detail-type": "EC2 Instance State-change Notification", "detail": {}}), "unsupported detail-type"),
-            (json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageGroupName": "recs"}}), "ModelPackageArn"),
-            (json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageArn": "nope", "ModelPackageGroupName": "g"}}), "not an ARN"),
+            (
+                json!({"detail-type": "EC2 Instance State-change Notification", "detail": {}}),
+                "unsupported detail-type",
+            ),
+            (
+                json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageGroupName": "recs"}}),
+                "ModelPackageArn",
+            ),
+            (
+                json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageArn": "nope", "ModelPackageGroupName": "g"}}),
+                "not an ARN",
+            ),
             (json!("approve everything"), "a string"),
         ] {
             let err = Trigger::parse(&event).unwrap_err();

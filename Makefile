@@ -1,0 +1,65 @@
+# The two commands: `make demo` and `make test`. Each installs what it needs, pinned.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# Builds are large (the AWS SDK); keep them outside the clone so every checkout reuses them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/sagemaker-lifecycle/target
+export LOCALAWS_PYTHON := $(abspath $(PY))
+export PATH := $(abspath $(VENV)/bin):$(PATH)
+# Lambda architecture of the package. Production is arm64 (the template's default); this
+# machine builds x86_64.
+ARCH ?= x86_64
+FUNCTIONS := model-deployer
+
+.PHONY: help tools test lint unit integration cfn-lint package demo bench clean-venv
+
+help:
+	@echo "make demo     run the suite on a local AWS and show what it did"
+	@echo "make test     fmt, clippy, unit and integration tests, cfn-lint"
+	@echo "make package  build the Lambda artifacts (ARCH=$(ARCH)) into dist/"
+	@echo "make bench    cold start, peak memory and package size per function"
+
+# Python tools (moto, cbor2, cfn-lint, cargo-lambda, zig), pinned, in a project virtualenv.
+tools: $(VENV)/.installed
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+test: tools lint unit integration cfn-lint
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+unit:
+	cargo test --workspace --lib --bins --quiet
+
+integration: tools
+	cd tests/localaws && ../../$(PY) -m unittest --quiet
+	cargo test -p integration --quiet
+
+cfn-lint: tools
+	$(VENV)/bin/cfn-lint template.yaml
+
+# Release artifacts with cargo-lambda. For the host architecture no cross-linker is needed;
+# for arm64, cargo-lambda uses the pinned zig.
+package: tools
+	@if [ "$(ARCH)" = "$$(uname -m | sed s/aarch64/arm64/)" ]; then \
+	  cargo lambda build --release --compiler cargo $(foreach f,$(FUNCTIONS),--bin $(f)) --output-format zip --lambda-dir dist; \
+	else \
+	  cargo lambda build --release --$(subst x86_64,x86-64,$(ARCH)) $(foreach f,$(FUNCTIONS),--bin $(f)) --output-format zip --lambda-dir dist; \
+	fi
+	@ls -l dist/*/bootstrap.zip
+
+demo: tools package
+	$(PY) tests/demo/demo.py --dist dist
+
+bench: tools package
+	$(PY) tests/demo/bench.py --dist dist
+
+clean-venv:
+	rm -rf $(VENV)

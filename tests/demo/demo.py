@@ -1,0 +1,282 @@
+"""`make demo`: the suite on a local AWS, the real Lambda binaries driven through the Runtime API
+with the events in events/, and a timeline of what happened and why.
+
+The fleet is the seeds' MangaAssist recommendation model: a model package group with several
+versions, its endpoint, and the CloudWatch alarms that guard it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import stat
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "tests" / "localaws"), str(ROOT / "tests" / "demo")]
+
+import boto3  # noqa: E402
+
+import localaws  # noqa: E402
+from runtime_api import Function  # noqa: E402
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+GROUP = "mangaassist-recommendation-mpg"
+ENDPOINT = "mangaassist-recommendation-endpoint"
+ALARM_5XX = "mangaassist-recommendation-5xx"
+ALARM_LATENCY = "mangaassist-recommendation-latency"
+LEDGER = "lifecycle-ledger"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/mangaassist-sagemaker-execution"
+GOOD = {"validation_loss": "0.31", "offline_ctr": "0.084", "catalog_snapshot_date": "2025-09-01"}
+
+TARGETS = [
+    {
+        "model_package_group": GROUP,
+        "endpoint": ENDPOINT,
+        "instance_type": "ml.m5.xlarge",
+        "instance_count": 2,
+        "strategy": {"type": "linear", "step_percent": 25, "wait_seconds": 60},
+        "bake_seconds": 600,
+        "rollback_alarms": [ALARM_5XX, ALARM_LATENCY],
+        "gates": [{"metric": "validation_loss", "max": 0.35}, {"metric": "offline_ctr", "min": 0.075}],
+    }
+]
+
+
+def bold(s: str) -> str:
+    return f"\033[1m{s}\033[0m" if sys.stdout.isatty() else s
+
+
+class Demo:
+    def __init__(self, dist: Path, workdir: Path) -> None:
+        self.app, self.server = localaws.serve("127.0.0.1", 0, update_seconds=1.0)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        session = boto3.Session(aws_access_key_id="demo-setup", aws_secret_access_key="x", region_name=REGION)
+        self.sm = session.client("sagemaker", endpoint_url=self.url)
+        self.cw = session.client("cloudwatch", endpoint_url=self.url)
+        self.ddb = session.client("dynamodb", endpoint_url=self.url)
+        self.dist = dist
+        self.workdir = workdir
+        self.functions: dict[str, Function] = {}
+
+    # ---- setup
+    def seed(self) -> None:
+        self.ddb.create_table(
+            TableName=LEDGER,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.sm.create_model_package_group(
+            ModelPackageGroupName=GROUP, ModelPackageGroupDescription="MangaAssist recommendation adapter"
+        )
+        for name, metric, threshold in [
+            (ALARM_5XX, "Invocation5XXErrors", 1.0),
+            (ALARM_LATENCY, "ModelLatency", 5_000_000.0),
+        ]:
+            self.cw.put_metric_alarm(
+                AlarmName=name,
+                Namespace="AWS/SageMaker",
+                MetricName=metric,
+                Dimensions=[{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": "AllTraffic"}],
+                Statistic="Average" if metric == "ModelLatency" else "Sum",
+                Period=60,
+                EvaluationPeriods=1,
+                Threshold=threshold,
+                ComparisonOperator="GreaterThanThreshold",
+            )
+        self.register("Approved", {**GOOD, "validation_loss": "0.33"})  # v1
+        self.register("Approved", GOOD)  # v2
+
+    def register(self, status: str, metadata: dict[str, str]) -> str:
+        return self.sm.create_model_package(
+            ModelPackageGroupName=GROUP,
+            ModelApprovalStatus=status,
+            CustomerMetadataProperties=metadata,
+            InferenceSpecification={
+                "Containers": [
+                    {
+                        "Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-gpu",
+                        "ModelDataUrl": f"s3://mangaassist-models/{GROUP}/model.tar.gz",
+                    }
+                ],
+                "SupportedContentTypes": ["application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+        )["ModelPackageArn"]
+
+    def binary(self, name: str) -> str:
+        target = self.workdir / name / "bootstrap"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(self.dist / name / "bootstrap.zip") as z:
+            target.write_bytes(z.read("bootstrap"))
+        target.chmod(target.stat().st_mode | stat.S_IEXEC)
+        return str(target)
+
+    def start(self, name: str, env: dict[str, str]) -> None:
+        base = {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": f"demo-{name}",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "LEDGER_TABLE": LEDGER,
+            "ENVIRONMENT": "production",
+        }
+        fn = Function(name, self.binary(name), {**base, **env}, log_path=str(self.workdir / f"{name}.log"))
+        init = fn.wait_ready()
+        self.functions[name] = fn
+        print(f"  {name}: cold start {init * 1000:.1f} ms (logs: {self.workdir / (name + '.log')})")
+
+    # ---- driving
+    def send(self, function: str, event: Any, what: str) -> Any:
+        print(f"\n{bold('▶ ' + what)}")
+        response, error = self.functions[function].invoke(event)
+        if error:
+            print(f"  ✗ {error.get('errorType')}: {error.get('errorMessage')}")
+            return None
+        for d in response.get("decisions", []):
+            print(f"  → {d['outcome']}: {d['reason']}")
+            if d.get("actions"):
+                print(f"    actions: {', '.join(d['actions'])}")
+        return response
+
+    def package_event(self, file: str, arn: str) -> dict:
+        e = load_event(file)
+        e["detail"]["ModelPackageArn"] = arn
+        e["detail"]["ModelPackageVersion"] = int(arn.rsplit("/", 1)[1])
+        e["resources"] = [arn]
+        return e
+
+    def wait_for_update(self) -> None:
+        print("  … SageMaker shifts traffic (the local AWS takes 1 s for what takes minutes)")
+        time.sleep(1.2)
+
+    # ---- reporting
+    def serving(self) -> str:
+        ep = self.sm.describe_endpoint(EndpointName=ENDPOINT)
+        cfg = self.sm.describe_endpoint_config(EndpointConfigName=ep["EndpointConfigName"])
+        tags = {t["Key"]: t["Value"] for t in self.sm.list_tags(ResourceArn=cfg["EndpointConfigArn"])["Tags"]}
+        version = tags.get("lifecycle:model-package-version", "?")
+        return f"{ep['EndpointStatus']} on {ep['EndpointConfigName']} (model package version {version})"
+
+    def report(self) -> None:
+        print(f"\n{bold('Ledger: every decision about ' + ENDPOINT)}")
+        items = self.ddb.query(
+            TableName=LEDGER,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :d)",
+            ExpressionAttributeValues={":pk": {"S": f"endpoint#{ENDPOINT}"}, ":d": {"S": "decision#"}},
+        )["Items"]
+        for it in items:
+            at = it["at"]["S"][11:19]
+            print(f"  {at}  {it['function']['S']:<16} {it['outcome']['S']:<12} {it['reason']['S']}")
+        print(f"\n{bold('Registry')}")
+        for p in sorted(
+            self.sm.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"],
+            key=lambda p: p["ModelPackageVersion"],
+        ):
+            d = self.sm.describe_model_package(ModelPackageName=p["ModelPackageArn"])
+            why = d.get("ApprovalDescription", "")
+            print(f"  v{p['ModelPackageVersion']}: {d['ModelApprovalStatus']:<22} {why[:110]}")
+        print(f"\n{bold('Endpoint')}\n  {ENDPOINT}: {self.serving()}")
+        calls = localaws_calls(self.app)
+        print(f"\n{bold('Mutating AWS calls made by the functions')}")
+        for (op, res), n in calls.items():
+            print(f"  {n:>2} × {op} {res or ''}")
+
+    def stop(self) -> None:
+        for fn in self.functions.values():
+            fn.stop()
+        self.server.shutdown()
+
+
+def localaws_calls(app: localaws.LocalAws) -> dict:
+    counts: dict = {}
+    for c in app.calls:
+        if c.access_key.startswith("demo-") and c.access_key != "demo-setup" and c.mutating and c.service == "sagemaker":
+            counts[(c.operation, c.resource)] = counts.get((c.operation, c.resource), 0) + 1
+    return counts
+
+
+def load_event(name: str) -> dict:
+    return copy.deepcopy(json.loads((ROOT / "events" / name).read_text()))
+
+
+def run(demo: Demo) -> None:
+    print(bold("Starting the local AWS and seeding the MangaAssist fleet"))
+    demo.seed()
+    print(f"  local AWS at {demo.url}; group {GROUP} has v1 and v2 Approved; no endpoint yet")
+    demo.start(
+        "model-deployer",
+        {"DEPLOY_TARGETS": json.dumps(TARGETS), "EXECUTION_ROLE_ARN": ROLE, "DRY_RUN": "false"},
+    )
+
+    demo.send("model-deployer", load_event("deployer-tick.json"), "Scheduled reconcile: the endpoint does not exist yet")
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
+
+    v3 = demo.register("Approved", {**GOOD, "validation_loss": "0.41"})
+    demo.send(
+        "model-deployer",
+        demo.package_event("model-package-approved.json", v3),
+        "v3 approved in the registry, but its validation loss is 0.41 (gate: max 0.35)",
+    )
+
+    v4 = demo.register("Approved", GOOD)
+    approved_v4 = demo.package_event("model-package-approved.json", v4)
+    demo.send("model-deployer", approved_v4, "v4 approved: passes its gates")
+    demo.send("model-deployer", approved_v4, "The same approval delivered again (at-least-once delivery)")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
+
+    v5 = demo.register("Approved", GOOD)
+    demo.send("model-deployer", demo.package_event("model-package-approved.json", v5), "v5 approved")
+    demo.cw.set_alarm_state(
+        AlarmName=ALARM_5XX,
+        StateValue="ALARM",
+        StateReason="Threshold Crossed: 1 datapoint [14.0] was greater than the threshold (1.0).",
+    )
+    print("  ! the 5XX alarm fires while traffic shifts to v5")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
+    demo.cw.set_alarm_state(AlarmName=ALARM_5XX, StateValue="OK", StateReason="recovered")
+
+    demo.send(
+        "model-deployer",
+        load_event("malformed-model-package-event.json"),
+        "A malformed event (no ModelPackageArn)",
+    )
+    demo.send(
+        "model-deployer",
+        load_event("model-package-approved-unknown-group.json"),
+        "An approval in a group no target deploys",
+    )
+    demo.report()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dist", default=str(ROOT / "dist"), help="where `make package` put the zips")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lifecycle-demo-") as tmp:
+        workdir = Path(os.environ.get("DEMO_WORKDIR", tmp))
+        demo = Demo(Path(args.dist), workdir)
+        try:
+            run(demo)
+        finally:
+            demo.stop()
+
+
+if __name__ == "__main__":
+    main()
