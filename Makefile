@@ -45,14 +45,11 @@ integration: tools
 cfn-lint: tools
 	$(VENV)/bin/cfn-lint template.yaml
 
-# Release artifacts with cargo-lambda. For the host architecture no cross-linker is needed;
-# for arm64, cargo-lambda uses the pinned zig.
+# Release artifacts with cargo-lambda, linked by the pinned zig against an old glibc so they run
+# on provided.al2023. arm64 needs the aarch64-unknown-linux-gnu Rust target installed.
 package: tools
-	@if [ "$(ARCH)" = "$$(uname -m | sed s/aarch64/arm64/)" ]; then \
-	  cargo lambda build --release --compiler cargo $(foreach f,$(FUNCTIONS),--bin $(f)) --output-format zip --lambda-dir dist; \
-	else \
-	  cargo lambda build --release --$(subst x86_64,x86-64,$(ARCH)) $(foreach f,$(FUNCTIONS),--bin $(f)) --output-format zip --lambda-dir dist; \
-	fi
+	cargo lambda build --release --$(subst _,-,$(ARCH)) $(foreach f,$(FUNCTIONS),--bin $(f)) \
+	  --output-format zip --lambda-dir dist
 	@ls -l dist/*/bootstrap.zip
 
 demo: tools package

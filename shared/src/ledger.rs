@@ -62,6 +62,8 @@ pub struct DeploymentRecord {
     pub requested_at: i64,
     pub status: DeploymentStatus,
     pub rollback_alarms: Vec<String>,
+    /// Alarms the alarm responder saw fire while this deployment was in progress.
+    pub alarms_seen: Vec<String>,
 }
 
 /// One decision, as recorded.
@@ -119,6 +121,13 @@ fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> Option<i64> {
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
+}
+
+fn string_set(item: &HashMap<String, AttributeValue>, k: &str) -> Vec<String> {
+    item.get(k)
+        .and_then(|v| v.as_ss().ok())
+        .cloned()
+        .unwrap_or_default()
 }
 
 pub fn endpoint_key(endpoint: &str) -> String {
@@ -298,11 +307,8 @@ impl Ledger {
             previous_config: get_s(item, "previous_config"),
             requested_at: get_n(item, "requested_at").unwrap_or_default(),
             status: DeploymentStatus::parse(&get_s(item, "status").unwrap_or_default()),
-            rollback_alarms: item
-                .get("rollback_alarms")
-                .and_then(|v| v.as_ss().ok())
-                .cloned()
-                .unwrap_or_default(),
+            rollback_alarms: string_set(item, "rollback_alarms"),
+            alarms_seen: string_set(item, "alarms_seen"),
         }))
     }
 
@@ -380,5 +386,65 @@ impl Ledger {
             }
             Err(e) => Err(Error::aws("UpdateItem", e)),
         }
+    }
+
+    /// Adds an alarm to the in-flight deployment's evidence, so the deployer's verdict carries it.
+    /// `Ok(false)` when no deployment is in progress on the endpoint.
+    pub async fn note_alarm(&self, endpoint: &str, alarm: &str) -> Result<bool> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(endpoint_key(endpoint)))
+            .key("sk", s("deployment"))
+            .update_expression("ADD alarms_seen :a")
+            .condition_expression("#status = :open")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":a", AttributeValue::Ss(vec![alarm.to_string()]))
+            .expression_attribute_values(":open", s(DeploymentStatus::InProgress.as_str()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(Error::aws("UpdateItem", e)),
+        }
+    }
+
+    /// Whether an occurrence (for example an alarm firing, keyed by alarm and state time) was
+    /// already acted on. Checked under the endpoint's lease, written after acting, so a retry of
+    /// a failed attempt still acts and a duplicate of a finished one does not.
+    pub async fn handled(&self, subject: &str, occurrence: &str) -> Result<bool> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(subject))
+            .key("sk", s(format!("handled#{occurrence}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetItem", e))?;
+        Ok(out.item().is_some())
+    }
+
+    pub async fn mark_handled(
+        &self,
+        subject: &str,
+        occurrence: &str,
+        request_id: &str,
+    ) -> Result<()> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(subject))
+            .item("sk", s(format!("handled#{occurrence}")))
+            .item("request_id", s(request_id))
+            .item("expires_at", n(now + NO_OP_RETENTION_SECONDS))
+            .send()
+            .await
+            .map_err(|e| Error::aws("PutItem", e))?;
+        Ok(())
     }
 }

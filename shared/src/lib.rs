@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod deploy;
 pub mod endpoints;
 pub mod error;
 pub mod events;

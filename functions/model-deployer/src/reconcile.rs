@@ -1,13 +1,9 @@
 //! The deployer's decision: compare what the registry wants with what the endpoint serves, and
 //! plan one step toward it. Pure: everything it needs was observed before.
 
-use std::collections::BTreeMap;
-
-use lifecycle::endpoints::{
-    ConfigSpec, Endpoint, EndpointConfig, EndpointStatus, RolloutSpec, tags,
-};
+use lifecycle::deploy::{self, Deployment};
+use lifecycle::endpoints::{Endpoint, EndpointConfig, EndpointStatus, RolloutSpec};
 use lifecycle::ledger::{DeploymentRecord, DeploymentStatus};
-use lifecycle::names::{fingerprint, sagemaker_name};
 use lifecycle::plan::{Action, Plan};
 use lifecycle::targets::DeploymentTarget;
 use serde_json::{Value, json};
@@ -58,20 +54,7 @@ impl Observed<'_> {
     }
 }
 
-/// Deterministic names of what a package becomes on a target's endpoint.
-pub fn model_name(target: &DeploymentTarget, version: i64) -> String {
-    sagemaker_name(&target.endpoint, &format!("v{version}"))
-}
-
-pub fn config_name(target: &DeploymentTarget, arn: &str, version: i64) -> String {
-    let fp = fingerprint(&[
-        arn,
-        &target.variant,
-        &target.instance_type,
-        &target.instance_count.to_string(),
-    ]);
-    sagemaker_name(&target.endpoint, &format!("v{version}-{fp}"))
-}
+pub use lifecycle::deploy::config_name;
 
 pub fn decide(obs: &Observed) -> Decision {
     let target = obs.target;
@@ -133,6 +116,8 @@ pub fn decide(obs: &Observed) -> Decision {
 
     // The verdict on the deployment in flight: done means InService on the requested config.
     let mut verdict: Option<&'static str> = None;
+    // What happened before the steady-state part of the reason: a verdict, gate rejections.
+    let mut news: Vec<String> = Vec::new();
     let mut expected = obs.in_flight.as_ref().map(|d| d.requested_at);
     let mut excluded: Vec<String> = Vec::new();
     if let Some(d) = obs
@@ -165,16 +150,12 @@ pub fn decide(obs: &Observed) -> Decision {
             {
                 let description = format!(
                     "Rolled back by SageMaker deployment guardrails: {} ended InService on {} instead of {} \
-                     (update requested at {}). Rollback alarms in ALARM at the verdict: {}.",
+                     (update requested at {}). Alarms that fired during the shift: {}.",
                     ep.name,
                     ep.config_name,
                     d.config,
                     millis_rfc3339(d.requested_at),
-                    if obs.firing_alarms.is_empty() {
-                        "none any more".to_string()
-                    } else {
-                        obs.firing_alarms.join(", ")
-                    }
+                    alarm_list(&obs.firing_alarms, &d.alarms_seen)
                 );
                 plan.push(finish(DeploymentStatus::RolledBack), description.clone());
                 plan.push(
@@ -184,6 +165,11 @@ pub fn decide(obs: &Observed) -> Decision {
                     },
                     description,
                 );
+                news.push(format!(
+                    "SageMaker rolled back version {} (alarms: {})",
+                    d.package_version,
+                    alarm_list(&obs.firing_alarms, &d.alarms_seen)
+                ));
                 evidence["rolled_back"] = json!({"package": d.package_arn, "config": d.config, "firing_alarms": obs.firing_alarms});
                 excluded.push(d.package_arn.clone());
                 verdict = Some("rolled_back");
@@ -221,6 +207,7 @@ pub fn decide(obs: &Observed) -> Decision {
                     break;
                 }
                 let description = report.failure_description(c.version);
+                news.push(format!("version {} failed its gates", c.version));
                 plan.push(
                     Action::RejectPackage {
                         package_arn: c.arn.clone(),
@@ -255,7 +242,7 @@ pub fn decide(obs: &Observed) -> Decision {
         };
         return Decision {
             outcome: verdict.unwrap_or(outcome),
-            reason,
+            reason: with_news(&news, reason),
             package: None,
             plan,
             evidence,
@@ -274,7 +261,7 @@ pub fn decide(obs: &Observed) -> Decision {
         );
         return Decision {
             outcome,
-            reason,
+            reason: with_news(&news, reason),
             package: Some(desired.arn.clone()),
             plan,
             evidence,
@@ -282,29 +269,6 @@ pub fn decide(obs: &Observed) -> Decision {
     }
 
     // One step toward the desired package: model, config, ledger record, then the endpoint call.
-    let model = model_name(target, desired.version);
-    let config = config_name(target, &desired.arn, desired.version);
-    let live_count = obs
-        .endpoint
-        .as_ref()
-        .and_then(|e| e.instance_count(&target.variant))
-        .unwrap_or(0);
-    let instance_count = target.instance_count.max(live_count);
-    let previous = obs.endpoint.as_ref().map(|e| e.config_name.clone());
-    let mut config_tags = BTreeMap::from([
-        (tags::PACKAGE_ARN.to_string(), desired.arn.clone()),
-        (
-            tags::PACKAGE_GROUP.to_string(),
-            target.model_package_group.clone(),
-        ),
-        (
-            tags::PACKAGE_VERSION.to_string(),
-            desired.version.to_string(),
-        ),
-    ]);
-    if let Some(p) = &previous {
-        config_tags.insert(tags::REPLACES.to_string(), p.clone());
-    }
     let why = match obs.served_package() {
         Some(s) => format!(
             "version {} is the newest approved package; {} serves {s}",
@@ -319,79 +283,58 @@ pub fn decide(obs: &Observed) -> Decision {
             desired.version, target.endpoint
         ),
     };
-    plan.push(
-        Action::CreateModel {
-            name: model.clone(),
-            package_arn: desired.arn.clone(),
-            tags: BTreeMap::from([(tags::PACKAGE_ARN.to_string(), desired.arn.clone())]),
-        },
-        format!("the model for version {}", desired.version),
-    );
-    plan.push(
-        Action::CreateEndpointConfig {
-            spec: Box::new(ConfigSpec {
-                name: config.clone(),
-                variant: target.variant.clone(),
-                model,
-                instance_type: target.instance_type.clone(),
-                instance_count,
-                tags: config_tags,
-                carried: obs.live_config.clone(),
-            }),
-        },
-        format!(
-            "{instance_count} x {} (configured {}, live {live_count})",
-            target.instance_type, target.instance_count
-        ),
-    );
-    plan.push(
-        Action::BeginDeployment {
-            record: DeploymentRecord {
-                endpoint: target.endpoint.clone(),
-                config: config.clone(),
-                package_arn: desired.arn.clone(),
-                package_version: desired.version,
-                previous_config: previous.clone(),
-                requested_at: obs.now_ms,
-                status: DeploymentStatus::InProgress,
+    deploy::plan(
+        Deployment {
+            target,
+            package_arn: &desired.arn,
+            version: desired.version,
+            endpoint: obs.endpoint.as_ref(),
+            live_config: obs.live_config.as_ref(),
+            rollout: Some(RolloutSpec {
+                strategy: target.strategy.clone(),
+                bake_seconds: target.bake_seconds,
+                timeout_seconds: target.timeout_seconds,
                 rollback_alarms: target.rollback_alarms.clone(),
-            },
+            }),
             expected,
+            now_ms: obs.now_ms,
+            why,
         },
-        "recorded before the call, so a retry or a concurrent invocation finds it",
+        &mut plan,
     );
-    if obs.endpoint.is_some() {
-        plan.push(
-            Action::UpdateEndpoint {
-                endpoint: target.endpoint.clone(),
-                config,
-                rollout: Some(RolloutSpec {
-                    strategy: target.strategy.clone(),
-                    bake_seconds: target.bake_seconds,
-                    timeout_seconds: target.timeout_seconds,
-                    rollback_alarms: target.rollback_alarms.clone(),
-                }),
-            },
-            why,
-        );
-    } else {
-        plan.push(
-            Action::CreateEndpoint {
-                endpoint: target.endpoint.clone(),
-                config,
-            },
-            why,
-        );
-    }
     Decision {
         outcome: "deploying",
-        reason: format!(
-            "deploying version {} to {}",
-            desired.version, target.endpoint
+        reason: with_news(
+            &news,
+            format!(
+                "deploying version {} to {}",
+                desired.version, target.endpoint
+            ),
         ),
         package: Some(desired.arn.clone()),
         plan,
         evidence,
+    }
+}
+
+/// "version 3 failed its gates; <state>": what just happened first, then where things stand.
+fn with_news(news: &[String], reason: String) -> String {
+    if news.is_empty() {
+        reason
+    } else {
+        format!("{}; {reason}", news.join("; "))
+    }
+}
+
+/// The alarms that fired: in ALARM now, or reported by the alarm responder during the shift.
+fn alarm_list(firing: &[String], seen: &[String]) -> String {
+    let mut all: Vec<&str> = firing.iter().chain(seen).map(String::as_str).collect();
+    all.sort_unstable();
+    all.dedup();
+    if all.is_empty() {
+        "none any more".to_string()
+    } else {
+        all.join(", ")
     }
 }
 
@@ -414,8 +357,9 @@ fn millis_rfc3339(ms: i64) -> String {
 mod tests {
     use super::*;
     use crate::gates::GateResult;
-    use lifecycle::endpoints::LiveVariant;
+    use lifecycle::endpoints::{LiveVariant, tags};
     use lifecycle::targets::TrafficStrategy;
+    use std::collections::BTreeMap;
 
     fn target() -> DeploymentTarget {
         DeploymentTarget {
@@ -639,6 +583,7 @@ mod tests {
             requested_at,
             status: DeploymentStatus::InProgress,
             rollback_alarms: t.rollback_alarms.clone(),
+            alarms_seen: vec![],
         }
     }
 

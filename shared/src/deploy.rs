@@ -1,0 +1,130 @@
+//! Putting a model package on an endpoint, as plan steps: shared by the deployer (the newest
+//! approved version, with the target's rollout) and the alarm responder (the previous version,
+//! all at once). Pure: the caller observed the endpoint before.
+
+use std::collections::BTreeMap;
+
+use crate::endpoints::{ConfigSpec, Endpoint, EndpointConfig, RolloutSpec, tags};
+use crate::ledger::{DeploymentRecord, DeploymentStatus};
+use crate::names::{fingerprint, sagemaker_name};
+use crate::plan::{Action, Plan};
+use crate::targets::DeploymentTarget;
+
+/// The model a package version becomes on a target's endpoint.
+pub fn model_name(target: &DeploymentTarget, version: i64) -> String {
+    sagemaker_name(&target.endpoint, &format!("v{version}"))
+}
+
+/// The endpoint config of a package version on a target; changes when the target's sizing does.
+pub fn config_name(target: &DeploymentTarget, arn: &str, version: i64) -> String {
+    let fp = fingerprint(&[
+        arn,
+        &target.variant,
+        &target.instance_type,
+        &target.instance_count.to_string(),
+    ]);
+    sagemaker_name(&target.endpoint, &format!("v{version}-{fp}"))
+}
+
+/// What to deploy and how.
+pub struct Deployment<'a> {
+    pub target: &'a DeploymentTarget,
+    pub package_arn: &'a str,
+    pub version: i64,
+    pub endpoint: Option<&'a Endpoint>,
+    pub live_config: Option<&'a EndpointConfig>,
+    /// `None` for CreateEndpoint; for updates, how traffic moves.
+    pub rollout: Option<RolloutSpec>,
+    /// `requested_at` of the in-flight record this plan was decided on (see [`Action::BeginDeployment`]).
+    pub expected: Option<i64>,
+    pub now_ms: i64,
+    /// Why, in words, for the endpoint call.
+    pub why: String,
+}
+
+/// Model, config, ledger record, then the endpoint call.
+pub fn plan(d: Deployment, plan: &mut Plan) {
+    let target = d.target;
+    let model = model_name(target, d.version);
+    let config = config_name(target, d.package_arn, d.version);
+    let live_count = d
+        .endpoint
+        .and_then(|e| e.instance_count(&target.variant))
+        .unwrap_or(0);
+    let instance_count = target.instance_count.max(live_count);
+    let previous = d.endpoint.map(|e| e.config_name.clone());
+    let mut config_tags = BTreeMap::from([
+        (tags::PACKAGE_ARN.to_string(), d.package_arn.to_string()),
+        (
+            tags::PACKAGE_GROUP.to_string(),
+            target.model_package_group.clone(),
+        ),
+        (tags::PACKAGE_VERSION.to_string(), d.version.to_string()),
+    ]);
+    if let Some(p) = &previous {
+        config_tags.insert(tags::REPLACES.to_string(), p.clone());
+    }
+    plan.push(
+        Action::CreateModel {
+            name: model.clone(),
+            package_arn: d.package_arn.to_string(),
+            tags: BTreeMap::from([(tags::PACKAGE_ARN.to_string(), d.package_arn.to_string())]),
+        },
+        format!("the model for version {}", d.version),
+    );
+    plan.push(
+        Action::CreateEndpointConfig {
+            spec: Box::new(ConfigSpec {
+                name: config.clone(),
+                variant: target.variant.clone(),
+                model,
+                instance_type: target.instance_type.clone(),
+                instance_count,
+                tags: config_tags,
+                carried: d.live_config.cloned(),
+            }),
+        },
+        format!(
+            "{instance_count} x {} (configured {}, live {live_count})",
+            target.instance_type, target.instance_count
+        ),
+    );
+    plan.push(
+        Action::BeginDeployment {
+            record: DeploymentRecord {
+                endpoint: target.endpoint.clone(),
+                config: config.clone(),
+                package_arn: d.package_arn.to_string(),
+                package_version: d.version,
+                previous_config: previous,
+                requested_at: d.now_ms,
+                status: DeploymentStatus::InProgress,
+                rollback_alarms: d
+                    .rollout
+                    .as_ref()
+                    .map(|r| r.rollback_alarms.clone())
+                    .unwrap_or_default(),
+                alarms_seen: vec![],
+            },
+            expected: d.expected,
+        },
+        "recorded before the call, so a retry or a concurrent invocation finds it",
+    );
+    match d.endpoint {
+        Some(_) => plan.push(
+            Action::UpdateEndpoint {
+                endpoint: target.endpoint.clone(),
+                config,
+                rollout: d.rollout,
+            },
+            d.why,
+        ),
+        None => plan.push(
+            Action::CreateEndpoint {
+                endpoint: target.endpoint.clone(),
+                config,
+            },
+            d.why,
+        ),
+    }
+}
