@@ -38,6 +38,9 @@ pub struct Deployment<'a> {
     /// `requested_at` of the in-flight record this plan was decided on (see [`Action::BeginDeployment`]).
     pub expected: Option<i64>,
     pub now_ms: i64,
+    /// An endpoint config that already serves this package on this endpoint (for example the one
+    /// the live config replaced): reused as it is, without creating a model or a config.
+    pub existing_config: Option<String>,
     /// Why, in words, for the endpoint call.
     pub why: String,
 }
@@ -46,49 +49,28 @@ pub struct Deployment<'a> {
 pub fn plan(d: Deployment, plan: &mut Plan) {
     let target = d.target;
     let model = model_name(target, d.version);
-    let config = config_name(target, d.package_arn, d.version);
+    let reused = d.existing_config.is_some();
+    let config = d
+        .existing_config
+        .clone()
+        .unwrap_or_else(|| config_name(target, d.package_arn, d.version));
     let live_count = d
         .endpoint
         .and_then(|e| e.instance_count(&target.variant))
         .unwrap_or(0);
     let instance_count = target.instance_count.max(live_count);
     let previous = d.endpoint.map(|e| e.config_name.clone());
-    let mut config_tags = BTreeMap::from([
-        (tags::PACKAGE_ARN.to_string(), d.package_arn.to_string()),
-        (
-            tags::PACKAGE_GROUP.to_string(),
-            target.model_package_group.clone(),
-        ),
-        (tags::PACKAGE_VERSION.to_string(), d.version.to_string()),
-    ]);
-    if let Some(p) = &previous {
-        config_tags.insert(tags::REPLACES.to_string(), p.clone());
+    if !reused {
+        create_model_and_config(
+            &d,
+            model,
+            &config,
+            previous.clone(),
+            instance_count,
+            live_count,
+            plan,
+        );
     }
-    plan.push(
-        Action::CreateModel {
-            name: model.clone(),
-            package_arn: d.package_arn.to_string(),
-            tags: BTreeMap::from([(tags::PACKAGE_ARN.to_string(), d.package_arn.to_string())]),
-        },
-        format!("the model for version {}", d.version),
-    );
-    plan.push(
-        Action::CreateEndpointConfig {
-            spec: Box::new(ConfigSpec {
-                name: config.clone(),
-                variant: target.variant.clone(),
-                model,
-                instance_type: target.instance_type.clone(),
-                instance_count,
-                tags: config_tags,
-                carried: d.live_config.cloned(),
-            }),
-        },
-        format!(
-            "{instance_count} x {} (configured {}, live {live_count})",
-            target.instance_type, target.instance_count
-        ),
-    );
     plan.push(
         Action::BeginDeployment {
             record: DeploymentRecord {
@@ -127,4 +109,53 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
             d.why,
         ),
     }
+}
+
+/// The model and the endpoint config of a version that has none on this endpoint yet.
+fn create_model_and_config(
+    d: &Deployment,
+    model: String,
+    config: &str,
+    previous: Option<String>,
+    instance_count: i32,
+    live_count: i32,
+    plan: &mut Plan,
+) {
+    let target = d.target;
+    let mut config_tags = BTreeMap::from([
+        (tags::PACKAGE_ARN.to_string(), d.package_arn.to_string()),
+        (
+            tags::PACKAGE_GROUP.to_string(),
+            target.model_package_group.clone(),
+        ),
+        (tags::PACKAGE_VERSION.to_string(), d.version.to_string()),
+    ]);
+    if let Some(p) = &previous {
+        config_tags.insert(tags::REPLACES.to_string(), p.clone());
+    }
+    plan.push(
+        Action::CreateModel {
+            name: model.clone(),
+            package_arn: d.package_arn.to_string(),
+            tags: BTreeMap::from([(tags::PACKAGE_ARN.to_string(), d.package_arn.to_string())]),
+        },
+        format!("the model for version {}", d.version),
+    );
+    plan.push(
+        Action::CreateEndpointConfig {
+            spec: Box::new(ConfigSpec {
+                name: config.to_string(),
+                variant: target.variant.clone(),
+                model,
+                instance_type: target.instance_type.clone(),
+                instance_count,
+                tags: config_tags,
+                carried: d.live_config.cloned(),
+            }),
+        },
+        format!(
+            "{instance_count} x {} (configured {}, live {live_count})",
+            target.instance_type, target.instance_count
+        ),
+    );
 }

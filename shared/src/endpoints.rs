@@ -202,6 +202,24 @@ pub async fn describe_config(
     }))
 }
 
+/// The model package a model was created from (DescribeModel); `None` for a model without one.
+pub async fn model_package_of(
+    sm: &aws_sdk_sagemaker::Client,
+    model: &str,
+) -> Result<Option<String>> {
+    let out = match sm.describe_model().model_name(model).send().await {
+        Ok(out) => out,
+        Err(e) if not_found(&e) => return Ok(None),
+        Err(e) => return Err(Error::aws("DescribeModel", e)),
+    };
+    Ok(out
+        .primary_container()
+        .into_iter()
+        .chain(out.containers())
+        .find_map(|c| c.model_package_name())
+        .map(str::to_string))
+}
+
 /// What a new endpoint config is made of.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConfigSpec {
@@ -334,6 +352,27 @@ pub async fn update_endpoint(
     Ok(())
 }
 
+/// UpdateEndpointWeightsAndCapacities: the variant's instance count, in place, without a new
+/// config (what a scale-up needs at once; SageMaker refuses it while the endpoint is updating).
+pub async fn set_instance_count(
+    sm: &aws_sdk_sagemaker::Client,
+    endpoint: &str,
+    variant: &str,
+    count: i32,
+) -> Result<()> {
+    let desired = aws_sdk_sagemaker::types::DesiredWeightAndCapacity::builder()
+        .variant_name(variant)
+        .desired_instance_count(count)
+        .build();
+    sm.update_endpoint_weights_and_capacities()
+        .endpoint_name(endpoint)
+        .desired_weights_and_capacities(desired)
+        .send()
+        .await
+        .map_err(|e| Error::aws("UpdateEndpointWeightsAndCapacities", e))?;
+    Ok(())
+}
+
 /// SageMaker's DeploymentConfig for a rollout.
 pub fn deployment_config(r: &RolloutSpec) -> DeploymentConfig {
     let percent = |v: i32| {
@@ -366,6 +405,13 @@ pub fn deployment_config(r: &RolloutSpec) -> DeploymentConfig {
         .iter()
         .map(|a| Alarm::builder().alarm_name(a).build())
         .collect();
+    // No alarms, no AutoRollbackConfiguration: SageMaker refuses an empty alarm list. The alarm
+    // responder's rollbacks go out this way, fast and unguarded, to a version already trusted.
+    let auto_rollback = (!r.rollback_alarms.is_empty()).then(|| {
+        AutoRollbackConfig::builder()
+            .set_alarms(Some(alarms))
+            .build()
+    });
     DeploymentConfig::builder()
         .blue_green_update_policy(
             BlueGreenUpdatePolicy::builder()
@@ -374,11 +420,7 @@ pub fn deployment_config(r: &RolloutSpec) -> DeploymentConfig {
                 .maximum_execution_timeout_in_seconds(r.timeout_seconds)
                 .build(),
         )
-        .auto_rollback_configuration(
-            AutoRollbackConfig::builder()
-                .set_alarms(Some(alarms))
-                .build(),
-        )
+        .set_auto_rollback_configuration(auto_rollback)
         .build()
 }
 

@@ -4,6 +4,8 @@
 //! only, while SageMaker's endpoint events carry it as epoch milliseconds. So the envelope and the
 //! details are written here, lenient where AWS varies and strict where the suite depends on a field.
 
+pub mod alarm;
+
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -13,6 +15,7 @@ use crate::error::Error;
 pub const MODEL_PACKAGE_STATE_CHANGE: &str = "SageMaker Model Package State Change";
 pub const ENDPOINT_STATE_CHANGE: &str = "SageMaker Endpoint State Change";
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
+pub use alarm::AlarmStateChange;
 pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
 
 /// The EventBridge envelope, with the detail left as JSON until the detail type is known.

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::plan::{Action, Plan};
 use crate::registry;
+use crate::scaling;
 
 pub struct Executor<'a> {
     pub clients: &'a Clients,
@@ -90,6 +91,25 @@ impl Executor<'_> {
             }
             Action::BeginDeployment { record, expected } => {
                 self.ledger.begin_deployment(record, *expected).await?;
+                "done"
+            }
+            Action::NoteAlarm { endpoint, alarm } => {
+                if self.ledger.note_alarm(endpoint, alarm).await? {
+                    "noted"
+                } else {
+                    "no deployment in progress to note it on"
+                }
+            }
+            Action::SetScalingBounds { target } => {
+                scaling::register(&self.clients.autoscaling, target).await?;
+                "done"
+            }
+            Action::SetInstanceCount {
+                endpoint,
+                variant,
+                count,
+            } => {
+                endpoints::set_instance_count(sm, endpoint, variant, *count).await?;
                 "done"
             }
             Action::FinishDeployment {

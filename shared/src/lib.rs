@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod names;
 pub mod plan;
 pub mod registry;
+pub mod report;
+pub mod scaling;
 pub mod targets;
 pub mod telemetry;
 

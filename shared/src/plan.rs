@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::endpoints::{ConfigSpec, RolloutSpec};
 use crate::ledger::{DeploymentRecord, DeploymentStatus};
+use crate::scaling::ScalableTarget;
 
 /// One thing to do in AWS.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,6 +41,21 @@ pub enum Action {
         record: DeploymentRecord,
         expected: Option<i64>,
     },
+    /// Add an alarm to the evidence of the deployment in progress (a ledger write only).
+    NoteAlarm {
+        endpoint: String,
+        alarm: String,
+    },
+    /// Raise (or set) the autoscaling bounds of a variant.
+    SetScalingBounds {
+        target: ScalableTarget,
+    },
+    /// Set a variant's instance count in place (UpdateEndpointWeightsAndCapacities).
+    SetInstanceCount {
+        endpoint: String,
+        variant: String,
+        count: i32,
+    },
     /// Close the in-flight deployment with its verdict.
     FinishDeployment {
         endpoint: String,
@@ -58,6 +74,9 @@ impl Action {
             Action::RejectPackage { .. } => "RejectPackage",
             Action::BeginDeployment { .. } => "BeginDeployment",
             Action::FinishDeployment { .. } => "FinishDeployment",
+            Action::NoteAlarm { .. } => "NoteAlarm",
+            Action::SetScalingBounds { .. } => "RegisterScalableTarget",
+            Action::SetInstanceCount { .. } => "UpdateEndpointWeightsAndCapacities",
         }
     }
 }

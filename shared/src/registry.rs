@@ -10,6 +10,10 @@ use crate::error::{Error, Result, error_message};
 /// ApprovalDescription is limited to 1024 characters by SageMaker.
 const MAX_DESCRIPTION: usize = 1024;
 
+/// CustomerMetadataProperties key by which a person pins a version: `lifecycle:pinned=true`.
+/// The alarm responder never rolls back past (below) a pinned version.
+pub const PINNED: &str = "lifecycle:pinned";
+
 /// A model package as the suite needs it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelPackage {
@@ -22,6 +26,14 @@ pub struct ModelPackage {
     pub metadata: BTreeMap<String, String>,
     /// S3 URI of the ModelQuality statistics JSON, when the package has one.
     pub quality_statistics: Option<String>,
+}
+
+impl ModelPackage {
+    pub fn is_pinned(&self) -> bool {
+        self.metadata
+            .get(PINNED)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,15 +114,28 @@ pub async fn list(
     group: &str,
     status: Approval,
 ) -> Result<Vec<PackageSummary>> {
-    let wanted = match status {
+    list_where(sm, group, Some(status)).await
+}
+
+/// Every version of a group, whatever its status, newest version first.
+pub async fn list_all(sm: &aws_sdk_sagemaker::Client, group: &str) -> Result<Vec<PackageSummary>> {
+    list_where(sm, group, None).await
+}
+
+async fn list_where(
+    sm: &aws_sdk_sagemaker::Client,
+    group: &str,
+    status: Option<Approval>,
+) -> Result<Vec<PackageSummary>> {
+    let wanted = status.map(|s| match s {
         Approval::Approved => ModelApprovalStatus::Approved,
         Approval::Rejected => ModelApprovalStatus::Rejected,
         Approval::PendingManualApproval => ModelApprovalStatus::PendingManualApproval,
-    };
+    });
     let mut pages = sm
         .list_model_packages()
         .model_package_group_name(group)
-        .model_approval_status(wanted)
+        .set_model_approval_status(wanted)
         .sort_by(ModelPackageSortBy::CreationTime)
         .sort_order(SortOrder::Descending)
         .into_paginator()
@@ -122,7 +147,11 @@ pub async fn list(
         out.push(PackageSummary {
             arn: s.model_package_arn().unwrap_or_default().to_string(),
             version: s.model_package_version().map(i64::from).unwrap_or_default(),
-            status,
+            status: status.unwrap_or_else(|| {
+                s.model_approval_status()
+                    .and_then(|a| Approval::parse(a.as_str()))
+                    .unwrap_or(Approval::PendingManualApproval)
+            }),
         });
     }
     Ok(newest_first(out))

@@ -2,7 +2,7 @@
 //! Read from `DEPLOY_TARGETS` (a JSON list) and validated against SageMaker's own bounds, so a bad
 //! value fails the cold start instead of a deployment at 3 a.m.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,61 @@ pub struct DeploymentTarget {
     /// Mandatory evaluations a package must pass before it is deployed.
     #[serde(default)]
     pub gates: Vec<Gate>,
+    /// Business-KPI alarms (click-through rate, conversion): after the shift, the alarm responder
+    /// rolls back on them, but only when the window had enough samples to mean something.
+    #[serde(default)]
+    pub kpi_alarms: Vec<KpiAlarm>,
+    /// Capacity alarms (a 5XX/503 burst after a cold start, `NoCapacityInvocationFailures`): the
+    /// alarm responder raises the variant to `scale_up_floor` instead of rolling back.
+    #[serde(default)]
+    pub scale_up_alarms: Vec<String>,
+    /// Instances a scale-up raises the variant to (default and minimum: 2 in production, else 1).
+    #[serde(default)]
+    pub scale_up_floor: Option<i32>,
+}
+
+/// A business-KPI alarm and the traffic it needs before it is believed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KpiAlarm {
+    pub alarm: String,
+    /// The least number of samples (for example impressions) in the window for a rollback.
+    pub min_samples: f64,
+    /// The metric that counts samples.
+    pub samples: MetricRef,
+    /// The window, ending when the alarm fired, over which samples are summed.
+    #[serde(default = "default_window")]
+    pub window_minutes: i32,
+}
+
+/// A CloudWatch metric, by name and dimensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricRef {
+    pub namespace: String,
+    pub metric: String,
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, String>,
+    #[serde(default = "default_stat")]
+    pub stat: String,
+}
+
+/// What an alarm of a target asks the alarm responder to do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AlarmRole<'a> {
+    /// A rollback alarm: the live version is bad.
+    Rollback,
+    /// A business KPI: the live version is bad if enough traffic saw it.
+    Kpi(&'a KpiAlarm),
+    /// A capacity alarm: more instances, now.
+    ScaleUp,
+}
+
+fn default_window() -> i32 {
+    60
+}
+fn default_stat() -> String {
+    "Sum".to_string()
 }
 
 fn default_variant() -> String {
@@ -124,9 +179,35 @@ impl Targets {
     pub fn iter(&self) -> impl Iterator<Item = &DeploymentTarget> {
         self.0.iter()
     }
+
+    /// The target and role of an alarm named in the configuration.
+    pub fn by_alarm(&self, alarm: &str) -> Option<(&DeploymentTarget, AlarmRole<'_>)> {
+        self.0
+            .iter()
+            .find_map(|t| t.alarm_role(alarm).map(|role| (t, role)))
+    }
 }
 
 impl DeploymentTarget {
+    pub fn alarm_role(&self, alarm: &str) -> Option<AlarmRole<'_>> {
+        if let Some(k) = self.kpi_alarms.iter().find(|k| k.alarm == alarm) {
+            return Some(AlarmRole::Kpi(k));
+        }
+        if self.scale_up_alarms.iter().any(|a| a == alarm) {
+            return Some(AlarmRole::ScaleUp);
+        }
+        self.rollback_alarms
+            .iter()
+            .any(|a| a == alarm)
+            .then_some(AlarmRole::Rollback)
+    }
+
+    /// The instance count a scale-up raises the variant to.
+    pub fn scale_up_floor(&self, env: Environment) -> i32 {
+        let least = if env.is_production() { 2 } else { 1 };
+        self.scale_up_floor.unwrap_or(least).max(least)
+    }
+
     fn validate(&self, env: Environment) -> Result<(), ConfigError> {
         let fail = |what: String| {
             Err(ConfigError::new(
@@ -208,6 +289,40 @@ impl DeploymentTarget {
         for g in &self.gates {
             if g.min.is_none() && g.max.is_none() {
                 return fail(format!("gate {} has neither min nor max", g.metric));
+            }
+        }
+        let mut alarms = HashSet::new();
+        let all = self
+            .rollback_alarms
+            .iter()
+            .chain(&self.scale_up_alarms)
+            .chain(self.kpi_alarms.iter().map(|k| &k.alarm));
+        for alarm in all {
+            if alarm.trim().is_empty() {
+                return fail("an alarm name is empty".into());
+            }
+            // One alarm, one meaning: "roll back" and "scale up" must not race for the same alarm.
+            if !alarms.insert(alarm) {
+                return fail(format!("alarm {alarm} is listed twice"));
+            }
+        }
+        for k in &self.kpi_alarms {
+            if k.min_samples.is_nan() || k.min_samples < 0.0 {
+                return fail(format!("kpi alarm {}: min_samples must be >= 0", k.alarm));
+            }
+            if !(1..=1440).contains(&k.window_minutes) {
+                return fail(format!(
+                    "kpi alarm {}: window_minutes is {}, expected 1..=1440",
+                    k.alarm, k.window_minutes
+                ));
+            }
+        }
+        if let Some(f) = self.scale_up_floor {
+            let least = if env.is_production() { 2 } else { 1 };
+            if !(least..=100).contains(&f) {
+                return fail(format!(
+                    "scale_up_floor is {f}, expected {least}..=100 in {env:?}"
+                ));
             }
         }
         Ok(())
@@ -314,6 +429,39 @@ mod tests {
                 .problem
                 .contains("listed twice")
         );
+    }
+
+    #[test]
+    fn alarms_have_one_role_each() {
+        let t = Targets::parse(
+            &target(
+                r#","scale_up_alarms":["recs-503"],"kpi_alarms":[{"alarm":"recs-ctr","min_samples":1000,
+                   "samples":{"namespace":"Recs","metric":"Impressions"}}]"#,
+            ),
+            Environment::Production,
+        )
+        .unwrap();
+        assert_eq!(
+            t.by_alarm("recs-5xx").map(|(_, r)| r),
+            Some(AlarmRole::Rollback)
+        );
+        assert_eq!(
+            t.by_alarm("recs-503").map(|(_, r)| r),
+            Some(AlarmRole::ScaleUp)
+        );
+        assert!(matches!(
+            t.by_alarm("recs-ctr"),
+            Some((_, AlarmRole::Kpi(k))) if k.samples.stat == "Sum" && k.window_minutes == 60
+        ));
+        assert!(t.by_alarm("other").is_none());
+        assert_eq!(t.0[0].scale_up_floor(Environment::Production), 2);
+
+        let twice = target(r#","scale_up_alarms":["recs-5xx"]"#);
+        let err = Targets::parse(&twice, Environment::Production).unwrap_err();
+        assert!(err.problem.contains("listed twice"), "{err}");
+        let low = target(r#","scale_up_floor":1"#);
+        let err = Targets::parse(&low, Environment::Production).unwrap_err();
+        assert!(err.problem.contains("scale_up_floor is 1"), "{err}");
     }
 
     #[test]

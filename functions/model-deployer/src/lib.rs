@@ -15,12 +15,12 @@ use lifecycle::executor::{Applied, Executor};
 use lifecycle::ledger::{self, Ledger};
 use lifecycle::registry::{self, Approval};
 use lifecycle::targets::DeploymentTarget;
-use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tracing::{error, info};
 
 pub use config::Config;
+pub use lifecycle::report::{Report, Summary};
 pub use trigger::Trigger;
 
 pub const FUNCTION: &str = "model-deployer";
@@ -43,22 +43,6 @@ impl Deployer {
             config,
         }
     }
-}
-
-/// The handler's answer: one line per decision (also kept in the ledger).
-#[derive(Debug, Serialize, Default)]
-pub struct Report {
-    pub decisions: Vec<Summary>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Summary {
-    pub endpoint: Option<String>,
-    pub outcome: &'static str,
-    pub reason: String,
-    pub package: Option<String>,
-    pub actions: Vec<&'static str>,
-    pub results: Vec<String>,
 }
 
 pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Report> {

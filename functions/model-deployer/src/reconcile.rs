@@ -298,6 +298,7 @@ pub fn decide(obs: &Observed) -> Decision {
             }),
             expected,
             now_ms: obs.now_ms,
+            existing_config: None,
             why,
         },
         &mut plan,
@@ -376,6 +377,9 @@ mod tests {
             timeout_seconds: 3600,
             rollback_alarms: vec!["recs-5xx".into()],
             gates: vec![],
+            kpi_alarms: vec![],
+            scale_up_alarms: vec![],
+            scale_up_floor: None,
         }
     }
 

@@ -1,0 +1,196 @@
+//! Reading what the decision needs from AWS. No writes here.
+
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use lifecycle::aws::Clients;
+use lifecycle::config::Environment;
+use lifecycle::endpoints::{self, Endpoint, EndpointConfig, tags};
+use lifecycle::error::{Error, Result};
+use lifecycle::events::AlarmStateChange;
+use lifecycle::ledger::{Ledger, now_ms};
+use lifecycle::registry::{self, Approval, ModelPackage};
+use lifecycle::scaling;
+use lifecycle::targets::KpiAlarm;
+
+use crate::decide::Observed;
+use crate::route::{Response, Route};
+
+/// How far below the live version a rollback looks for an Approved one.
+const MAX_OLDER: usize = 20;
+
+pub async fn observe<'a>(
+    clients: &Clients,
+    ledger: &Ledger,
+    route: Route<'a>,
+    alarm: &'a AlarmStateChange,
+    environment: Environment,
+) -> Result<Observed<'a>> {
+    let sm = &clients.sagemaker;
+    let target = route.target;
+    let endpoint = endpoints::describe(sm, &target.endpoint).await?;
+    let mut obs = Observed {
+        route,
+        alarm,
+        environment,
+        endpoint: None,
+        live_config: None,
+        in_flight: ledger.deployment(&target.endpoint).await?,
+        served: None,
+        older: vec![],
+        candidate_config: None,
+        samples: None,
+        scaling: None,
+        now_ms: now_ms(),
+    };
+    // Nothing more is needed to decide about a missing or changing endpoint.
+    let Some(ep) = endpoint else {
+        return Ok(obs);
+    };
+    if ep.status.is_transitioning() {
+        obs.endpoint = Some(ep);
+        return Ok(obs);
+    }
+    match obs.route.response {
+        Response::ScaleUp => {
+            obs.scaling =
+                scaling::describe(&clients.autoscaling, &target.endpoint, &target.variant).await?;
+        }
+        Response::Rollback => {
+            let live_config = endpoints::describe_config(sm, &ep.config_name).await?;
+            obs.served = served_package(sm, &ep, live_config.as_ref(), &target.variant).await?;
+            if let Some(served) = &obs.served {
+                obs.older = older_versions(sm, served).await?;
+                if let Some(kpi) = obs.route.kpi {
+                    obs.samples = samples(clients, kpi, alarm).await;
+                }
+            }
+            let candidate = obs
+                .older
+                .iter()
+                .find(|p| p.status == Approval::Approved)
+                .map(|p| p.arn.clone());
+            obs.candidate_config = match (candidate, &live_config) {
+                (Some(arn), Some(live)) => reusable_config(sm, live, &arn).await?,
+                _ => None,
+            };
+            obs.live_config = live_config;
+        }
+    }
+    obs.endpoint = Some(ep);
+    Ok(obs)
+}
+
+/// The package the endpoint serves: the config's tag, else endpoint → config → model → package.
+async fn served_package(
+    sm: &aws_sdk_sagemaker::Client,
+    ep: &Endpoint,
+    config: Option<&EndpointConfig>,
+    variant: &str,
+) -> Result<Option<ModelPackage>> {
+    let arn = match config.and_then(EndpointConfig::package_arn) {
+        Some(arn) => Some(arn.to_string()),
+        None => match config
+            .and_then(|c| c.variant(variant))
+            .and_then(|v| v.model_name())
+        {
+            Some(model) => endpoints::model_package_of(sm, model).await?,
+            None => None,
+        },
+    };
+    tracing::debug!(endpoint = %ep.name, package = ?arn, "served package");
+    match arn {
+        Some(arn) => registry::describe(sm, &arn).await,
+        None => Ok(None),
+    }
+}
+
+/// Versions below the served one, newest first, described, down to the first Approved or
+/// pinned one (the decision needs nothing older).
+async fn older_versions(
+    sm: &aws_sdk_sagemaker::Client,
+    served: &ModelPackage,
+) -> Result<Vec<ModelPackage>> {
+    let mut out = Vec::new();
+    let listed = registry::list_all(sm, &served.group).await?;
+    for summary in listed
+        .into_iter()
+        .filter(|p| p.version < served.version)
+        .take(MAX_OLDER)
+    {
+        let Some(p) = registry::describe(sm, &summary.arn).await? else {
+            continue;
+        };
+        let last = p.status == Approval::Approved || p.is_pinned();
+        out.push(p);
+        if last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The config the live one replaced, if it still exists and serves `arn`: a rollback reuses it
+/// (and its model) instead of making new ones.
+async fn reusable_config(
+    sm: &aws_sdk_sagemaker::Client,
+    live: &EndpointConfig,
+    arn: &str,
+) -> Result<Option<String>> {
+    let Some(previous) = live.tags.get(tags::REPLACES) else {
+        return Ok(None);
+    };
+    Ok(endpoints::describe_config(sm, previous)
+        .await?
+        .filter(|c| c.package_arn() == Some(arn))
+        .map(|c| c.name))
+}
+
+/// Samples of a KPI alarm's window, ending when the alarm fired. `None` when unreadable: the
+/// decision then treats the alarm as inconclusive rather than guessing.
+async fn samples(clients: &Clients, kpi: &KpiAlarm, alarm: &AlarmStateChange) -> Option<f64> {
+    let end = alarm.state.timestamp;
+    let window = i64::from(kpi.window_minutes) * 60;
+    let start = end - time::Duration::seconds(window);
+    let dims = kpi
+        .samples
+        .dimensions
+        .iter()
+        .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+        .collect();
+    let query = MetricDataQuery::builder()
+        .id("samples")
+        .metric_stat(
+            MetricStat::builder()
+                .metric(
+                    Metric::builder()
+                        .namespace(&kpi.samples.namespace)
+                        .metric_name(&kpi.samples.metric)
+                        .set_dimensions(Some(dims))
+                        .build(),
+                )
+                .period(window as i32)
+                .stat(&kpi.samples.stat)
+                .build(),
+        )
+        .build();
+    let ts = |t: time::OffsetDateTime| aws_smithy_types::DateTime::from_secs(t.unix_timestamp());
+    let out = clients
+        .cloudwatch
+        .get_metric_data()
+        .metric_data_queries(query)
+        .start_time(ts(start))
+        .end_time(ts(end + time::Duration::seconds(1)))
+        .send()
+        .await;
+    match out {
+        Ok(out) => Some(
+            out.metric_data_results()
+                .iter()
+                .flat_map(|r| r.values())
+                .sum(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %Error::aws("GetMetricData", e), "KPI samples unreadable");
+            None
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Which endpoint an alarm is about, and what it asks for. Pure.
+//!
+//! In order: the configuration (a target's rollback, KPI and scale-up alarms), then the alarm's
+//! tags (`lifecycle:endpoint`, `lifecycle:action`), then the `EndpointName` dimension of its
+//! metrics. The first that answers wins; an alarm that maps to nothing is recorded and ignored.
+
+use std::collections::BTreeMap;
+
+use lifecycle::events::AlarmStateChange;
+use lifecycle::targets::{AlarmRole, DeploymentTarget, KpiAlarm, Targets};
+use serde::Serialize;
+
+/// Tag naming the endpoint an alarm watches.
+pub const TAG_ENDPOINT: &str = "lifecycle:endpoint";
+/// Tag naming what to do when it fires: `rollback` (default) or `scale-up`.
+pub const TAG_ACTION: &str = "lifecycle:action";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Rollback,
+    ScaleUp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route<'a> {
+    pub target: &'a DeploymentTarget,
+    pub response: Response,
+    /// For business-KPI alarms: the traffic the window needs before a rollback.
+    pub kpi: Option<&'a KpiAlarm>,
+    /// How the route was found, for the record.
+    pub via: &'static str,
+}
+
+/// From the configuration.
+pub fn by_config<'a>(targets: &'a Targets, alarm: &str) -> Option<Route<'a>> {
+    let (target, role) = targets.by_alarm(alarm)?;
+    let (response, kpi) = match role {
+        AlarmRole::Rollback => (Response::Rollback, None),
+        AlarmRole::Kpi(k) => (Response::Rollback, Some(k)),
+        AlarmRole::ScaleUp => (Response::ScaleUp, None),
+    };
+    Some(Route {
+        target,
+        response,
+        kpi,
+        via: "configuration",
+    })
+}
+
+/// From the alarm's tags. An error says why tags that name an endpoint cannot be followed.
+pub fn by_tags<'a>(
+    targets: &'a Targets,
+    tags: &BTreeMap<String, String>,
+) -> Result<Option<Route<'a>>, String> {
+    let Some(endpoint) = tags.get(TAG_ENDPOINT) else {
+        return Ok(None);
+    };
+    let target = targets.by_endpoint(endpoint).ok_or_else(|| {
+        format!("tag {TAG_ENDPOINT}={endpoint} names an endpoint that is not a deployment target")
+    })?;
+    let response = match tags.get(TAG_ACTION).map(|a| a.trim().to_ascii_lowercase()) {
+        None => Response::Rollback,
+        Some(a) if a == "rollback" => Response::Rollback,
+        Some(a) if a == "scale-up" || a == "scaleup" || a == "scale_up" => Response::ScaleUp,
+        Some(a) => {
+            return Err(format!("tag {TAG_ACTION}={a} is not rollback or scale-up"));
+        }
+    };
+    Ok(Some(Route {
+        target,
+        response,
+        kpi: None,
+        via: "alarm tags",
+    }))
+}
+
+/// From the `EndpointName` dimension. Capacity metrics mean scale-up; anything else, rollback.
+pub fn by_dimension<'a>(targets: &'a Targets, alarm: &AlarmStateChange) -> Option<Route<'a>> {
+    let target = targets.by_endpoint(alarm.endpoint_dimension()?)?;
+    let capacity = alarm
+        .metrics()
+        .any(|m| m.name == "NoCapacityInvocationFailures");
+    Some(Route {
+        target,
+        response: if capacity {
+            Response::ScaleUp
+        } else {
+            Response::Rollback
+        },
+        kpi: None,
+        via: "EndpointName dimension",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifecycle::config::Environment;
+    use serde_json::json;
+
+    fn targets() -> Targets {
+        Targets::parse(
+            &json!([{"model_package_group": "recs", "endpoint": "recs-prod",
+                "instance_type": "ml.m5.xlarge", "instance_count": 2,
+                "rollback_alarms": ["recs-5xx"], "scale_up_alarms": ["recs-503"],
+                "kpi_alarms": [{"alarm": "recs-ctr", "min_samples": 1000,
+                    "samples": {"namespace": "Recs", "metric": "Impressions"}}]}])
+            .to_string(),
+            Environment::Production,
+        )
+        .unwrap()
+    }
+
+    fn alarm(metric: &str, endpoint: &str) -> AlarmStateChange {
+        AlarmStateChange::parse(&json!({"alarmName": "x", "state": {"value": "ALARM",
+            "timestamp": "2026-03-01T06:00:00.000+0000"},
+            "configuration": {"metrics": [{"id": "m", "metricStat": {"metric": {
+                "namespace": "AWS/SageMaker", "name": metric,
+                "dimensions": {"EndpointName": endpoint, "VariantName": "AllTraffic"}}}}]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn configuration_names_the_response() {
+        let t = targets();
+        assert_eq!(
+            by_config(&t, "recs-5xx").unwrap().response,
+            Response::Rollback
+        );
+        assert_eq!(
+            by_config(&t, "recs-503").unwrap().response,
+            Response::ScaleUp
+        );
+        assert!(by_config(&t, "recs-ctr").unwrap().kpi.is_some());
+        assert!(by_config(&t, "other").is_none());
+    }
+
+    #[test]
+    fn tags_route_to_targets_only() {
+        let t = targets();
+        let tags = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let r = by_tags(
+            &t,
+            &tags(&[(TAG_ENDPOINT, "recs-prod"), (TAG_ACTION, "scale-up")]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((r.response, r.via), (Response::ScaleUp, "alarm tags"));
+        assert!(by_tags(&t, &tags(&[])).unwrap().is_none());
+        assert!(
+            by_tags(&t, &tags(&[(TAG_ENDPOINT, "elsewhere")]))
+                .unwrap_err()
+                .contains("not a deployment target")
+        );
+        assert!(
+            by_tags(
+                &t,
+                &tags(&[(TAG_ENDPOINT, "recs-prod"), (TAG_ACTION, "panic")])
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_dimension_is_the_last_resort() {
+        let t = targets();
+        let r = by_dimension(&t, &alarm("NoCapacityInvocationFailures", "recs-prod")).unwrap();
+        assert_eq!(r.response, Response::ScaleUp);
+        let r = by_dimension(&t, &alarm("ModelLatency", "recs-prod")).unwrap();
+        assert_eq!(r.response, Response::Rollback);
+        assert!(by_dimension(&t, &alarm("ModelLatency", "unknown-ep")).is_none());
+    }
+}
