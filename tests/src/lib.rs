@@ -21,6 +21,8 @@ use lambda_runtime::{Context, LambdaEvent};
 use lifecycle::aws::Clients;
 use serde_json::Value;
 
+pub mod scenario;
+
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/sagemaker-execution";
 
 pub fn workspace_root() -> PathBuf {

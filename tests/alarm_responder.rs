@@ -1,0 +1,409 @@
+//! alarm-responder against the local AWS, through the same handler the Lambda runs, on endpoints
+//! the deployer put in place.
+
+use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+use integration::scenario::{PASSING, Scenario};
+use integration::*;
+use lifecycle::Error;
+use lifecycle::report::Report;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// An alarm event from `events/`, pointed at this scenario's endpoint and alarm, fired now (after
+/// the endpoint's last change, as a real regression is).
+fn alarm_event(s: &Scenario, file: &str, alarm: &str) -> Value {
+    let mut e = event_file(file);
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap();
+    let now = now.replace('Z', "+0000");
+    e["detail"]["alarmName"] = json!(alarm);
+    e["detail"]["state"]["timestamp"] = json!(now);
+    e["resources"] = json!([format!(
+        "arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm}"
+    )]);
+    let metrics = e
+        .pointer_mut("/detail/configuration/metrics")
+        .and_then(Value::as_array_mut);
+    if let Some(metrics) = metrics {
+        for m in metrics {
+            let dims = m
+                .pointer_mut("/metricStat/metric/dimensions")
+                .and_then(Value::as_object_mut);
+            if let Some(dims) = dims {
+                dims.insert("EndpointName".into(), json!(s.endpoint));
+            }
+        }
+    }
+    if e["detail"]["alarmTags"].is_object() {
+        e["detail"]["alarmTags"]["lifecycle:endpoint"] = json!(s.endpoint);
+    }
+    e
+}
+
+async fn impressions(s: &Scenario, count: f64) {
+    s.setup
+        .cloudwatch
+        .put_metric_data()
+        .namespace("MangaAssist/Recommendations")
+        .metric_data(
+            MetricDatum::builder()
+                .metric_name("Impressions")
+                .dimensions(
+                    Dimension::builder()
+                        .name("EndpointName")
+                        .value(&s.endpoint)
+                        .build(),
+                )
+                .value(count)
+                .timestamp(aws_smithy_types::DateTime::from_secs(
+                    OffsetDateTime::now_utc().unix_timestamp() - 600,
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn respond(s: &Scenario, event: Value, request_id: &str) -> Report {
+    s.respond(event, request_id).await.unwrap()
+}
+
+fn status(
+    pkg: &aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput,
+) -> &str {
+    pkg.model_approval_status().unwrap().as_str()
+}
+
+/// v1 then v2 deployed by the deployer; v2 serves.
+async fn v2_live(s: &Scenario) -> (String, String) {
+    let v1 = s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    s.make_live(&v2, "v2").await;
+    (v1, v2)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ctr_drop_after_promotion_rejects_the_version_and_brings_back_the_previous_one() {
+    let s = Scenario::new("ctr").await;
+    let (v1, v2) = v2_live(&s).await;
+    impressions(&s, 48_000.0).await;
+    let before = s.fx.sagemaker_mutations().len();
+
+    let report = respond(
+        &s,
+        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        "fire",
+    )
+    .await;
+    let d = &report.decisions[0];
+    assert_eq!(d.outcome, "rolled_back", "{}", d.reason);
+    // v1's config still exists (v2's replaced it): reused, no new model or config.
+    assert_eq!(
+        d.actions,
+        ["RejectPackage", "BeginDeployment", "UpdateEndpoint"]
+    );
+    let mutations = &s.fx.sagemaker_mutations()[before..];
+    assert_eq!(mutations.len(), 2, "{mutations:?}");
+    assert!(mutations[0].starts_with("UpdateModelPackage"));
+    assert!(mutations[1].starts_with("UpdateEndpoint"));
+
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(status(&pkg), "Rejected");
+    let why = pkg.approval_description().unwrap();
+    assert!(why.contains(&s.ctr_alarm) && why.contains("7.1"), "{why}");
+    // The rollback goes out all at once, with no auto-rollback alarms.
+    let ep = s.endpoint().await;
+    let dc = ep.last_deployment_config().unwrap();
+    let routing = dc
+        .blue_green_update_policy()
+        .unwrap()
+        .traffic_routing_configuration()
+        .unwrap();
+    assert_eq!(routing.r#type().unwrap().as_str(), "ALL_AT_ONCE");
+    assert!(dc.auto_rollback_configuration().is_none());
+
+    // Back in service: v1 serves, the deployer closes the deployment and agrees with it.
+    let report = s.endpoint_settled("back").await;
+    assert_eq!(report.decisions[0].outcome, "deployed");
+    assert_eq!(s.serving().await, v1);
+    let tick = s
+        .run(event_file("deployer-tick.json"), "tick")
+        .await
+        .unwrap();
+    assert_eq!(tick.decisions[0].outcome, "in_sync");
+    let decisions = s.decisions().await;
+    let rollback = decisions
+        .iter()
+        .find(|d| d["outcome"] == "rolled_back")
+        .unwrap();
+    assert_eq!(rollback["function"], "alarm-responder");
+    assert_eq!(rollback["evidence"]["samples"]["seen"], 48000.0);
+    assert_eq!(rollback["evidence"]["kind"], "metric_math");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_skips_rejected_versions() {
+    let s = Scenario::new("skips").await;
+    let (v1, v2) = v2_live(&s).await;
+    let v3 = s.registry().register("Approved", PASSING).await;
+    s.make_live(&v3, "v3").await;
+    s.registry().set_status(&v2, "Rejected").await;
+    let before = s.fx.count("UpdateEndpoint");
+
+    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, "rolled_back", "{}", d.reason);
+    assert!(d.reason.contains("version 1 brought back"), "{}", d.reason);
+    assert_eq!(s.fx.count("UpdateEndpoint"), before + 1);
+    s.endpoint_settled("back").await;
+    assert_eq!(s.serving().await, v1);
+    assert_eq!(status(&s.registry().package(&v3).await), "Rejected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_earlier_version_means_no_mutation_and_a_loud_record() {
+    let s = Scenario::new("alone").await;
+    let v1 = s.with_v1_live().await;
+    let before = s.fx.sagemaker_mutations().len();
+    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, "rollback_impossible", "{}", d.reason);
+    assert!(
+        d.reason.contains("no earlier Approved version"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(s.fx.sagemaker_mutations().len(), before);
+    assert_eq!(status(&s.registry().package(&v1).await), "Approved");
+    assert!(
+        s.outcomes()
+            .await
+            .contains(&"rollback_impossible".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_version_is_never_rolled_back() {
+    let s = Scenario::new("pinned").await;
+    s.with_v1_live().await;
+    let mut meta = PASSING.to_vec();
+    meta.push(("lifecycle:pinned", "true"));
+    let v2 = s.registry().register("Approved", &meta).await;
+    s.make_live(&v2, "v2").await;
+    let before = s.fx.sagemaker_mutations().len();
+    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, "rollback_refused", "{}", d.reason);
+    assert_eq!(s.fx.sagemaker_mutations().len(), before);
+    assert_eq!(s.serving().await, v2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_updating_endpoint_gets_a_note_not_an_update() {
+    let s = Scenario::new("busyep").await;
+    s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, "deploying");
+    let before = s.fx.sagemaker_mutations().len();
+
+    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, "noted", "{}", d.reason);
+    assert_eq!(s.fx.sagemaker_mutations().len(), before);
+    let record = s
+        .deployer
+        .ledger
+        .deployment(&s.endpoint)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.alarms_seen, vec![s.alarm.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kpi_alarm_on_too_little_traffic_is_inconclusive() {
+    let s = Scenario::new("quiet").await;
+    let (_, v2) = v2_live(&s).await;
+    impressions(&s, 120.0).await;
+    let before = s.fx.sagemaker_mutations().len();
+    let d = &respond(
+        &s,
+        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        "fire",
+    )
+    .await
+    .decisions[0];
+    assert_eq!(d.outcome, "inconclusive", "{}", d.reason);
+    assert!(d.reason.contains("120"), "{}", d.reason);
+    assert_eq!(s.fx.sagemaker_mutations().len(), before);
+    assert_eq!(status(&s.registry().package(&v2).await), "Approved");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_and_simultaneous_alarms_give_one_rollback() {
+    let s = Scenario::new("alarmdupes").await;
+    v2_live(&s).await;
+    let before = s.fx.count("UpdateEndpoint");
+    let fired = alarm_event(&s, "alarm-5xx.json", &s.alarm);
+    // The latency alarm is not configured: routed by its EndpointName dimension.
+    let latency = alarm_event(&s, "alarm-latency-anomaly.json", "alarmdupes-latency");
+    let (a, b, c) = tokio::join!(
+        s.respond(fired.clone(), "a"),
+        s.respond(fired.clone(), "b"),
+        s.respond(latency.clone(), "c")
+    );
+    let mut outcomes = vec![];
+    for r in [a, b, c] {
+        match r {
+            Ok(report) => outcomes.push(report.decisions[0].outcome.to_string()),
+            Err(e) => {
+                assert!(matches!(e, Error::Busy(_)), "{e}");
+                outcomes.push("busy".into());
+            }
+        }
+    }
+    // Lambda retries the busy ones; so do we, and late duplicates arrive too.
+    for (i, e) in [fired.clone(), latency, fired].into_iter().enumerate() {
+        outcomes.push(
+            respond(&s, e, &format!("retry{i}")).await.decisions[0]
+                .outcome
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| *o == "rolled_back").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(s.fx.count("UpdateEndpoint"), before + 1, "{outcomes:?}");
+    assert_eq!(s.fx.count("UpdateModelPackage"), 1, "{outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_capacity_alarm_raises_the_floor_and_the_instances() {
+    let s = Scenario::new("coldstart").await;
+    s.with_v1_live().await;
+    let resource = format!("endpoint/{}/variant/AllTraffic", s.endpoint);
+    s.setup
+        .autoscaling
+        .register_scalable_target()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(&resource)
+        .min_capacity(1)
+        .max_capacity(2)
+        .send()
+        .await
+        .unwrap();
+
+    // Not configured: routed by the tags CloudWatch propagated into the event.
+    let event = alarm_event(
+        &s,
+        "alarm-no-capacity-scale-up.json",
+        "coldstart-no-capacity",
+    );
+    let d = &respond(&s, event.clone(), "fire").await.decisions[0];
+    assert_eq!(d.outcome, "scaled_up", "{}", d.reason);
+    assert_eq!(
+        d.actions,
+        [
+            "RegisterScalableTarget",
+            "UpdateEndpointWeightsAndCapacities"
+        ]
+    );
+    let ep = s.endpoint().await;
+    assert_eq!(
+        ep.production_variants()[0].current_instance_count(),
+        Some(3)
+    );
+    let targets = s
+        .setup
+        .autoscaling
+        .describe_scalable_targets()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .resource_ids(&resource)
+        .send()
+        .await
+        .unwrap();
+    let t = &targets.scalable_targets()[0];
+    assert_eq!((t.min_capacity(), t.max_capacity()), (3, 3));
+    let rec = s
+        .decisions()
+        .await
+        .into_iter()
+        .find(|d| d["outcome"] == "scaled_up")
+        .unwrap();
+    assert_eq!(rec["evidence"]["before"]["instances"], 2);
+    assert_eq!(rec["evidence"]["after"]["instances"], 3);
+    assert_eq!(rec["evidence"]["route"]["via"], "alarm tags");
+
+    // The configured capacity alarm, later: already at the floor.
+    let again = alarm_event(&s, "alarm-no-capacity-scale-up.json", &s.capacity_alarm);
+    assert_eq!(
+        respond(&s, again, "again").await.decisions[0].outcome,
+        "at_floor"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ok_muted_suppressed_and_unrouted_alarms_are_recorded_and_ignored() {
+    let s = Scenario::new("quietalarms").await;
+    v2_live(&s).await;
+    let before = s.fx.sagemaker_mutations().len();
+    let cases = [
+        ("alarm-ctr-ok.json", s.ctr_alarm.clone(), "ignored"),
+        ("alarm-5xx-muted.json", s.alarm.clone(), "muted"),
+        (
+            "alarm-composite-suppressed.json",
+            "quietalarms-health".to_string(),
+            "muted",
+        ),
+    ];
+    for (file, alarm, outcome) in cases {
+        let d = &respond(&s, alarm_event(&s, file, &alarm), file)
+            .await
+            .decisions[0];
+        assert_eq!(d.outcome, outcome, "{file}: {}", d.reason);
+    }
+    let mut elsewhere = alarm_event(&s, "alarm-latency-anomaly.json", "other-team-latency");
+    elsewhere["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["dimensions"]["EndpointName"] =
+        json!("someone-elses-endpoint");
+    let d = &respond(&s, elsewhere, "elsewhere").await.decisions[0];
+    assert_eq!(d.outcome, "ignored");
+    assert!(
+        d.reason.contains("maps to no deployment target"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(s.fx.sagemaker_mutations().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_event_is_a_clear_error_with_zero_calls() {
+    let s = Scenario::new("badalarm").await;
+    for (event, needle) in [
+        (
+            event_file("malformed-alarm-action-payload.json"),
+            "detail-type",
+        ),
+        (
+            json!({"detail-type": "CloudWatch Alarm State Change", "detail": {"alarmName": "x"}}),
+            "state",
+        ),
+        (
+            event_file("model-package-approved.json"),
+            "expected a \"CloudWatch Alarm State Change\"",
+        ),
+    ] {
+        let err = s.respond(event, "bad").await.unwrap_err();
+        assert!(matches!(err, Error::MalformedEvent(_)), "{err}");
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    assert_eq!(s.fx.calls(), vec![]);
+}

@@ -1,0 +1,216 @@
+//! A deployment target on the local AWS: its group, endpoint and alarms, the deployer and the
+//! alarm responder configured for it, and helpers to drive and inspect them.
+
+use alarm_responder::Responder;
+use lifecycle::Error;
+use lifecycle::aws::Clients;
+use lifecycle::config::Environment;
+use lifecycle::report::Report;
+use lifecycle::targets::Targets;
+use model_deployer::{Config, Deployer};
+use serde_json::{Value, json};
+
+use crate::*;
+
+pub const PASSING: &[(&str, &str)] = &[("validation_loss", "0.31"), ("offline_ctr", "0.084")];
+
+pub struct Scenario {
+    pub fx: Fixture,
+    pub setup: Clients,
+    pub group: String,
+    pub endpoint: String,
+    /// The target's rollback alarm (5XX errors).
+    pub alarm: String,
+    /// Its business-KPI alarm (click-through rate; needs 1000 impressions in the hour).
+    pub ctr_alarm: String,
+    /// Its capacity alarm (scale-up).
+    pub capacity_alarm: String,
+    pub deployer: Deployer,
+    pub responder: Responder,
+}
+
+impl Scenario {
+    pub async fn new(id: &str) -> Self {
+        Self::with(id, false).await
+    }
+
+    pub async fn with(id: &str, dry_run: bool) -> Self {
+        let fx = Fixture::new(id).await;
+        let setup = fx.setup_clients().await;
+        let (group, endpoint, alarm) =
+            (format!("{id}-mpg"), format!("{id}-ep"), format!("{id}-5xx"));
+        let (ctr_alarm, capacity_alarm) = (format!("{id}-ctr"), format!("{id}-503"));
+        Registry::create(&setup.sagemaker, &group).await;
+        create_alarm(&setup.cloudwatch, &alarm, &endpoint).await;
+        let targets = json!([{
+            "model_package_group": group,
+            "endpoint": endpoint,
+            "instance_type": "ml.m5.xlarge",
+            "instance_count": 2,
+            "strategy": {"type": "linear", "step_percent": 25, "wait_seconds": 60},
+            "bake_seconds": 600,
+            "rollback_alarms": [alarm],
+            "gates": [{"metric": "validation_loss", "max": 0.35}, {"metric": "offline_ctr", "min": 0.075}],
+            "kpi_alarms": [{"alarm": ctr_alarm, "min_samples": 1000, "window_minutes": 60,
+                "samples": {"namespace": "MangaAssist/Recommendations", "metric": "Impressions",
+                            "dimensions": {"EndpointName": endpoint}}}],
+            "scale_up_alarms": [capacity_alarm],
+            "scale_up_floor": 3
+        }]);
+        let config = Config {
+            targets: Targets::parse(&targets.to_string(), Environment::Production).unwrap(),
+            ledger_table: fx.table.clone(),
+            environment: Environment::Production,
+            execution_role_arn: ROLE_ARN.into(),
+            dry_run,
+        };
+        let deployer = Deployer::new(fx.clients.clone(), config.clone());
+        let responder = Responder::new(fx.clients.clone(), config);
+        Self {
+            fx,
+            setup,
+            group,
+            endpoint,
+            alarm,
+            ctr_alarm,
+            capacity_alarm,
+            deployer,
+            responder,
+        }
+    }
+
+    pub fn registry(&self) -> Registry<'_> {
+        Registry {
+            sm: &self.setup.sagemaker,
+            group: self.group.clone(),
+        }
+    }
+
+    pub fn package_event(&self, file: &str, arn: &str) -> Value {
+        let mut e = event_file(file);
+        e["detail"]["ModelPackageArn"] = json!(arn);
+        e["detail"]["ModelPackageGroupName"] = json!(self.group);
+        e["detail"]["ModelPackageVersion"] = json!(lifecycle::registry::version_of(arn));
+        e["resources"] = json!([arn]);
+        e
+    }
+
+    pub fn in_service_event(&self) -> Value {
+        let mut e = event_file("endpoint-in-service.json");
+        e["detail"]["EndpointName"] = json!(self.endpoint);
+        e
+    }
+
+    /// The deployer's handler.
+    pub async fn run(&self, event: Value, request_id: &str) -> Result<Report, Error> {
+        model_deployer::handle(&self.deployer, self.fx.event(event, request_id)).await
+    }
+
+    /// The alarm responder's handler.
+    pub async fn respond(&self, event: Value, request_id: &str) -> Result<Report, Error> {
+        alarm_responder::handle(&self.responder, self.fx.event(event, request_id)).await
+    }
+
+    pub async fn approve(&self, arn: &str, request_id: &str) -> Report {
+        self.run(
+            self.package_event("model-package-approved.json", arn),
+            request_id,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn endpoint_settled(&self, request_id: &str) -> Report {
+        self.fx.settle(&self.endpoint);
+        self.run(self.in_service_event(), request_id).await.unwrap()
+    }
+
+    /// Approves `arn` and lets its deployment finish; asserts it went live.
+    pub async fn make_live(&self, arn: &str, request_id: &str) {
+        let report = self.approve(arn, request_id).await;
+        assert_eq!(
+            report.decisions[0].outcome, "deploying",
+            "{}",
+            report.decisions[0].reason
+        );
+        let report = self.endpoint_settled(&format!("{request_id}-live")).await;
+        assert_eq!(report.decisions[0].outcome, "deployed");
+        assert_eq!(self.serving().await, arn);
+    }
+
+    /// Version 1 approved and live, as after a first deployment.
+    pub async fn with_v1_live(&self) -> String {
+        let v1 = self.registry().register("Approved", PASSING).await;
+        assert_eq!(
+            self.approve(&v1, "v1").await.decisions[0].outcome,
+            "deploying"
+        );
+        assert_eq!(
+            self.endpoint_settled("v1-live").await.decisions[0].outcome,
+            "deployed"
+        );
+        v1
+    }
+
+    pub async fn endpoint(
+        &self,
+    ) -> aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput {
+        self.setup
+            .sagemaker
+            .describe_endpoint()
+            .endpoint_name(&self.endpoint)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn config_package(&self, config: &str) -> String {
+        let arn = self
+            .setup
+            .sagemaker
+            .describe_endpoint_config()
+            .endpoint_config_name(config)
+            .send()
+            .await
+            .unwrap()
+            .endpoint_config_arn()
+            .unwrap()
+            .to_string();
+        let tags = self
+            .setup
+            .sagemaker
+            .list_tags()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        tags.tags()
+            .iter()
+            .find(|t| t.key() == Some("lifecycle:model-package-arn"))
+            .and_then(|t| t.value())
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn serving(&self) -> String {
+        let ep = self.endpoint().await;
+        self.config_package(ep.endpoint_config_name().unwrap())
+            .await
+    }
+
+    pub async fn decisions(&self) -> Vec<Value> {
+        self.deployer
+            .ledger
+            .decisions(&format!("endpoint#{}", self.endpoint))
+            .await
+            .unwrap()
+    }
+
+    pub async fn outcomes(&self) -> Vec<String> {
+        self.decisions()
+            .await
+            .iter()
+            .map(|d| d["outcome"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
