@@ -31,6 +31,10 @@ FUNCTIONS = {
         {"DEPLOY_TARGETS": json.dumps(TARGETS), "EXECUTION_ROLE_ARN": ROLE},
         lambda: load_event("deployer-tick.json"),
     ),
+    "alarm-responder": (
+        {"DEPLOY_TARGETS": json.dumps(TARGETS), "EXECUTION_ROLE_ARN": ROLE},
+        lambda: load_event("alarm-5xx.json"),
+    ),
 }
 
 

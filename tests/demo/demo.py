@@ -34,6 +34,8 @@ GROUP = "mangaassist-recommendation-mpg"
 ENDPOINT = "mangaassist-recommendation-endpoint"
 ALARM_5XX = "mangaassist-recommendation-5xx"
 ALARM_LATENCY = "mangaassist-recommendation-latency"
+ALARM_CTR = "mangaassist-recommendation-ctr-low"
+KPI_NAMESPACE = "MangaAssist/Recommendations"
 LEDGER = "lifecycle-ledger"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/mangaassist-sagemaker-execution"
 GOOD = {"validation_loss": "0.31", "offline_ctr": "0.084", "catalog_snapshot_date": "2025-09-01"}
@@ -48,6 +50,15 @@ TARGETS = [
         "bake_seconds": 600,
         "rollback_alarms": [ALARM_5XX, ALARM_LATENCY],
         "gates": [{"metric": "validation_loss", "max": 0.35}, {"metric": "offline_ctr", "min": 0.075}],
+        "kpi_alarms": [
+            {
+                "alarm": ALARM_CTR,
+                "min_samples": 10000,
+                "window_minutes": 60,
+                "samples": {"namespace": KPI_NAMESPACE, "metric": "Impressions", "dimensions": {"EndpointName": ENDPOINT}},
+            }
+        ],
+        "scale_up_floor": 3,
     }
 ]
 
@@ -65,6 +76,7 @@ class Demo:
         self.sm = session.client("sagemaker", endpoint_url=self.url)
         self.cw = session.client("cloudwatch", endpoint_url=self.url)
         self.ddb = session.client("dynamodb", endpoint_url=self.url)
+        self.aas = session.client("application-autoscaling", endpoint_url=self.url)
         self.dist = dist
         self.workdir = workdir
         self.functions: dict[str, Function] = {}
@@ -160,6 +172,20 @@ class Demo:
         e["resources"] = [arn]
         return e
 
+    def alarm_event(self, file: str) -> dict:
+        """An alarm event from events/, firing now (after the endpoint's last change)."""
+        e = load_event(file)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        e["detail"]["state"]["timestamp"] = f"{now}.000+0000"
+        return e
+
+    def impressions(self, count: float) -> None:
+        self.cw.put_metric_data(
+            Namespace=KPI_NAMESPACE,
+            MetricData=[{"MetricName": "Impressions", "Dimensions": [{"Name": "EndpointName", "Value": ENDPOINT}],
+                         "Value": count, "Timestamp": time.time() - 600}],
+        )
+
     def wait_for_update(self) -> None:
         print("  … SageMaker shifts traffic (the local AWS takes 1 s for what takes minutes)")
         time.sleep(1.2)
@@ -181,7 +207,7 @@ class Demo:
         )["Items"]
         for it in items:
             at = it["at"]["S"][11:19]
-            print(f"  {at}  {it['function']['S']:<16} {it['outcome']['S']:<12} {it['reason']['S']}")
+            print(f"  {at}  {it['function']['S']:<16} {it['outcome']['S']:<20} {it['reason']['S']}")
         print(f"\n{bold('Registry')}")
         for p in sorted(
             self.sm.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"],
@@ -191,6 +217,9 @@ class Demo:
             why = d.get("ApprovalDescription", "")
             print(f"  v{p['ModelPackageVersion']}: {d['ModelApprovalStatus']:<22} {why[:110]}")
         print(f"\n{bold('Endpoint')}\n  {ENDPOINT}: {self.serving()}")
+        ep = self.sm.describe_endpoint(EndpointName=ENDPOINT)
+        for v in ep["ProductionVariants"]:
+            print(f"  variant {v['VariantName']}: {v.get('CurrentInstanceCount')} instances")
         calls = localaws_calls(self.app)
         print(f"\n{bold('Mutating AWS calls made by the functions')}")
         for (op, res), n in calls.items():
@@ -218,39 +247,71 @@ def run(demo: Demo) -> None:
     print(bold("Starting the local AWS and seeding the MangaAssist fleet"))
     demo.seed()
     print(f"  local AWS at {demo.url}; group {GROUP} has v1 and v2 Approved; no endpoint yet")
-    demo.start(
-        "model-deployer",
-        {"DEPLOY_TARGETS": json.dumps(TARGETS), "EXECUTION_ROLE_ARN": ROLE, "DRY_RUN": "false"},
-    )
+    common = {"DEPLOY_TARGETS": json.dumps(TARGETS), "EXECUTION_ROLE_ARN": ROLE, "DRY_RUN": "false"}
+    demo.start("model-deployer", common)
+    demo.start("alarm-responder", common)
 
     demo.send("model-deployer", load_event("deployer-tick.json"), "Scheduled reconcile: the endpoint does not exist yet")
     demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
 
-    v3 = demo.register("Approved", {**GOOD, "validation_loss": "0.41"})
+    # The seeds' incident: a promotion that passed offline evaluation hurts click-through rate.
+    v3 = demo.register("Approved", GOOD)
+    demo.send("model-deployer", demo.package_event("model-package-approved.json", v3), "v3 approved: passes its gates")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE (v3 live)")
+    demo.impressions(48_000)
+    ctr = demo.alarm_event("alarm-ctr-kpi.json")
+    demo.send(
+        "alarm-responder",
+        ctr,
+        "Six hours later: click-through rate 8.4% -> 7.1% on 48,000 impressions; the CTR alarm fires",
+    )
+    demo.send("alarm-responder", ctr, "The same alarm event delivered again")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE (v2 back)")
+    demo.send("model-deployer", load_event("deployer-tick.json"), "Scheduled reconcile: does the deployer agree?")
+
+    v4 = demo.register("Approved", {**GOOD, "validation_loss": "0.41"})
     demo.send(
         "model-deployer",
-        demo.package_event("model-package-approved.json", v3),
-        "v3 approved in the registry, but its validation loss is 0.41 (gate: max 0.35)",
+        demo.package_event("model-package-approved.json", v4),
+        "v4 approved in the registry, but its validation loss is 0.41 (gate: max 0.35)",
     )
 
-    v4 = demo.register("Approved", GOOD)
-    approved_v4 = demo.package_event("model-package-approved.json", v4)
-    demo.send("model-deployer", approved_v4, "v4 approved: passes its gates")
-    demo.send("model-deployer", approved_v4, "The same approval delivered again (at-least-once delivery)")
+    v5 = demo.register("Approved", GOOD)
+    approved_v5 = demo.package_event("model-package-approved.json", v5)
+    demo.send("model-deployer", approved_v5, "v5 approved: passes its gates")
+    demo.send("model-deployer", approved_v5, "The same approval delivered again (at-least-once delivery)")
+    demo.send("alarm-responder", demo.alarm_event("alarm-latency-anomaly.json"),
+              "Latency anomaly alarm fires while v5 is rolling out")
     demo.wait_for_update()
     demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
 
-    v5 = demo.register("Approved", GOOD)
-    demo.send("model-deployer", demo.package_event("model-package-approved.json", v5), "v5 approved")
+    v6 = demo.register("Approved", GOOD)
+    demo.send("model-deployer", demo.package_event("model-package-approved.json", v6), "v6 approved")
     demo.cw.set_alarm_state(
         AlarmName=ALARM_5XX,
         StateValue="ALARM",
         StateReason="Threshold Crossed: 1 datapoint [14.0] was greater than the threshold (1.0).",
     )
-    print("  ! the 5XX alarm fires while traffic shifts to v5")
+    print("  ! the 5XX alarm fires while traffic shifts to v6")
     demo.wait_for_update()
     demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
     demo.cw.set_alarm_state(AlarmName=ALARM_5XX, StateValue="OK", StateReason="recovered")
+
+    demo.aas.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=f"endpoint/{ENDPOINT}/variant/AllTraffic",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=2,
+        MaxCapacity=4,
+    )
+    demo.send(
+        "alarm-responder",
+        demo.alarm_event("alarm-no-capacity-scale-up.json"),
+        "Evening traffic: a burst of 503s (NoCapacityInvocationFailures), alarm tagged lifecycle:action=scale-up",
+    )
+    demo.send("alarm-responder", load_event("alarm-ctr-ok.json"), "The CTR alarm returns to OK")
 
     demo.send(
         "model-deployer",
@@ -261,6 +322,11 @@ def run(demo: Demo) -> None:
         "model-deployer",
         load_event("model-package-approved-unknown-group.json"),
         "An approval in a group no target deploys",
+    )
+    demo.send(
+        "alarm-responder",
+        load_event("malformed-alarm-action-payload.json"),
+        "A Lambda alarm-action payload sent to the EventBridge handler",
     )
     demo.report()
 
