@@ -108,6 +108,33 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     Err(format!("{s:?} is not an RFC 3339 time"))
 }
 
+/// A scheduled run: EventBridge's "Scheduled Event" envelope, or the configured input that
+/// EventBridge Scheduler (SAM's ScheduleV2) delivers instead of an envelope: any JSON object
+/// without a `detail-type`, such as `{"schedule": "daily"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// The envelope's id, or `scheduler`.
+    pub event_id: String,
+}
+
+impl Schedule {
+    pub fn parse(event: &Value) -> Result<Self, Error> {
+        if event.is_object() && event.get("detail-type").is_none() {
+            return Ok(Self {
+                event_id: "scheduler".into(),
+            });
+        }
+        let env = Envelope::parse(event)?;
+        if env.detail_type != SCHEDULED_EVENT {
+            return Err(Error::MalformedEvent(format!(
+                "expected a schedule (\"{SCHEDULED_EVENT}\" or a Scheduler input object), got \"{}\"",
+                env.detail_type
+            )));
+        }
+        Ok(Self { event_id: env.id })
+    }
+}
+
 /// Detail of "SageMaker Model Package State Change". Carries no previous status and no
 /// metadata: re-read the package with DescribeModelPackage before acting.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -156,6 +183,27 @@ mod tests {
             let err = Envelope::parse(&event).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn both_schedule_shapes_are_accepted_and_others_refused() {
+        let envelope = json!({"detail-type": "Scheduled Event", "id": "abc", "source": "aws.events",
+            "time": "2026-03-01T06:00:00Z", "detail": {}});
+        assert_eq!(Schedule::parse(&envelope).unwrap().event_id, "abc");
+        assert_eq!(
+            Schedule::parse(&json!({"schedule": "daily"}))
+                .unwrap()
+                .event_id,
+            "scheduler"
+        );
+        let other = json!({"detail-type": "SageMaker Endpoint State Change", "detail": {}});
+        assert!(
+            Schedule::parse(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("expected a schedule")
+        );
+        assert!(Schedule::parse(&json!("daily")).is_err());
     }
 
     #[test]

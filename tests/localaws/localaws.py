@@ -320,6 +320,8 @@ class LocalAws:
             return self.cloudwatch_cbor(environ, body, cbor.group("op"), recording_start_response)
         if op == "UpdateEndpoint" and service == "sagemaker":
             return self.update_endpoint(region, body, recording_start_response)
+        if op == "CreateTrainingJob" and service == "sagemaker":
+            return self.create_training_job(environ, region, body, recording_start_response)
         return self.moto(environ, recording_start_response)
 
     # ---- request identity
@@ -411,6 +413,26 @@ class LocalAws:
         return captured["status"], captured["headers"], out
 
     # ---- SageMaker UpdateEndpoint
+    def create_training_job(self, environ: dict[str, Any], region: str, body: bytes, start_response: Callable) -> Any:
+        """moto finishes a training job as it creates it; SageMaker's run for hours. New jobs are
+        InProgress here until the control API says otherwise."""
+        result = self.moto(environ, start_response)
+        name = json.loads(body or b"{}").get("TrainingJobName")
+        job = sagemaker_backends[DEFAULT_ACCOUNT_ID][region].training_jobs.get(name)
+        if job is not None and getattr(job, "_localaws_new", True):
+            job._localaws_new = False
+            job.training_job_status = "InProgress"
+        return result
+
+    def set_training_status(self, name: str, status: str) -> bool:
+        for regions in sagemaker_backends.values():
+            for backend in regions.values():
+                job = backend.training_jobs.get(name)
+                if job is not None:
+                    job.training_job_status = status
+                    return True
+        return False
+
     def update_endpoint(self, region: str, body: bytes, start_response: Callable) -> Any:
         try:
             result = self.endpoints.update(DEFAULT_ACCOUNT_ID, region, json.loads(body or b"{}"))
@@ -474,6 +496,9 @@ class LocalAws:
             self.faults.throttle_share = float(body.get("throttle_share", 0))
             self.faults.operations = set(body.get("operations", []))
             return self.json_response(start_response, "200 OK", {"ok": True})
+        if path == "/_localaws/training-jobs":
+            found = self.set_training_status(body["name"], body["status"])
+            return self.json_response(start_response, "200 OK" if found else "404 Not Found", {"ok": found})
         if path == "/_localaws/update-seconds":
             self.endpoints.update_seconds = float(body["seconds"])
             return self.json_response(start_response, "200 OK", {"ok": True})

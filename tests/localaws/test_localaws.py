@@ -192,6 +192,24 @@ class LocalAwsTest(unittest.TestCase):
             sm.update_endpoint(EndpointName="nope", EndpointConfigName="x")
         self.assertEqual(e.exception.response["Error"]["Code"], "ValidationException")
 
+    # ---- training jobs
+    def test_a_new_training_job_runs_until_told_otherwise(self):
+        sm = self.client("sagemaker")
+        sm.create_training_job(
+            TrainingJobName="adapter-20260301",
+            AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
+            RoleArn="arn:aws:iam::123456789012:role/train",
+            OutputDataConfig={"S3OutputPath": "s3://out/"},
+            ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+            StoppingCondition={"MaxRuntimeInSeconds": 3600},
+        )
+        status = lambda: sm.describe_training_job(TrainingJobName="adapter-20260301")["TrainingJobStatus"]  # noqa: E731
+        self.assertEqual(status(), "InProgress")
+        running = sm.list_training_jobs(NameContains="adapter", StatusEquals="InProgress")["TrainingJobSummaries"]
+        self.assertEqual([j["TrainingJobName"] for j in running], ["adapter-20260301"])
+        self.control("training-jobs", {"name": "adapter-20260301", "status": "Completed"})
+        self.assertEqual(status(), "Completed")
+
     # ---- call log
     def test_the_call_log_attributes_calls_to_their_access_key_and_resource(self):
         sm = self.client("sagemaker")

@@ -1,0 +1,227 @@
+//! The drift scanner's configuration, read once at cold start.
+
+use std::collections::BTreeMap;
+
+use lifecycle::config::{Environment, Source, flag, parsed, required};
+use lifecycle::error::ConfigError;
+use lifecycle::targets::is_sagemaker_name;
+use time::OffsetDateTime;
+
+use crate::dates::parse_cutoff;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ADAPTER_NAME`: the fine-tuned adapter; names its training jobs and export keys.
+    pub adapter: String,
+    /// `PRODUCTS_TABLE`: the catalog (DynamoDB).
+    pub products_table: String,
+    /// `CREATED_AT_ATTRIBUTE` (default `created_at`): when an item entered the catalog
+    /// (ISO 8601 date or time, or epoch seconds or milliseconds).
+    pub created_attribute: String,
+    /// `TITLE_ATTRIBUTE` (default `title`): shown in the sample of missed items.
+    pub title_attribute: String,
+    /// `ENDPOINT_NAME`: the endpoint serving the adapter; its model package's metadata gives the
+    /// training cutoff. Optional if `TRAINING_CUTOFF` is set.
+    pub endpoint: Option<String>,
+    /// `CUTOFF_PROPERTY` (default `catalog_snapshot_date`): that metadata key.
+    pub cutoff_property: String,
+    /// `TRAINING_CUTOFF`: the cutoff when no endpoint or package says.
+    pub fallback_cutoff: Option<OffsetDateTime>,
+    /// `DRIFT_THRESHOLD_PCT` (default 5): retrain past this share of the catalog.
+    pub threshold_pct: f64,
+    /// `SCAN_SEGMENTS` (default 8): parallel scan segments (1 = sequential).
+    pub segments: i32,
+    /// `TRAINING_BUCKET` and `TRAINING_PREFIX` (default `catalog-snapshots/`): where exports go.
+    pub bucket: String,
+    pub prefix: String,
+    pub training: TrainingSpec,
+    pub ledger_table: String,
+    pub environment: Environment,
+    pub dry_run: bool,
+}
+
+/// The retraining job, as configured.
+#[derive(Debug, Clone)]
+pub struct TrainingSpec {
+    /// `TRAINING_IMAGE`
+    pub image: String,
+    /// `TRAINING_INSTANCE_TYPE` (default `ml.g5.2xlarge`)
+    pub instance_type: String,
+    /// `TRAINING_INSTANCE_COUNT` (default 1)
+    pub instance_count: i32,
+    /// `TRAINING_ROLE_ARN`
+    pub role_arn: String,
+    /// `TRAINING_HYPERPARAMETERS`: a JSON object of strings (default `{}`).
+    pub hyperparameters: BTreeMap<String, String>,
+    /// `TRAINING_OUTPUT_S3` (default `s3://<TRAINING_BUCKET>/adapters/<ADAPTER_NAME>/`)
+    pub output_s3: String,
+    /// `TRAINING_MAX_RUNTIME_SECONDS` (default 86400)
+    pub max_runtime_seconds: i32,
+}
+
+impl Config {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let adapter = required(src, "ADAPTER_NAME", "the adapter's name")?;
+        if !is_sagemaker_name(&adapter) || adapter.len() > 40 {
+            return Err(ConfigError::new(
+                "ADAPTER_NAME",
+                format!(
+                    "{adapter:?}: expected 1-40 letters, digits or hyphens (it prefixes training job names)"
+                ),
+            ));
+        }
+        let fallback_cutoff = match src.get("TRAINING_CUTOFF") {
+            None => None,
+            Some(raw) => {
+                Some(parse_cutoff(&raw).map_err(|e| ConfigError::new("TRAINING_CUTOFF", e))?)
+            }
+        };
+        let endpoint = src.get("ENDPOINT_NAME");
+        if endpoint.is_none() && fallback_cutoff.is_none() {
+            return Err(ConfigError::new(
+                "ENDPOINT_NAME",
+                "is not set, and neither is TRAINING_CUTOFF: one of them must give the training cutoff",
+            ));
+        }
+        let threshold_pct = parsed(src, "DRIFT_THRESHOLD_PCT", 5.0, "a percentage")?;
+        if !(0.0..=100.0).contains(&threshold_pct) {
+            return Err(ConfigError::new(
+                "DRIFT_THRESHOLD_PCT",
+                format!("is {threshold_pct}, expected 0 to 100"),
+            ));
+        }
+        let segments = parsed(src, "SCAN_SEGMENTS", 8, "a number of segments")?;
+        if !(1..=64).contains(&segments) {
+            return Err(ConfigError::new(
+                "SCAN_SEGMENTS",
+                format!("is {segments}, expected 1 to 64"),
+            ));
+        }
+        let bucket = required(src, "TRAINING_BUCKET", "an S3 bucket name")?;
+        let hyperparameters = match src.get("TRAINING_HYPERPARAMETERS") {
+            None => BTreeMap::new(),
+            Some(raw) => serde_json::from_str(&raw).map_err(|e| {
+                ConfigError::new(
+                    "TRAINING_HYPERPARAMETERS",
+                    format!("expected a JSON object of strings: {e}"),
+                )
+            })?,
+        };
+        let instance_count = parsed(src, "TRAINING_INSTANCE_COUNT", 1, "a number of instances")?;
+        if !(1..=16).contains(&instance_count) {
+            return Err(ConfigError::new(
+                "TRAINING_INSTANCE_COUNT",
+                format!("is {instance_count}, expected 1 to 16"),
+            ));
+        }
+        let role_arn = required(src, "TRAINING_ROLE_ARN", "an IAM role ARN")?;
+        if !role_arn.contains(":role/") {
+            return Err(ConfigError::new(
+                "TRAINING_ROLE_ARN",
+                format!("expected an IAM role ARN, got {role_arn:?}"),
+            ));
+        }
+        let instance_type = src
+            .get("TRAINING_INSTANCE_TYPE")
+            .unwrap_or_else(|| "ml.g5.2xlarge".into());
+        if !instance_type.starts_with("ml.") {
+            return Err(ConfigError::new(
+                "TRAINING_INSTANCE_TYPE",
+                format!("{instance_type:?} is not a SageMaker instance type (ml.*)"),
+            ));
+        }
+        let training = TrainingSpec {
+            image: required(src, "TRAINING_IMAGE", "a training image URI")?,
+            instance_type,
+            instance_count,
+            role_arn,
+            hyperparameters,
+            output_s3: src
+                .get("TRAINING_OUTPUT_S3")
+                .unwrap_or_else(|| format!("s3://{bucket}/adapters/{adapter}/")),
+            max_runtime_seconds: parsed(src, "TRAINING_MAX_RUNTIME_SECONDS", 86_400, "seconds")?,
+        };
+        let mut prefix = src
+            .get("TRAINING_PREFIX")
+            .unwrap_or_else(|| "catalog-snapshots/".into());
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(Self {
+            adapter,
+            products_table: required(src, "PRODUCTS_TABLE", "a DynamoDB table name")?,
+            created_attribute: src
+                .get("CREATED_AT_ATTRIBUTE")
+                .unwrap_or_else(|| "created_at".into()),
+            title_attribute: src.get("TITLE_ATTRIBUTE").unwrap_or_else(|| "title".into()),
+            endpoint,
+            cutoff_property: src
+                .get("CUTOFF_PROPERTY")
+                .unwrap_or_else(|| "catalog_snapshot_date".into()),
+            fallback_cutoff,
+            threshold_pct,
+            segments,
+            bucket,
+            prefix,
+            training,
+            ledger_table: required(src, "LEDGER_TABLE", "a DynamoDB table name")?,
+            environment: Environment::from_source(src)?,
+            dry_run: flag(src, "DRY_RUN", false)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("ADAPTER_NAME", "mangaassist-recs-lora"),
+            ("PRODUCTS_TABLE", "products"),
+            ("ENDPOINT_NAME", "recs"),
+            ("TRAINING_BUCKET", "training"),
+            ("TRAINING_IMAGE", "img:1"),
+            ("TRAINING_ROLE_ARN", "arn:aws:iam::123456789012:role/train"),
+            ("LEDGER_TABLE", "ledger"),
+            ("ENVIRONMENT", "production"),
+        ]
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let c = Config::from_source(&base().as_slice()).unwrap();
+        assert_eq!(c.threshold_pct, 5.0);
+        assert_eq!(c.segments, 8);
+        assert_eq!(c.created_attribute, "created_at");
+        assert_eq!(c.prefix, "catalog-snapshots/");
+        assert_eq!(
+            c.training.output_s3,
+            "s3://training/adapters/mangaassist-recs-lora/"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("DRIFT_THRESHOLD_PCT", "150"),
+            ("SCAN_SEGMENTS", "0"),
+            ("TRAINING_HYPERPARAMETERS", "[1]"),
+            ("TRAINING_CUTOFF", "last spring"),
+            ("ADAPTER_NAME", "bad name"),
+        ] {
+            let mut env = base();
+            env.retain(|(k, _)| *k != var);
+            env.push((var, value));
+            assert_eq!(Config::from_source(&env.as_slice()).unwrap_err().var, var);
+        }
+        let mut env = base();
+        env.retain(|(k, _)| *k != "ENDPOINT_NAME");
+        assert!(
+            Config::from_source(&env.as_slice())
+                .unwrap_err()
+                .problem
+                .contains("TRAINING_CUTOFF")
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The adapter's retraining job: one per catalog snapshot date, never two at once.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_sagemaker::types::{
+    AlgorithmSpecification, Channel, DataSource, OutputDataConfig, ResourceConfig,
+    S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, Tag, TrainingInputMode,
+    TrainingInstanceType, TrainingJobStatus,
+};
+use lifecycle::error::{Error, Result, error_message};
+use lifecycle::names::sagemaker_name;
+
+use crate::config::TrainingSpec;
+
+pub mod tags {
+    pub const ADAPTER: &str = "lifecycle:adapter";
+    pub const SNAPSHOT_DATE: &str = "lifecycle:catalog-snapshot-date";
+    pub const EXPORT_URI: &str = "lifecycle:catalog-export-uri";
+}
+
+/// The training job of an adapter for a snapshot date: deterministic, so a second run the same
+/// day finds it (and SageMaker refuses to create it twice).
+pub fn job_name(adapter: &str, snapshot_date: &str) -> String {
+    sagemaker_name(
+        adapter,
+        &format!("catalog-{}", snapshot_date.replace('-', "")),
+    )
+}
+
+fn is_adapter_job(adapter: &str, name: &str) -> bool {
+    name.starts_with(&format!("{adapter}-catalog-"))
+}
+
+/// The job's status, if it exists.
+pub async fn status(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<String>> {
+    match sm
+        .describe_training_job()
+        .training_job_name(name)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(
+            out.training_job_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+        )),
+        Err(e)
+            if error_message(&e)
+                .is_some_and(|m| m.contains("not found") || m.contains("Could not find")) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::aws("DescribeTrainingJob", e)),
+    }
+}
+
+/// The adapter's training jobs that are running now.
+pub async fn running(sm: &aws_sdk_sagemaker::Client, adapter: &str) -> Result<Vec<String>> {
+    let mut pages = sm
+        .list_training_jobs()
+        .name_contains(adapter)
+        .status_equals(TrainingJobStatus::InProgress)
+        .into_paginator()
+        .items()
+        .send();
+    let mut out = vec![];
+    while let Some(job) = pages.next().await {
+        let job = job.map_err(|e| Error::aws("ListTrainingJobs", e))?;
+        let name = job.training_job_name().unwrap_or_default();
+        if is_adapter_job(adapter, name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// What the job is started with.
+pub struct Start<'a> {
+    pub spec: &'a TrainingSpec,
+    pub name: &'a str,
+    pub adapter: &'a str,
+    pub snapshot_date: &'a str,
+    pub export_uri: &'a str,
+}
+
+/// CreateTrainingJob. `Ok(false)` when a job of that name already exists.
+pub async fn start(sm: &aws_sdk_sagemaker::Client, s: Start<'_>) -> Result<bool> {
+    let tags = BTreeMap::from([
+        (tags::ADAPTER, s.adapter),
+        (tags::SNAPSHOT_DATE, s.snapshot_date),
+        (tags::EXPORT_URI, s.export_uri),
+    ]);
+    let res = sm
+        .create_training_job()
+        .training_job_name(s.name)
+        .algorithm_specification(
+            AlgorithmSpecification::builder()
+                .training_image(&s.spec.image)
+                .training_input_mode(TrainingInputMode::File)
+                .build(),
+        )
+        .role_arn(&s.spec.role_arn)
+        .input_data_config(
+            Channel::builder()
+                .channel_name("train")
+                .content_type("application/jsonlines")
+                .data_source(
+                    DataSource::builder()
+                        .s3_data_source(
+                            S3DataSource::builder()
+                                .s3_data_type(S3DataType::S3Prefix)
+                                .s3_uri(s.export_uri)
+                                .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .output_data_config(
+            OutputDataConfig::builder()
+                .s3_output_path(&s.spec.output_s3)
+                .build(),
+        )
+        .resource_config(
+            ResourceConfig::builder()
+                .instance_type(TrainingInstanceType::from(s.spec.instance_type.as_str()))
+                .instance_count(s.spec.instance_count)
+                .volume_size_in_gb(50)
+                .build(),
+        )
+        .stopping_condition(
+            StoppingCondition::builder()
+                .max_runtime_in_seconds(s.spec.max_runtime_seconds)
+                .build(),
+        )
+        .set_hyper_parameters(Some(s.spec.hyperparameters.clone().into_iter().collect()))
+        .set_tags(Some(
+            tags.into_iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exists")) => Ok(false),
+        Err(e) => Err(Error::aws("CreateTrainingJob", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_are_per_adapter_and_day() {
+        let name = job_name("mangaassist-recs-lora", "2026-03-02");
+        assert_eq!(name, "mangaassist-recs-lora-catalog-20260302");
+        assert!(is_adapter_job("mangaassist-recs-lora", &name));
+        assert!(!is_adapter_job(
+            "mangaassist-recs-lora",
+            "mangaassist-recs-lora-v2-catalog-20260302"
+        ));
+    }
+}
