@@ -250,6 +250,28 @@ class Endpoints:
             del ep.pending_deployment_summary
 
 
+def s3_operation(environ: dict[str, Any]) -> str:
+    """S3 speaks REST: the operation is the method, the path (bucket or object) and the query."""
+    method = environ.get("REQUEST_METHOD", "")
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    on_object = "/" in environ.get("PATH_INFO", "").strip("/")
+    if method == "POST":
+        return "CreateMultipartUpload" if "uploads" in query else "CompleteMultipartUpload" if "uploadId" in query else "PostObject"
+    if method == "PUT":
+        if "partNumber" in query:
+            return "UploadPart"
+        return "PutObject" if on_object else "CreateBucket"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject" if on_object else "DeleteBucket"
+    if method == "HEAD":
+        return "HeadObject" if on_object else "HeadBucket"
+    if method == "GET":
+        if on_object:
+            return "ListParts" if "uploadId" in query else "GetObject"
+        return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects" if not query else "GetBucket"
+    return f"{method} {environ.get('PATH_INFO')}"
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -341,8 +363,7 @@ class LocalAws:
             return target.rsplit(".", 1)[-1]
         if body.startswith(b"Action=") or b"&Action=" in body:
             return parse_qs(body.decode(errors="replace")).get("Action", ["?"])[0]
-        # REST protocols (S3): method and path are the operation.
-        return f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+        return s3_operation(environ)
 
     @staticmethod
     def resource(environ: dict[str, Any], body: bytes, cbor: re.Match | None) -> str | None:

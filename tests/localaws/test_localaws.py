@@ -210,6 +210,22 @@ class LocalAwsTest(unittest.TestCase):
         self.control("training-jobs", {"name": "adapter-20260301", "status": "Completed"})
         self.assertEqual(status(), "Completed")
 
+    def test_s3_calls_are_logged_by_operation_name(self):
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket="log-bucket")
+        up = s3.create_multipart_upload(Bucket="log-bucket", Key="a/b.jsonl")
+        part = s3.upload_part(Bucket="log-bucket", Key="a/b.jsonl", UploadId=up["UploadId"], PartNumber=1, Body=b"{}\n")
+        s3.complete_multipart_upload(
+            Bucket="log-bucket", Key="a/b.jsonl", UploadId=up["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+        )
+        s3.head_object(Bucket="log-bucket", Key="a/b.jsonl")
+        ops = [c["operation"] for c in self.control("calls?access_key=" + KEY)["calls"] if c["service"] == "s3"]
+        self.assertEqual(
+            ops[-5:],
+            ["CreateBucket", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "HeadObject"],
+        )
+
     # ---- call log
     def test_the_call_log_attributes_calls_to_their_access_key_and_resource(self):
         sm = self.client("sagemaker")

@@ -1,0 +1,478 @@
+//! drift-scanner against the local AWS, through the same handler the Lambda runs.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ScalarAttributeType, WriteRequest,
+};
+use drift_scanner::{Config, Report, Scanner, handle};
+use integration::scenario::{PASSING, Scenario};
+use integration::*;
+use lifecycle::Error;
+use serde_json::{Value, json};
+
+/// A catalog item: `created` is None for an item without the attribute.
+fn product(
+    id: usize,
+    title: &str,
+    created: Option<AttributeValue>,
+    padding: usize,
+) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        ("id".to_string(), AttributeValue::S(format!("B{id:07}"))),
+        ("title".to_string(), AttributeValue::S(title.to_string())),
+        ("price".to_string(), AttributeValue::N("9.99".into())),
+    ]);
+    if let Some(c) = created {
+        item.insert("created_at".into(), c);
+    }
+    if padding > 0 {
+        item.insert("description".into(), AttributeValue::S("x".repeat(padding)));
+    }
+    item
+}
+
+fn date(s: &str) -> Option<AttributeValue> {
+    Some(AttributeValue::S(s.to_string()))
+}
+
+struct Catalog<'a> {
+    fx: &'a Fixture,
+    setup: lifecycle::aws::Clients,
+    table: String,
+    bucket: String,
+    /// Training jobs are account-wide: each test has its own adapter.
+    adapter: String,
+}
+
+impl<'a> Catalog<'a> {
+    async fn new(fx: &'a Fixture) -> Self {
+        let setup = fx.setup_clients().await;
+        let table = format!("{}-products", fx.id);
+        let bucket = format!("{}-training", fx.id);
+        setup
+            .dynamodb
+            .create_table()
+            .table_name(&table)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap();
+        setup
+            .s3
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        let adapter = format!("{}-lora", fx.id);
+        Self {
+            fx,
+            setup,
+            table,
+            bucket,
+            adapter,
+        }
+    }
+
+    async fn put(&self, items: Vec<HashMap<String, AttributeValue>>) {
+        for chunk in items.chunks(25) {
+            let writes = chunk
+                .iter()
+                .map(|i| {
+                    WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .set_item(Some(i.clone()))
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                })
+                .collect();
+            self.setup
+                .dynamodb
+                .batch_write_item()
+                .request_items(&self.table, writes)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    /// `old` items from before the September cutoff, `new` ones from 2026 (new releases).
+    async fn seed(&self, old: usize, new: usize) {
+        let mut items = vec![];
+        for i in 0..old {
+            items.push(product(
+                i,
+                &format!("Backlist {i}"),
+                date(&format!("2025-0{}-15", 1 + i % 8)),
+                0,
+            ));
+        }
+        for i in 0..new {
+            let created = format!("2026-0{}-{:02}T09:00:00Z", 1 + i % 3, 1 + i % 28);
+            items.push(product(
+                old + i,
+                &format!("New release {i}"),
+                date(&created),
+                0,
+            ));
+        }
+        self.put(items).await;
+    }
+
+    fn env(&self, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("ADAPTER_NAME", self.adapter.clone()),
+            ("PRODUCTS_TABLE", self.table.clone()),
+            ("TRAINING_BUCKET", self.bucket.clone()),
+            (
+                "TRAINING_IMAGE",
+                "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:2.1"
+                    .into(),
+            ),
+            ("TRAINING_ROLE_ARN", ROLE_ARN.into()),
+            (
+                "TRAINING_HYPERPARAMETERS",
+                json!({"lora_r": "16", "epochs": "3"}).to_string(),
+            ),
+            ("LEDGER_TABLE", self.fx.table.clone()),
+            ("ENVIRONMENT", "production".into()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(e, _)| e != k);
+            env.push((k, v.clone()));
+        }
+        env
+    }
+
+    fn scanner(&self, extra: &[(&'static str, String)]) -> Scanner {
+        let env = self.env(extra);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let config = Config::from_source(&pairs.as_slice()).unwrap();
+        Scanner::new(self.fx.clients.clone(), config)
+    }
+
+    async fn object(&self, uri: &str) -> String {
+        let key = uri.strip_prefix(&format!("s3://{}/", self.bucket)).unwrap();
+        let out = self
+            .setup
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        String::from_utf8(out.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+    }
+}
+
+async fn scan(fx: &Fixture, scanner: &Scanner, request_id: &str) -> Result<Report, Error> {
+    handle(
+        scanner,
+        fx.event(event_file("drift-scanner-schedule.json"), request_id),
+    )
+    .await
+}
+
+fn with_cutoff() -> Vec<(&'static str, String)> {
+    vec![("TRAINING_CUTOFF", "2025-09-01".into())]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_threshold_the_catalog_is_exported_and_one_job_starts() {
+    // The cutoff comes from the package the endpoint serves.
+    let s = Scenario::new("drift").await;
+    let mut meta = PASSING.to_vec();
+    meta.push(("catalog_snapshot_date", "2025-09-01"));
+    let v1 = s.registry().register("Approved", &meta).await;
+    s.make_live(&v1, "v1").await;
+    let catalog = Catalog::new(&s.fx).await;
+    catalog.seed(180, 20).await;
+    let scanner = catalog.scanner(&[("ENDPOINT_NAME", s.endpoint.clone())]);
+
+    let r = scan(&s.fx, &scanner, "first").await.unwrap();
+    assert_eq!(r.outcome, "retraining", "{}", r.reason);
+    assert_eq!((r.items, r.after_cutoff, r.gap_pct), (200, 20, 10.0));
+    assert!(r.cutoff_source.contains(&v1), "{}", r.cutoff_source);
+    assert_eq!(r.sample.len(), 20);
+    assert!(r.sample[0].starts_with("New release"));
+
+    let export = r.export.as_ref().unwrap();
+    let snapshot = drift_scanner::dates::snapshot_date(time::OffsetDateTime::now_utc());
+    assert_eq!(
+        export.uri,
+        format!(
+            "s3://{}/catalog-snapshots/{}/snapshot={snapshot}/catalog.jsonl",
+            catalog.bucket, catalog.adapter
+        )
+    );
+    let body = catalog.object(&export.uri).await;
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 200);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["id"].is_string() && l["price"] == 9.99)
+    );
+
+    let job = r.training_job.clone().unwrap();
+    let described = s
+        .setup
+        .sagemaker
+        .describe_training_job()
+        .training_job_name(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.training_job_status().unwrap().as_str(),
+        "InProgress"
+    );
+    assert_eq!(described.hyper_parameters().unwrap()["lora_r"], "16");
+    let tags = s
+        .setup
+        .sagemaker
+        .list_tags()
+        .resource_arn(described.training_job_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let tag = |k: &str| {
+        tags.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(tag("lifecycle:catalog-snapshot-date"), snapshot);
+    assert_eq!(tag("lifecycle:catalog-export-uri"), export.uri);
+
+    // Again the same day: nothing new.
+    let again = scan(&s.fx, &scanner, "again").await.unwrap();
+    assert_eq!(again.outcome, "already_started", "{}", again.reason);
+    assert_eq!(s.fx.count("CreateTrainingJob"), 1);
+    assert_eq!(s.fx.count("CreateMultipartUpload"), 1);
+    let ledger = s
+        .deployer
+        .ledger
+        .decisions(&format!("adapter#{}", catalog.adapter))
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = ledger
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retraining", "already_started"]);
+    assert_eq!(ledger[0]["evidence"]["after_cutoff"], 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_for_the_adapter_blocks_a_second_one() {
+    let fx = Fixture::new("driftbusy").await;
+    let catalog = Catalog::new(&fx).await;
+    catalog.seed(50, 50).await;
+    let scanner = catalog.scanner(&with_cutoff());
+    let earlier = drift_scanner::training::job_name(&catalog.adapter, "2026-01-10");
+    drift_scanner::training::start(
+        &catalog.setup.sagemaker,
+        drift_scanner::training::Start {
+            spec: &scanner.config.training,
+            name: &earlier,
+            adapter: &catalog.adapter,
+            snapshot_date: "2026-01-10",
+            export_uri: "s3://elsewhere/catalog.jsonl",
+        },
+    )
+    .await
+    .unwrap();
+
+    let r = scan(&fx, &scanner, "busy").await.unwrap();
+    assert_eq!(r.outcome, "training_in_progress", "{}", r.reason);
+    assert!(r.reason.contains(&earlier), "{}", r.reason);
+    assert_eq!(fx.count("CreateTrainingJob"), 0);
+    assert_eq!(fx.count("CreateMultipartUpload"), 0);
+
+    local_aws().control(
+        "training-jobs",
+        Some(json!({"name": earlier, "status": "Completed"})),
+    );
+    let r = scan(&fx, &scanner, "free").await.unwrap();
+    assert_eq!(r.outcome, "retraining", "{}", r.reason);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn within_the_threshold_nothing_is_exported_or_started() {
+    let fx = Fixture::new("driftok").await;
+    let catalog = Catalog::new(&fx).await;
+    catalog.seed(97, 3).await;
+    let r = scan(&fx, &catalog.scanner(&with_cutoff()), "ok")
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, "within_threshold", "{}", r.reason);
+    assert_eq!(r.gap_pct, 3.0);
+    let mutations: Vec<Call> = fx
+        .calls()
+        .into_iter()
+        .filter(|c| c.mutating && c.service != "dynamodb")
+        .collect();
+    assert_eq!(mutations, vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_dates_are_counted_and_an_empty_catalog_is_a_clear_result() {
+    let fx = Fixture::new("driftbad").await;
+    let catalog = Catalog::new(&fx).await;
+    let r = scan(&fx, &catalog.scanner(&with_cutoff()), "empty")
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, "empty_catalog", "{}", r.reason);
+    assert_eq!(r.items, 0);
+
+    catalog.seed(10, 0).await;
+    catalog
+        .put(vec![
+            product(100, "No date", None, 0),
+            product(101, "Garbled", date("soon-ish"), 0),
+            product(
+                102,
+                "Epoch millis",
+                Some(AttributeValue::N("1772344800000".into())),
+                0,
+            ),
+            product(103, "A map", Some(AttributeValue::M(HashMap::new())), 0),
+        ])
+        .await;
+    let r = scan(
+        &fx,
+        &catalog.scanner(&[
+            ("TRAINING_CUTOFF", "2025-09-01".into()),
+            ("DRIFT_THRESHOLD_PCT", "50".into()),
+        ]),
+        "bad",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.items, r.after_cutoff, r.missing_date, r.bad_date),
+        (14, 1, 1, 2)
+    );
+    assert_eq!(r.sample, ["Epoch millis"]);
+    assert!(
+        r.reason
+            .contains("1 items have no created_at and 2 an unreadable one"),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_cutoff_is_a_clear_error_and_nothing_is_scanned() {
+    let s = Scenario::new("nocutoff").await;
+    s.with_v1_live().await; // its package has no catalog_snapshot_date
+    let catalog = Catalog::new(&s.fx).await;
+    catalog.seed(5, 5).await;
+    let scanner = catalog.scanner(&[("ENDPOINT_NAME", s.endpoint.clone())]);
+    let err = scan(&s.fx, &scanner, "none").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidData(_)), "{err}");
+    assert!(err.to_string().contains("catalog_snapshot_date"), "{err}");
+    assert_eq!(s.fx.count("Scan"), 0);
+    assert_eq!(s.fx.count("CreateTrainingJob"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_and_sequential_scans_agree_and_large_exports_go_in_parts() {
+    let fx = Fixture::new("driftbig").await;
+    let catalog = Catalog::new(&fx).await;
+    // About 15 MB: more than two 6 MiB parts.
+    let items = (0..1500)
+        .map(|i| {
+            let created = if i % 3 == 0 {
+                "2026-02-01"
+            } else {
+                "2025-05-01"
+            };
+            product(i, &format!("Volume {i}"), date(created), 10_000)
+        })
+        .collect();
+    catalog.put(items).await;
+    let seq = scan(
+        &fx,
+        &catalog.scanner(&[
+            ("TRAINING_CUTOFF", "2025-09-01".into()),
+            ("SCAN_SEGMENTS", "1".into()),
+            ("DRY_RUN", "true".into()),
+        ]),
+        "seq",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seq.outcome, "would_retrain");
+    assert_eq!(
+        fx.count("CreateMultipartUpload"),
+        0,
+        "dry run exports nothing"
+    );
+    let par = scan(
+        &fx,
+        &catalog.scanner(&[
+            ("TRAINING_CUTOFF", "2025-09-01".into()),
+            ("SCAN_SEGMENTS", "8".into()),
+        ]),
+        "par",
+    )
+    .await
+    .unwrap();
+    assert_eq!((seq.items, seq.after_cutoff), (par.items, par.after_cutoff));
+    assert_eq!((par.items, par.after_cutoff), (1500, 500));
+    let export = par.export.unwrap();
+    assert!(export.parts >= 3, "{export:?}");
+    assert_eq!(export.items, 1500);
+    let body = catalog.object(&export.uri).await;
+    assert_eq!(body.len() as u64, export.bytes);
+    assert_eq!(
+        body.lines()
+            .filter(|l| serde_json::from_str::<Value>(l).is_ok())
+            .count(),
+        1500
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_schedule_payloads_run_and_anything_else_is_refused_without_calls() {
+    let fx = Fixture::new("driftsched").await;
+    let catalog = Catalog::new(&fx).await;
+    let scanner = catalog.scanner(&with_cutoff());
+    let r = handle(&scanner, fx.event(json!({"schedule": "drift-scan"}), "v2"))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, "empty_catalog");
+    let before = fx.calls().len();
+    for bad in [json!([1]), event_file("model-package-approved.json")] {
+        let err = handle(&scanner, fx.event(bad, "bad")).await.unwrap_err();
+        assert!(matches!(err, Error::MalformedEvent(_)), "{err}");
+    }
+    assert_eq!(fx.calls().len(), before);
+}
