@@ -335,6 +335,96 @@ pub async fn create_endpoint(
     }
 }
 
+/// A copy of a config with at least `min_instances` per variant, everything else kept (the
+/// sweeper's fix for a single-instance production variant). `Ok(false)` when it already exists.
+pub async fn copy_config(
+    sm: &aws_sdk_sagemaker::Client,
+    from: &EndpointConfig,
+    name: &str,
+    min_instances: i32,
+) -> Result<bool> {
+    let variants = from
+        .variants
+        .iter()
+        .map(|v| {
+            let count = v.initial_instance_count().unwrap_or(1).max(min_instances);
+            let mut b = ProductionVariant::builder()
+                .variant_name(v.variant_name().unwrap_or("AllTraffic"))
+                .set_model_name(v.model_name().map(str::to_string))
+                .set_instance_type(v.instance_type().cloned())
+                .initial_instance_count(count)
+                .set_initial_variant_weight(v.initial_variant_weight())
+                .set_volume_size_in_gb(v.volume_size_in_gb())
+                .set_model_data_download_timeout_in_seconds(
+                    v.model_data_download_timeout_in_seconds(),
+                )
+                .set_container_startup_health_check_timeout_in_seconds(
+                    v.container_startup_health_check_timeout_in_seconds(),
+                );
+            if let Some(m) = v.managed_instance_scaling() {
+                b = b.managed_instance_scaling(m.clone());
+            }
+            b.build()
+        })
+        .collect();
+    let mut tags = from.tags.clone();
+    tags.insert(tags::REPLACES.to_string(), from.name.clone());
+    let res = sm
+        .create_endpoint_config()
+        .endpoint_config_name(name)
+        .set_production_variants(Some(variants))
+        .set_data_capture_config(from.data_capture.clone())
+        .set_kms_key_id(from.kms_key_id.clone())
+        .set_tags(Some(sdk_tags(&tags)))
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
+        Err(e) => Err(Error::aws("CreateEndpointConfig", e)),
+    }
+}
+
+/// DeleteEndpoint; `Ok(false)` when it was already gone.
+pub async fn delete_endpoint(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<bool> {
+    match sm.delete_endpoint().endpoint_name(name).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if not_found(&e) => Ok(false),
+        Err(e) => Err(Error::aws("DeleteEndpoint", e)),
+    }
+}
+
+/// DeleteEndpointConfig; `Ok(false)` when it was already gone.
+pub async fn delete_config(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<bool> {
+    match sm.delete_endpoint_config().endpoint_config_name(name).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if not_found(&e) => Ok(false),
+        Err(e) => Err(Error::aws("DeleteEndpointConfig", e)),
+    }
+}
+
+/// AddTags on any SageMaker resource.
+pub async fn tag(sm: &aws_sdk_sagemaker::Client, arn: &str, key: &str, value: &str) -> Result<()> {
+    sm.add_tags()
+        .resource_arn(arn)
+        .tags(Tag::builder().key(key).value(value).build())
+        .send()
+        .await
+        .map_err(|e| Error::aws("AddTags", e))?;
+    Ok(())
+}
+
+/// DeleteTags on any SageMaker resource.
+pub async fn untag(sm: &aws_sdk_sagemaker::Client, arn: &str, key: &str) -> Result<()> {
+    sm.delete_tags()
+        .resource_arn(arn)
+        .tag_keys(key)
+        .send()
+        .await
+        .map_err(|e| Error::aws("DeleteTags", e))?;
+    Ok(())
+}
+
 /// UpdateEndpoint to `config`, with a blue/green rollout when `rollout` is given.
 pub async fn update_endpoint(
     sm: &aws_sdk_sagemaker::Client,

@@ -100,6 +100,52 @@ impl Executor<'_> {
                     "no deployment in progress to note it on"
                 }
             }
+            Action::TagResource { arn, key, value } => {
+                endpoints::tag(sm, arn, key, value).await?;
+                "done"
+            }
+            Action::UntagResource { arn, key } => {
+                endpoints::untag(sm, arn, key).await?;
+                "done"
+            }
+            Action::DeleteEndpoint { endpoint } => {
+                if endpoints::delete_endpoint(sm, endpoint).await? {
+                    "done"
+                } else {
+                    "already gone"
+                }
+            }
+            Action::DeleteEndpointConfig { config } => {
+                if endpoints::delete_config(sm, config).await? {
+                    "done"
+                } else {
+                    "already gone"
+                }
+            }
+            Action::CopyEndpointConfig {
+                from,
+                name,
+                min_instances,
+            } => {
+                let Some(source) = endpoints::describe_config(sm, from).await? else {
+                    return Err(Error::InvalidData(format!("endpoint config {from} is gone")));
+                };
+                created(endpoints::copy_config(sm, &source, name, *min_instances).await?)
+            }
+            Action::SetScaleInCooldown {
+                resource_id,
+                policy_name,
+                seconds,
+            } => {
+                scaling::set_scale_in_cooldown(
+                    &self.clients.autoscaling,
+                    resource_id,
+                    policy_name,
+                    *seconds,
+                )
+                .await?;
+                "done"
+            }
             Action::SetScalingBounds { target } => {
                 scaling::register(&self.clients.autoscaling, target).await?;
                 "done"

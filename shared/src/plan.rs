@@ -56,6 +56,26 @@ pub enum Action {
         variant: String,
         count: i32,
     },
+    /// Tag a SageMaker resource (the sweeper's idle mark).
+    TagResource {
+        arn: String,
+        key: String,
+        value: String,
+    },
+    UntagResource { arn: String, key: String },
+    DeleteEndpoint { endpoint: String },
+    DeleteEndpointConfig { config: String },
+    /// A copy of `from` with at least `min_instances` per variant.
+    CopyEndpointConfig {
+        from: String,
+        name: String,
+        min_instances: i32,
+    },
+    SetScaleInCooldown {
+        resource_id: String,
+        policy_name: String,
+        seconds: i32,
+    },
     /// Close the in-flight deployment with its verdict.
     FinishDeployment {
         endpoint: String,
@@ -75,6 +95,12 @@ impl Action {
             Action::BeginDeployment { .. } => "BeginDeployment",
             Action::FinishDeployment { .. } => "FinishDeployment",
             Action::NoteAlarm { .. } => "NoteAlarm",
+            Action::TagResource { .. } => "AddTags",
+            Action::UntagResource { .. } => "DeleteTags",
+            Action::DeleteEndpoint { .. } => "DeleteEndpoint",
+            Action::DeleteEndpointConfig { .. } => "DeleteEndpointConfig",
+            Action::CopyEndpointConfig { .. } => "CreateEndpointConfig",
+            Action::SetScaleInCooldown { .. } => "PutScalingPolicy",
             Action::SetScalingBounds { .. } => "RegisterScalableTarget",
             Action::SetInstanceCount { .. } => "UpdateEndpointWeightsAndCapacities",
         }

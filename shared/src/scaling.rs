@@ -61,3 +61,45 @@ pub async fn register(
         .map_err(|e| Error::aws("RegisterScalableTarget", e))?;
     Ok(())
 }
+
+/// Sets the scale-in cooldown of a target-tracking policy, keeping the rest of it: a short
+/// cooldown lets autoscaling remove capacity between two bursts of traffic.
+pub async fn set_scale_in_cooldown(
+    client: &aws_sdk_applicationautoscaling::Client,
+    resource_id: &str,
+    policy_name: &str,
+    seconds: i32,
+) -> Result<()> {
+    let out = client
+        .describe_scaling_policies()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .resource_id(resource_id)
+        .policy_names(policy_name)
+        .send()
+        .await
+        .map_err(|e| Error::aws("DescribeScalingPolicies", e))?;
+    let Some(config) = out
+        .scaling_policies()
+        .iter()
+        .find(|p| p.policy_name() == policy_name)
+        .and_then(|p| p.target_tracking_scaling_policy_configuration())
+    else {
+        return Err(Error::InvalidData(format!(
+            "{resource_id}: no target-tracking policy {policy_name}"
+        )));
+    };
+    let mut updated = config.clone();
+    updated.scale_in_cooldown = Some(seconds);
+    client
+        .put_scaling_policy()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(resource_id)
+        .policy_name(policy_name)
+        .policy_type(aws_sdk_applicationautoscaling::types::PolicyType::TargetTrackingScaling)
+        .target_tracking_scaling_policy_configuration(updated)
+        .send()
+        .await
+        .map_err(|e| Error::aws("PutScalingPolicy", e))?;
+    Ok(())
+}

@@ -37,6 +37,9 @@ ALARM_LATENCY = "mangaassist-recommendation-latency"
 ALARM_CTR = "mangaassist-recommendation-ctr-low"
 KPI_NAMESPACE = "MangaAssist/Recommendations"
 LEDGER = "lifecycle-ledger"
+PRODUCTS = "mangaassist-products"
+TRAINING_BUCKET = "mangaassist-training"
+ADAPTER = "mangaassist-recs-lora"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/mangaassist-sagemaker-execution"
 GOOD = {"validation_loss": "0.31", "offline_ctr": "0.084", "catalog_snapshot_date": "2025-09-01"}
 
@@ -63,6 +66,19 @@ TARGETS = [
 ]
 
 
+DRIFT_OLD, DRIFT_NEW = 1000, 420
+DRIFT_ENV = {
+    "ADAPTER_NAME": ADAPTER,
+    "ENDPOINT_NAME": ENDPOINT,
+    "PRODUCTS_TABLE": PRODUCTS,
+    "TRAINING_BUCKET": TRAINING_BUCKET,
+    "TRAINING_IMAGE": "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:2.1.0-transformers4.36-gpu-py310",
+    "TRAINING_ROLE_ARN": ROLE,
+    "TRAINING_HYPERPARAMETERS": json.dumps({"lora_r": "16", "lora_alpha": "32", "epochs": "3"}),
+    "DRY_RUN": "false",
+}
+
+
 def bold(s: str) -> str:
     return f"\033[1m{s}\033[0m" if sys.stdout.isatty() else s
 
@@ -77,6 +93,7 @@ class Demo:
         self.cw = session.client("cloudwatch", endpoint_url=self.url)
         self.ddb = session.client("dynamodb", endpoint_url=self.url)
         self.aas = session.client("application-autoscaling", endpoint_url=self.url)
+        self.s3 = session.client("s3", endpoint_url=self.url)
         self.dist = dist
         self.workdir = workdir
         self.functions: dict[str, Function] = {}
@@ -112,6 +129,26 @@ class Demo:
             )
         self.register("Approved", {**GOOD, "validation_loss": "0.33"})  # v1
         self.register("Approved", GOOD)  # v2
+
+    def seed_catalog(self, old: int, new: int) -> None:
+        """The products table: backlist titles from before the adapter's September snapshot, and
+        new releases since (the seeds: more than 400 by March, none known to the adapter)."""
+        self.ddb.create_table(
+            TableName=PRODUCTS,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.s3.create_bucket(Bucket=TRAINING_BUCKET)
+        items = []
+        for i in range(old):
+            items.append({"id": {"S": f"B{i:07d}"}, "title": {"S": f"Backlist volume {i}"},
+                          "created_at": {"S": f"2025-0{1 + i % 8}-{1 + i % 28:02d}"}, "price": {"N": "9.99"}})
+        for i in range(new):
+            items.append({"id": {"S": f"N{i:07d}"}, "title": {"S": f"New release {i}"},
+                          "created_at": {"S": f"2026-0{1 + i % 3}-{1 + i % 28:02d}T09:00:00Z"}, "price": {"N": "11.99"}})
+        for k in range(0, len(items), 25):
+            self.ddb.batch_write_item(RequestItems={PRODUCTS: [{"PutRequest": {"Item": it}} for it in items[k:k + 25]]})
 
     def register(self, status: str, metadata: dict[str, str]) -> str:
         return self.sm.create_model_package(
@@ -159,7 +196,8 @@ class Demo:
         if error:
             print(f"  ✗ {error.get('errorType')}: {error.get('errorMessage')}")
             return None
-        for d in response.get("decisions", []):
+        # Most functions answer a list of decisions; the drift scanner and sweeper, one report.
+        for d in response.get("decisions", [response] if "outcome" in response else []):
             print(f"  → {d['outcome']}: {d['reason']}")
             if d.get("actions"):
                 print(f"    actions: {', '.join(d['actions'])}")
@@ -175,8 +213,10 @@ class Demo:
     def alarm_event(self, file: str) -> dict:
         """An alarm event from events/, firing now (after the endpoint's last change)."""
         e = load_event(file)
-        now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        e["detail"]["state"]["timestamp"] = f"{now}.000+0000"
+        time.sleep(0.01)  # strictly after the endpoint's last change, even on a fast machine
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        e["detail"]["state"]["timestamp"] = f"{stamp}.{int(now * 1000) % 1000:03d}+0000"
         return e
 
     def impressions(self, count: float) -> None:
@@ -220,6 +260,18 @@ class Demo:
         ep = self.sm.describe_endpoint(EndpointName=ENDPOINT)
         for v in ep["ProductionVariants"]:
             print(f"  variant {v['VariantName']}: {v.get('CurrentInstanceCount')} instances")
+        print(f"\n{bold('Drift scanner: ' + ADAPTER)}")
+        items = self.ddb.query(
+            TableName=LEDGER,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :d)",
+            ExpressionAttributeValues={":pk": {"S": f"adapter#{ADAPTER}"}, ":d": {"S": "decision#"}},
+        )["Items"]
+        for it in items:
+            print(f"  {it['at']['S'][11:19]}  {it['outcome']['S']:<20} {it['reason']['S']}")
+        for job in self.sm.list_training_jobs(NameContains=ADAPTER)["TrainingJobSummaries"]:
+            print(f"  training job {job['TrainingJobName']}: {job['TrainingJobStatus']}")
+        for obj in self.s3.list_objects_v2(Bucket=TRAINING_BUCKET).get("Contents", []):
+            print(f"  s3://{TRAINING_BUCKET}/{obj['Key']} ({obj['Size']:,} bytes)")
         calls = localaws_calls(self.app)
         print(f"\n{bold('Mutating AWS calls made by the functions')}")
         for (op, res), n in calls.items():
@@ -312,6 +364,12 @@ def run(demo: Demo) -> None:
         "Evening traffic: a burst of 503s (NoCapacityInvocationFailures), alarm tagged lifecycle:action=scale-up",
     )
     demo.send("alarm-responder", load_event("alarm-ctr-ok.json"), "The CTR alarm returns to OK")
+
+    print(f"\n{bold('The catalog moves on: ' + str(DRIFT_NEW) + ' new titles since the adapter was trained')}")
+    demo.seed_catalog(DRIFT_OLD, DRIFT_NEW)
+    demo.start("drift-scanner", DRIFT_ENV)
+    demo.send("drift-scanner", load_event("drift-scanner-schedule.json"), "Daily drift scan")
+    demo.send("drift-scanner", {"schedule": "drift-scan"}, "The scan runs again the same day (Scheduler payload)")
 
     demo.send(
         "model-deployer",
