@@ -396,7 +396,12 @@ pub async fn delete_endpoint(sm: &aws_sdk_sagemaker::Client, name: &str) -> Resu
 
 /// DeleteEndpointConfig; `Ok(false)` when it was already gone.
 pub async fn delete_config(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<bool> {
-    match sm.delete_endpoint_config().endpoint_config_name(name).send().await {
+    match sm
+        .delete_endpoint_config()
+        .endpoint_config_name(name)
+        .send()
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if not_found(&e) => Ok(false),
         Err(e) => Err(Error::aws("DeleteEndpointConfig", e)),

@@ -128,7 +128,9 @@ impl Executor<'_> {
                 min_instances,
             } => {
                 let Some(source) = endpoints::describe_config(sm, from).await? else {
-                    return Err(Error::InvalidData(format!("endpoint config {from} is gone")));
+                    return Err(Error::InvalidData(format!(
+                        "endpoint config {from} is gone"
+                    )));
                 };
                 created(endpoints::copy_config(sm, &source, name, *min_instances).await?)
             }

@@ -62,9 +62,16 @@ pub enum Action {
         key: String,
         value: String,
     },
-    UntagResource { arn: String, key: String },
-    DeleteEndpoint { endpoint: String },
-    DeleteEndpointConfig { config: String },
+    UntagResource {
+        arn: String,
+        key: String,
+    },
+    DeleteEndpoint {
+        endpoint: String,
+    },
+    DeleteEndpointConfig {
+        config: String,
+    },
     /// A copy of `from` with at least `min_instances` per variant.
     CopyEndpointConfig {
         from: String,

@@ -73,7 +73,12 @@ impl Config {
                 .unwrap_or_else(|| "environment".into()),
             window_minutes,
             grace_hours: parsed(src, "GRACE_HOURS", 24, "hours")?,
-            stale_threshold: parsed(src, "STALE_INVOCATIONS_THRESHOLD", 100.0, "invocations per hour")?,
+            stale_threshold: parsed(
+                src,
+                "STALE_INVOCATIONS_THRESHOLD",
+                100.0,
+                "invocations per hour",
+            )?,
             max_actions: parsed(src, "MAX_ACTIONS_PER_RUN", 10, "a number of actions")?,
             remediate: flag(src, "REMEDIATE", false)?,
             concurrency,
@@ -99,13 +104,19 @@ mod tests {
         ];
         let c = Config::from_source(&env).unwrap();
         assert!(c.dry_run);
-        assert_eq!((c.window_minutes, c.grace_hours, c.max_actions), (60, 24, 10));
+        assert_eq!(
+            (c.window_minutes, c.grace_hours, c.max_actions),
+            (60, 24, 10)
+        );
         let bad: &[(&str, &str)] = &[
             ("REPORT_BUCKET", "reports"),
             ("LEDGER_TABLE", "ledger"),
             ("ENVIRONMENT", "production"),
             ("IDLE_WINDOW_MINUTES", "1"),
         ];
-        assert_eq!(Config::from_source(&bad).unwrap_err().var, "IDLE_WINDOW_MINUTES");
+        assert_eq!(
+            Config::from_source(&bad).unwrap_err().var,
+            "IDLE_WINDOW_MINUTES"
+        );
     }
 }

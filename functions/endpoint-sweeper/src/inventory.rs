@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_applicationautoscaling::types::ServiceNamespace;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StatusCode};
 use futures_util::stream::{self, StreamExt};
-use lifecycle::aws::Clients;
 use lifecycle::endpoints::{self, EndpointStatus};
 use lifecycle::error::{Error, Result};
 use serde::Serialize;
@@ -71,7 +70,9 @@ pub struct Inventory {
 }
 
 /// Every endpoint of the account (all pages).
-pub async fn list(sm: &aws_sdk_sagemaker::Client) -> Result<Vec<(String, EndpointStatus, Option<OffsetDateTime>)>> {
+pub async fn list(
+    sm: &aws_sdk_sagemaker::Client,
+) -> Result<Vec<(String, EndpointStatus, Option<OffsetDateTime>)>> {
     let mut pages = sm
         .list_endpoints()
         .max_results(100)
@@ -176,7 +177,9 @@ pub async fn endpoints(
 
 /// Every SageMaker scalable target and its policies, by resource id (all pages, two listings for
 /// the whole account, not two calls per endpoint).
-pub async fn scaling(client: &aws_sdk_applicationautoscaling::Client) -> Result<HashMap<String, Scaling>> {
+pub async fn scaling(
+    client: &aws_sdk_applicationautoscaling::Client,
+) -> Result<HashMap<String, Scaling>> {
     let mut out: HashMap<String, Scaling> = HashMap::new();
     let mut targets = client
         .describe_scalable_targets()
@@ -234,8 +237,18 @@ pub async fn invocations(
                                 Metric::builder()
                                     .namespace("AWS/SageMaker")
                                     .metric_name("Invocations")
-                                    .dimensions(Dimension::builder().name("EndpointName").value(endpoint).build())
-                                    .dimensions(Dimension::builder().name("VariantName").value(variant).build())
+                                    .dimensions(
+                                        Dimension::builder()
+                                            .name("EndpointName")
+                                            .value(endpoint)
+                                            .build(),
+                                    )
+                                    .dimensions(
+                                        Dimension::builder()
+                                            .name("VariantName")
+                                            .value(variant)
+                                            .build(),
+                                    )
                                     .build(),
                             )
                             .period((window_minutes * 60) as i32)

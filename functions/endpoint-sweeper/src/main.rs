@@ -11,5 +11,8 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_source(&ProcessEnv)?;
     let clients = lifecycle::aws::Clients::new(&lifecycle::aws::load().await);
     let sweeper = Sweeper::new(clients, config);
-    run(service_fn(|event: LambdaEvent<Value>| handle(&sweeper, event))).await
+    run(service_fn(|event: LambdaEvent<Value>| {
+        handle(&sweeper, event)
+    }))
+    .await
 }

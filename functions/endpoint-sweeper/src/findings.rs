@@ -1,0 +1,364 @@
+//! What is wrong with an endpoint, judged from the inventory. Pure.
+
+use std::collections::HashMap;
+
+use lifecycle::endpoints::{EndpointStatus, tags};
+use lifecycle::scaling::resource_id;
+use lifecycle::targets::Targets;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::inventory::{EndpointFacts, Invocations, Scaling};
+use crate::prices;
+
+/// Production variants need at least this many instances: one is a single point of failure.
+pub const HA_FLOOR: i32 = 2;
+/// Shorter scale-in cooldowns remove capacity between two bursts of traffic.
+pub const MIN_SCALE_IN_COOLDOWN: i32 = 300;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+pub enum Finding {
+    /// Zero invocations on every variant over the window.
+    Idle,
+    /// Serves a deployment target's group but is not its endpoint, with little traffic.
+    Stale {
+        group: String,
+        canonical: String,
+        per_hour: f64,
+    },
+    /// Serves a deployment target's group but is not its endpoint, and people still use it.
+    StaleWithTraffic {
+        group: String,
+        canonical: String,
+        per_hour: f64,
+    },
+    UnderReplicated {
+        variant: String,
+        instances: i32,
+    },
+    /// MinCapacity 0 on a standard endpoint: it cannot scale to zero, and when it does reach
+    /// its floor, users wait for cold starts.
+    ScaleToZeroRisk {
+        variant: String,
+    },
+    ShortScaleInCooldown {
+        variant: String,
+        policy: String,
+        seconds: i32,
+    },
+}
+
+/// One endpoint, judged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judgement {
+    pub endpoint: String,
+    pub production: bool,
+    pub protected: bool,
+    /// Why the endpoint was not judged (not InService, too young, unreadable), if so.
+    pub not_judged: Option<String>,
+    pub findings: Vec<Finding>,
+    /// Invocations over the window, all variants; `None` when any could not be read.
+    pub invocations: Option<f64>,
+    pub monthly_usd: Option<f64>,
+    /// When the sweeper marked it idle (its tag), if it did.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub idle_since: Option<OffsetDateTime>,
+}
+
+impl Judgement {
+    pub fn has(&self, f: fn(&Finding) -> bool) -> bool {
+        self.findings.iter().any(f)
+    }
+    pub fn idle(&self) -> bool {
+        self.has(|f| matches!(f, Finding::Idle))
+    }
+    pub fn stale(&self) -> bool {
+        self.has(|f| matches!(f, Finding::Stale { .. } | Finding::StaleWithTraffic { .. }))
+    }
+}
+
+/// The tag the sweeper marks idle endpoints with (an RFC 3339 time).
+pub const IDLE_TAG: &str = "lifecycle:idle-since";
+
+pub struct Rules<'a> {
+    pub targets: &'a Targets,
+    pub protection_tag: &'a str,
+    pub environment_tag: &'a str,
+    pub window_minutes: i64,
+    pub stale_threshold: f64,
+    pub now: OffsetDateTime,
+}
+
+pub fn is_production(e: &EndpointFacts, environment_tag: &str) -> bool {
+    // No tag: production. A wrong guess here deletes a user-facing endpoint.
+    e.tags
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(environment_tag))
+        .is_none_or(|(_, v)| matches!(v.to_ascii_lowercase().as_str(), "production" | "prod"))
+}
+
+pub fn judge(
+    e: &EndpointFacts,
+    scaling: &HashMap<String, Scaling>,
+    invocations: &Invocations,
+    r: &Rules,
+) -> Judgement {
+    let production = is_production(e, r.environment_tag);
+    let protected = e
+        .tags
+        .get(r.protection_tag)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let monthly_usd = e
+        .variants
+        .iter()
+        .map(|v| prices::monthly(v.instance_type.as_deref()?, v.instances?))
+        .sum::<Option<f64>>()
+        .map(|m| (m * 100.0).round() / 100.0);
+    let idle_since = e
+        .tags
+        .get(IDLE_TAG)
+        .and_then(|t| lifecycle::events::parse_time(t).ok());
+    let mut j = Judgement {
+        endpoint: e.name.clone(),
+        production,
+        protected,
+        not_judged: None,
+        findings: vec![],
+        invocations: None,
+        monthly_usd,
+        idle_since,
+    };
+    if let Some(err) = &e.error {
+        j.not_judged = Some(format!("could not be read: {err}"));
+        return j;
+    }
+    if e.status != EndpointStatus::InService {
+        j.not_judged = Some(format!("{:?}, not InService", e.status));
+        return j;
+    }
+    if e.created
+        .is_none_or(|c| c > r.now - time::Duration::minutes(r.window_minutes))
+    {
+        j.not_judged = Some(format!(
+            "younger than the {}-minute window",
+            r.window_minutes
+        ));
+        return j;
+    }
+
+    j.invocations = e
+        .variants
+        .iter()
+        .map(|v| {
+            invocations
+                .get(&(e.name.clone(), v.name.clone()))
+                .copied()
+                .flatten()
+        })
+        .sum::<Option<f64>>();
+    if j.invocations == Some(0.0) && !e.variants.is_empty() {
+        j.findings.push(Finding::Idle);
+    }
+    if let Some(stale) = stale(e, j.invocations, r) {
+        j.findings.push(stale);
+    }
+    for v in &e.variants {
+        let scaling = scaling.get(&resource_id(&e.name, &v.name));
+        if production && v.instances.is_some_and(|n| n < HA_FLOOR) {
+            j.findings.push(Finding::UnderReplicated {
+                variant: v.name.clone(),
+                instances: v.instances.unwrap_or_default(),
+            });
+        }
+        if let Some(s) = scaling {
+            if s.min == 0 && !v.inference_components && production {
+                j.findings.push(Finding::ScaleToZeroRisk {
+                    variant: v.name.clone(),
+                });
+            }
+            for p in &s.policies {
+                if let Some(seconds) = p.scale_in_cooldown.filter(|s| *s < MIN_SCALE_IN_COOLDOWN) {
+                    j.findings.push(Finding::ShortScaleInCooldown {
+                        variant: v.name.clone(),
+                        policy: p.name.clone(),
+                        seconds,
+                    });
+                }
+            }
+        }
+    }
+    j
+}
+
+/// An endpoint serving a target's group that is not the target's endpoint.
+fn stale(e: &EndpointFacts, invocations: Option<f64>, r: &Rules) -> Option<Finding> {
+    let group = e
+        .tags
+        .get(tags::PACKAGE_GROUP)
+        .or_else(|| e.config_tags.get(tags::PACKAGE_GROUP))?;
+    let target = r.targets.by_group(group)?;
+    if target.endpoint == e.name {
+        return None;
+    }
+    let per_hour = invocations? * 60.0 / r.window_minutes as f64;
+    let (group, canonical) = (group.clone(), target.endpoint.clone());
+    Some(if per_hour < r.stale_threshold {
+        Finding::Stale {
+            group,
+            canonical,
+            per_hour,
+        }
+    } else {
+        Finding::StaleWithTraffic {
+            group,
+            canonical,
+            per_hour,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Policy, Variant};
+    use lifecycle::config::Environment;
+    use std::collections::BTreeMap;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_772_344_800).unwrap()
+    }
+
+    fn endpoint(name: &str, tags: &[(&str, &str)], instances: i32) -> EndpointFacts {
+        EndpointFacts {
+            name: name.into(),
+            arn: format!("arn:aws:sagemaker:us-east-1:1:endpoint/{name}"),
+            status: EndpointStatus::InService,
+            created: Some(now() - time::Duration::days(30)),
+            config: format!("{name}-config"),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            config_tags: BTreeMap::new(),
+            variants: vec![Variant {
+                name: "AllTraffic".into(),
+                instance_type: Some("ml.m5.xlarge".into()),
+                instances: Some(instances),
+                inference_components: false,
+            }],
+            error: None,
+        }
+    }
+
+    fn targets() -> Targets {
+        Targets::parse(
+            r#"[{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge",
+                 "instance_count":2,"rollback_alarms":["a"]}]"#,
+            Environment::Production,
+        )
+        .unwrap()
+    }
+
+    fn judge_with(
+        e: &EndpointFacts,
+        calls: Option<f64>,
+        scaling: HashMap<String, Scaling>,
+    ) -> Judgement {
+        let t = targets();
+        let rules = Rules {
+            targets: &t,
+            protection_tag: "ProtectedFromAutoStop",
+            environment_tag: "environment",
+            window_minutes: 60,
+            stale_threshold: 100.0,
+            now: now(),
+        };
+        let inv = HashMap::from([((e.name.clone(), "AllTraffic".to_string()), calls)]);
+        judge(e, &scaling, &inv, &rules)
+    }
+
+    #[test]
+    fn idle_needs_a_readable_zero() {
+        let e = endpoint("staging-recs", &[("environment", "staging")], 1);
+        let j = judge_with(&e, Some(0.0), HashMap::new());
+        assert!(j.idle() && !j.production);
+        assert_eq!(j.monthly_usd, Some(167.9));
+        assert!(
+            !judge_with(&e, None, HashMap::new()).idle(),
+            "unreadable is not idle"
+        );
+        assert!(!judge_with(&e, Some(3.0), HashMap::new()).idle());
+    }
+
+    #[test]
+    fn young_unhealthy_and_unreadable_endpoints_are_not_judged() {
+        let mut e = endpoint("new", &[], 2);
+        e.created = Some(now() - time::Duration::minutes(10));
+        assert!(
+            judge_with(&e, Some(0.0), HashMap::new())
+                .not_judged
+                .unwrap()
+                .contains("younger")
+        );
+        let mut e = endpoint("updating", &[], 2);
+        e.status = EndpointStatus::Updating;
+        assert!(
+            judge_with(&e, Some(0.0), HashMap::new())
+                .findings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_old_endpoint_of_a_targets_group_is_stale_and_traffic_keeps_it() {
+        let e = endpoint("recs-v1", &[("lifecycle:model-package-group", "recs")], 2);
+        let j = judge_with(&e, Some(30.0), HashMap::new());
+        assert!(
+            matches!(&j.findings[0], Finding::Stale { canonical, .. } if canonical == "recs-prod")
+        );
+        let j = judge_with(&e, Some(4_000.0), HashMap::new());
+        assert!(
+            matches!(j.findings[0], Finding::StaleWithTraffic { per_hour, .. } if per_hour == 4_000.0)
+        );
+        let canonical = endpoint("recs-prod", &[("lifecycle:model-package-group", "recs")], 2);
+        assert!(!judge_with(&canonical, Some(1.0), HashMap::new()).stale());
+    }
+
+    #[test]
+    fn production_rails_single_instance_scale_to_zero_and_cooldown() {
+        let e = endpoint("checkout-recs", &[], 1); // no environment tag: production
+        let scaling = HashMap::from([(
+            resource_id("checkout-recs", "AllTraffic"),
+            Scaling {
+                min: 0,
+                max: 4,
+                policies: vec![Policy {
+                    name: "invocations".into(),
+                    target_tracking: true,
+                    scale_in_cooldown: Some(60),
+                }],
+            },
+        )]);
+        let j = judge_with(&e, Some(500.0), scaling);
+        assert!(j.production);
+        let kinds: Vec<String> = j
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::to_value(f).unwrap()["finding"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "under_replicated",
+                "scale_to_zero_risk",
+                "short_scale_in_cooldown"
+            ]
+        );
+    }
+}
