@@ -295,10 +295,11 @@ class Faults:
         self.latency_ms = 0.0
         self.throttle_share = 0.0
         self.operations: set[str] = set()  # empty: every operation
+        self.access_key: str | None = None  # None: every caller
         self.random = random.Random(7)
 
-    def applies(self, op: str) -> bool:
-        return not self.operations or op in self.operations
+    def applies(self, op: str, key: str) -> bool:
+        return (not self.operations or op in self.operations) and self.access_key in (None, key)
 
 
 class LocalAws:
@@ -327,7 +328,7 @@ class LocalAws:
             self.calls.append(call)
 
         self.endpoints.settle()
-        if self.faults.applies(op):
+        if self.faults.applies(op, key):
             if self.faults.latency_ms:
                 time.sleep(self.faults.latency_ms / 1000.0)
             if self.faults.throttle_share and self.faults.random.random() < self.faults.throttle_share:
@@ -445,6 +446,15 @@ class LocalAws:
             job.training_job_status = "InProgress"
         return result
 
+    def age_endpoint(self, name: str, minutes: float) -> bool:
+        for regions in sagemaker_backends.values():
+            for backend in regions.values():
+                ep = backend.endpoints.get(name)
+                if ep is not None:
+                    ep.creation_time = ep.creation_time - dt.timedelta(minutes=minutes)
+                    return True
+        return False
+
     def set_training_status(self, name: str, status: str) -> bool:
         for regions in sagemaker_backends.values():
             for backend in regions.values():
@@ -516,10 +526,16 @@ class LocalAws:
             self.faults.latency_ms = float(body.get("latency_ms", 0))
             self.faults.throttle_share = float(body.get("throttle_share", 0))
             self.faults.operations = set(body.get("operations", []))
+            self.faults.access_key = body.get("access_key")
             return self.json_response(start_response, "200 OK", {"ok": True})
         if path == "/_localaws/training-jobs":
             found = self.set_training_status(body["name"], body["status"])
             return self.json_response(start_response, "200 OK" if found else "404 Not Found", {"ok": found})
+        if path == "/_localaws/age-endpoint":
+            # moto stamps endpoints with the time they were created; the sweeper judges only
+            # endpoints older than its window.
+            aged = self.age_endpoint(body["endpoint"], float(body["minutes"]))
+            return self.json_response(start_response, "200 OK" if aged else "404 Not Found", {"ok": aged})
         if path == "/_localaws/update-seconds":
             self.endpoints.update_seconds = float(body["seconds"])
             return self.json_response(start_response, "200 OK", {"ok": True})

@@ -126,11 +126,17 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new(id: &str) -> Self {
+        Self::in_region(id, "us-east-1").await
+    }
+
+    /// A fixture in its own region: for tests of account-wide listings (the sweeper), which
+    /// would otherwise see each other's resources.
+    pub async fn in_region(id: &str, region: &'static str) -> Self {
         let aws = local_aws();
         let key = format!("test-{id}");
         let sdk = lifecycle::aws::configure(aws_config::defaults(BehaviorVersion::latest()))
             .endpoint_url(&aws.url)
-            .region(Region::new("us-east-1"))
+            .region(Region::new(region))
             .credentials_provider(Credentials::new(
                 &key,
                 "secret",

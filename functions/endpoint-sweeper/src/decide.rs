@@ -404,7 +404,10 @@ mod tests {
     fn idle_staging_is_marked_then_deleted_after_the_grace() {
         let f = [facts("staging", 1)];
         let mut j = judgement("staging", false, vec![Finding::Idle]);
-        assert_eq!(names(&run(std::slice::from_ref(&j), &f, 10, false)[0]), ["AddTags"]);
+        assert_eq!(
+            names(&run(std::slice::from_ref(&j), &f, 10, false)[0]),
+            ["AddTags"]
+        );
         j.idle_since = Some(now() - time::Duration::hours(2));
         let p = &run(std::slice::from_ref(&j), &f, 10, false)[0];
         assert!(p.plan.is_empty() && p.withheld[0].why.contains("marked idle"));
