@@ -12,7 +12,7 @@ export PATH := $(abspath $(VENV)/bin):$(PATH)
 # Lambda architecture of the package. Production is arm64 (the template's default); this
 # machine builds x86_64.
 ARCH ?= x86_64
-FUNCTIONS := model-deployer alarm-responder drift-scanner
+FUNCTIONS := model-deployer alarm-responder drift-scanner endpoint-sweeper
 
 .PHONY: help tools test lint unit integration cfn-lint package demo bench clean-venv
 

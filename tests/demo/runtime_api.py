@@ -123,7 +123,7 @@ class Function:
             time.sleep(0.0005)
         return self.api.first_poll - self.started
 
-    def invoke(self, payload: Any, timeout: float = 60.0) -> tuple[Any, Any]:
+    def invoke(self, payload: Any, timeout: float = 900.0) -> tuple[Any, Any]:
         """(response, error) of one invocation."""
         inv = Invocation(payload)
         self.api.pending.put(inv)

@@ -31,6 +31,9 @@ pub struct Config {
     pub threshold_pct: f64,
     /// `SCAN_SEGMENTS` (default 8): parallel scan segments (1 = sequential).
     pub segments: i32,
+    /// `SCAN_PAGE_SIZE` (optional): items per Scan request (DynamoDB's `Limit`), to smooth the
+    /// read rate on a provisioned table. Unset: DynamoDB's 1 MB pages.
+    pub page_size: Option<i32>,
     /// `TRAINING_BUCKET` and `TRAINING_PREFIX` (default `catalog-snapshots/`): where exports go.
     pub bucket: String,
     pub prefix: String,
@@ -97,6 +100,18 @@ impl Config {
                 format!("is {segments}, expected 1 to 64"),
             ));
         }
+        let page_size = match src.get("SCAN_PAGE_SIZE") {
+            None => None,
+            Some(raw) => match raw.trim().parse::<i32>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    return Err(ConfigError::new(
+                        "SCAN_PAGE_SIZE",
+                        format!("expected a positive number of items, got {raw:?}"),
+                    ));
+                }
+            },
+        };
         let bucket = required(src, "TRAINING_BUCKET", "an S3 bucket name")?;
         let hyperparameters = match src.get("TRAINING_HYPERPARAMETERS") {
             None => BTreeMap::new(),
@@ -161,6 +176,7 @@ impl Config {
             fallback_cutoff,
             threshold_pct,
             segments,
+            page_size,
             bucket,
             prefix,
             training,

@@ -105,6 +105,7 @@ pub async fn scan(
     created: &str,
     title: &str,
     segments: i32,
+    page_size: Option<i32>,
     cutoff: OffsetDateTime,
 ) -> Result<Tally> {
     let tasks = (0..segments).map(|segment| async move {
@@ -114,6 +115,7 @@ pub async fn scan(
             .table_name(table)
             .segment(segment)
             .total_segments(segments)
+            .set_limit(page_size)
             .projection_expression("#c, #t")
             .expression_attribute_names("#c", created)
             .expression_attribute_names("#t", title)

@@ -114,6 +114,7 @@ pub async fn export(
     s3: &aws_sdk_s3::Client,
     table: &str,
     segments: i32,
+    page_size: Option<i32>,
     bucket: &str,
     key: &str,
 ) -> Result<Export> {
@@ -146,7 +147,7 @@ pub async fn export(
         upload_id: created.upload_id().unwrap_or_default().to_string(),
         next_part: AtomicI32::new(1),
     };
-    match stream(ddb, table, segments.min(MAX_EXPORT_SEGMENTS), &upload).await {
+    match stream(ddb, table, segments.min(MAX_EXPORT_SEGMENTS), page_size, &upload).await {
         Ok((parts, items, bytes)) => {
             let count = parts.len() as i32;
             s3.complete_multipart_upload()
@@ -187,6 +188,7 @@ async fn stream(
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
     segments: i32,
+    page_size: Option<i32>,
     upload: &Upload<'_>,
 ) -> Result<(Vec<CompletedPart>, u64, u64)> {
     let tasks = (0..segments).map(|segment| async move {
@@ -201,6 +203,7 @@ async fn stream(
             .table_name(table)
             .segment(segment)
             .total_segments(segments)
+            .set_limit(page_size)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {

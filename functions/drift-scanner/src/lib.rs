@@ -119,6 +119,7 @@ async fn scan_and_decide(
         &c.created_attribute,
         &c.title_attribute,
         c.segments,
+        c.page_size,
         cutoff.at,
     )
     .await?;
@@ -226,6 +227,7 @@ async fn retrain(scanner: &Scanner, report: &mut Report, job: &str, snapshot: &s
         &scanner.clients.s3,
         &c.products_table,
         c.segments,
+        c.page_size,
         &c.bucket,
         &key,
     )
