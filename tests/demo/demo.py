@@ -39,6 +39,7 @@ KPI_NAMESPACE = "MangaAssist/Recommendations"
 LEDGER = "lifecycle-ledger"
 PRODUCTS = "mangaassist-products"
 TRAINING_BUCKET = "mangaassist-training"
+REPORT_BUCKET = "mangaassist-sweeps"
 ADAPTER = "mangaassist-recs-lora"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/mangaassist-sagemaker-execution"
 GOOD = {"validation_loss": "0.31", "offline_ctr": "0.084", "catalog_snapshot_date": "2025-09-01"}
@@ -149,6 +150,48 @@ class Demo:
                           "created_at": {"S": f"2026-0{1 + i % 3}-{1 + i % 28:02d}T09:00:00Z"}, "price": {"N": "11.99"}})
         for k in range(0, len(items), 25):
             self.ddb.batch_write_item(RequestItems={PRODUCTS: [{"PutRequest": {"Item": it}} for it in items[k:k + 25]]})
+
+    def fleet_endpoint(self, name: str, instances: int, tags: dict[str, str], invocations: float) -> None:
+        """An endpoint that has been up for ten hours, with its last hour of traffic."""
+        self.sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE,
+                             PrimaryContainer={"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-gpu"})
+        self.sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": f"{name}-model", "InstanceType": "ml.g5.xlarge",
+            "InitialInstanceCount": instances}])
+        self.sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config",
+                                Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        self.app.age_endpoint(name, 600)
+        if invocations:
+            self.cw.put_metric_data(Namespace="AWS/SageMaker", MetricData=[{
+                "MetricName": "Invocations", "Value": invocations, "Timestamp": time.time() - 300,
+                "Dimensions": [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}]}])
+
+    def seed_fleet(self) -> None:
+        """The seeds' fleet: what an hourly sweep finds in an account after a year of experiments."""
+        self.s3.create_bucket(Bucket=REPORT_BUCKET)
+        self.fleet_endpoint("recs-experiment-staging", 1, {"environment": "staging"}, 0)
+        self.fleet_endpoint("recs-sandbox", 1, {"environment": "staging", "ProtectedFromAutoStop": "true"}, 0)
+        self.fleet_endpoint("search-rerank-prod", 4, {"environment": "production"}, 0)
+        self.fleet_endpoint("mangaassist-recommendation-v1", 1,
+                            {"environment": "production", "lifecycle:model-package-group": GROUP}, 60)
+        self.fleet_endpoint("checkout-ranker", 1, {"environment": "production"}, 5_400)
+        self.fleet_endpoint("chat-intent", 2, {"environment": "production"}, 900)
+        self.aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId="endpoint/chat-intent/variant/AllTraffic",
+                                          ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=0, MaxCapacity=4)
+
+    def sweep_report(self, uri: str) -> None:
+        key = uri.split("/", 3)[3]
+        report = json.loads(self.s3.get_object(Bucket=REPORT_BUCKET, Key=key)["Body"].read())
+        for e in report["endpoints"]:
+            if e.get("not_judged"):
+                continue
+            finds = ", ".join(f["finding"] for f in e["findings"]) or "healthy"
+            cost = f"${e['monthly_usd']:,.0f}/mo" if e.get("monthly_usd") is not None else "?"
+            print(f"    {e['endpoint']:<32} {finds:<42} {cost:>10}")
+            for a in e["actions"]:
+                print(f"      ✓ {a['action']}: {a['reason']} [{a['result']}]")
+            for w in e["withheld"]:
+                print(f"      – withheld {w['action']}: {w['why']}")
 
     def register(self, status: str, metadata: dict[str, str]) -> str:
         return self.sm.create_model_package(
@@ -286,7 +329,7 @@ class Demo:
 def localaws_calls(app: localaws.LocalAws) -> dict:
     counts: dict = {}
     for c in app.calls:
-        if c.access_key.startswith("demo-") and c.access_key != "demo-setup" and c.mutating and c.service == "sagemaker":
+        if c.access_key.startswith("demo-") and c.access_key != "demo-setup" and c.mutating and c.service in ("sagemaker", "application-autoscaling"):
             counts[(c.operation, c.resource)] = counts.get((c.operation, c.resource), 0) + 1
     return counts
 
@@ -370,6 +413,23 @@ def run(demo: Demo) -> None:
     demo.start("drift-scanner", DRIFT_ENV)
     demo.send("drift-scanner", load_event("drift-scanner-schedule.json"), "Daily drift scan")
     demo.send("drift-scanner", {"schedule": "drift-scan"}, "The scan runs again the same day (Scheduler payload)")
+
+    print(f"\n{bold('The hourly sweep finds a year of experiments')}")
+    demo.seed_fleet()
+    sweep_env = {"DEPLOY_TARGETS": json.dumps(TARGETS), "REPORT_BUCKET": REPORT_BUCKET, "GRACE_HOURS": "0"}
+    demo.start("endpoint-sweeper", sweep_env)
+    dry = demo.send("endpoint-sweeper", load_event("endpoint-sweeper-schedule.json"), "Hourly sweep, as installed: DRY_RUN=true")
+    if dry:
+        demo.sweep_report(dry["report_uri"])
+    demo.functions.pop("endpoint-sweeper").stop()
+    demo.start("endpoint-sweeper", {**sweep_env, "DRY_RUN": "false", "REMEDIATE": "true"})
+    real = demo.send("endpoint-sweeper", load_event("endpoint-sweeper-schedule.json"),
+                     "The reports looked right: DRY_RUN=false, REMEDIATE=true")
+    if real:
+        demo.sweep_report(real["report_uri"])
+    again = demo.send("endpoint-sweeper", {"schedule": "sweep"}, "The next hour (grace period 0 for the demo)")
+    if again:
+        demo.sweep_report(again["report_uri"])
 
     demo.send(
         "model-deployer",
