@@ -147,7 +147,15 @@ pub async fn export(
         upload_id: created.upload_id().unwrap_or_default().to_string(),
         next_part: AtomicI32::new(1),
     };
-    match stream(ddb, table, segments.min(MAX_EXPORT_SEGMENTS), page_size, &upload).await {
+    match stream(
+        ddb,
+        table,
+        segments.min(MAX_EXPORT_SEGMENTS),
+        page_size,
+        &upload,
+    )
+    .await
+    {
         Ok((parts, items, bytes)) => {
             let count = parts.len() as i32;
             s3.complete_multipart_upload()
