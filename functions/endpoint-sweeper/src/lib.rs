@@ -247,7 +247,7 @@ async fn write_report(
         now.second(),
         report.request_id
     );
-    let body = serde_json::to_vec_pretty(report).map_err(|e| Error::InvalidData(e.to_string()))?;
+    let body = serde_json::to_vec(report).map_err(|e| Error::InvalidData(e.to_string()))?;
     sweeper
         .clients
         .s3
