@@ -171,6 +171,16 @@ pub async fn describe_config(
     sm: &aws_sdk_sagemaker::Client,
     name: &str,
 ) -> Result<Option<EndpointConfig>> {
+    describe_config_with(sm, name, true).await
+}
+
+/// DescribeEndpointConfig, and its tags only if `with_tags` (one call fewer when they are not
+/// needed, which counts when sweeping thousands of endpoints).
+pub async fn describe_config_with(
+    sm: &aws_sdk_sagemaker::Client,
+    name: &str,
+    with_tags: bool,
+) -> Result<Option<EndpointConfig>> {
     let out = match sm
         .describe_endpoint_config()
         .endpoint_config_name(name)
@@ -182,16 +192,11 @@ pub async fn describe_config(
         Err(e) => return Err(Error::aws("DescribeEndpointConfig", e)),
     };
     let arn = out.endpoint_config_arn().unwrap_or_default().to_string();
-    let tags = sm
-        .list_tags()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ListTags", e))?
-        .tags()
-        .iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-        .collect();
+    let tags = if with_tags {
+        list_tags(sm, &arn).await?
+    } else {
+        BTreeMap::new()
+    };
     Ok(Some(EndpointConfig {
         name: name.to_string(),
         arn,
@@ -200,6 +205,24 @@ pub async fn describe_config(
         kms_key_id: out.kms_key_id().map(str::to_string),
         tags,
     }))
+}
+
+/// The tags of a SageMaker resource (first page: SageMaker resources carry at most 50 tags).
+pub async fn list_tags(
+    sm: &aws_sdk_sagemaker::Client,
+    arn: &str,
+) -> Result<BTreeMap<String, String>> {
+    Ok(sm
+        .list_tags()
+        .resource_arn(arn)
+        .max_results(100)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ListTags", e))?
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect())
 }
 
 /// The model package a model was created from (DescribeModel); `None` for a model without one.

@@ -264,6 +264,25 @@ impl Ledger {
         }
     }
 
+    /// Runs `work` holding the endpoint's lease; `Ok(None)` when another invocation holds it.
+    /// The lease is given back afterwards; if that fails it expires by itself.
+    pub async fn with_lease<T>(
+        &self,
+        endpoint: &str,
+        owner: &str,
+        seconds: i64,
+        work: impl AsyncFnOnce() -> T,
+    ) -> Result<Option<T>> {
+        let Some(lease) = self.acquire(endpoint, owner, seconds).await? else {
+            return Ok(None);
+        };
+        let out = work().await;
+        if let Err(e) = self.release(lease).await {
+            tracing::error!(endpoint, error = %e, "lease not released; it expires by itself");
+        }
+        Ok(Some(out))
+    }
+
     /// Gives the lease back (only if still ours).
     pub async fn release(&self, lease: Lease) -> Result<()> {
         let res = self

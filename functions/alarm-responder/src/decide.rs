@@ -359,7 +359,7 @@ fn rollback(obs: &Observed, ep: &Endpoint, mut evidence: Value) -> Decision {
         plan.push(
             Action::RejectPackage {
                 package_arn: served.arn.clone(),
-                description: truncate_chars(&description, MAX_DESCRIPTION),
+                description: registry::truncate(&description, MAX_DESCRIPTION).to_string(),
             },
             format!("version {} is bad: {alarm} fired on it", served.version),
         );
@@ -405,10 +405,6 @@ fn rollback(obs: &Observed, ep: &Endpoint, mut evidence: Value) -> Decision {
     }
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    registry::truncate(s, max).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,18 +414,7 @@ mod tests {
     use std::collections::BTreeMap;
     use time::OffsetDateTime;
 
-    fn targets() -> Targets {
-        Targets::parse(
-            &json!([{"model_package_group": "recs", "endpoint": "recs-prod",
-                "instance_type": "ml.m5.xlarge", "instance_count": 2,
-                "rollback_alarms": ["recs-5xx"], "scale_up_alarms": ["recs-503"],
-                "kpi_alarms": [{"alarm": "recs-ctr", "min_samples": 1000,
-                    "samples": {"namespace": "Recs", "metric": "Impressions"}}]}])
-            .to_string(),
-            Environment::Production,
-        )
-        .unwrap()
-    }
+    use crate::testing::targets;
 
     fn alarm(name: &str) -> AlarmStateChange {
         AlarmStateChange::parse(&json!({"alarmName": name,

@@ -51,10 +51,7 @@ impl Responder {
 }
 
 pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<Report> {
-    let request_id = match event.context.request_id.as_str() {
-        "" => format!("local-{}", ledger::now_ms()),
-        id => id.to_string(),
-    };
+    let request_id = lifecycle::telemetry::request_id(&event.context);
     // Everything about the event is checked before the first AWS call.
     let envelope = Envelope::parse(&event.payload)?;
     if envelope.detail_type != ALARM_STATE_CHANGE {
@@ -180,20 +177,14 @@ impl Context<'_> {
     /// Under the endpoint's lease: the deployer and the responder never act on one endpoint at
     /// the same time, and a duplicate of an occurrence already acted on changes nothing.
     async fn respond(&self, route: Route<'_>) -> Result<Summary> {
-        let r = self.responder;
         let endpoint = route.target.endpoint.clone();
-        let Some(lease) = r
+        self.responder
             .ledger
-            .acquire(&endpoint, self.request_id, LEASE_SECONDS)
+            .with_lease(&endpoint, self.request_id, LEASE_SECONDS, async || {
+                self.respond_leased(route).await
+            })
             .await?
-        else {
-            return Err(Error::Busy(endpoint));
-        };
-        let result = self.respond_leased(route).await;
-        if let Err(e) = r.ledger.release(lease).await {
-            error!(%endpoint, error = %e, "lease not released; it expires by itself");
-        }
-        result
+            .unwrap_or(Err(Error::Busy(endpoint)))
     }
 
     async fn respond_leased(&self, route: Route<'_>) -> Result<Summary> {
@@ -334,5 +325,25 @@ impl Context<'_> {
         Ok(Report {
             decisions: vec![summary],
         })
+    }
+}
+
+/// The target every unit test routes to.
+#[cfg(test)]
+pub(crate) mod testing {
+    use lifecycle::config::Environment;
+    use lifecycle::targets::Targets;
+
+    pub fn targets() -> Targets {
+        Targets::parse(
+            &serde_json::json!([{"model_package_group": "recs", "endpoint": "recs-prod",
+                "instance_type": "ml.m5.xlarge", "instance_count": 2,
+                "rollback_alarms": ["recs-5xx"], "scale_up_alarms": ["recs-503"],
+                "kpi_alarms": [{"alarm": "recs-ctr", "min_samples": 1000,
+                    "samples": {"namespace": "Recs", "metric": "Impressions"}}]}])
+            .to_string(),
+            Environment::Production,
+        )
+        .unwrap()
     }
 }

@@ -96,21 +96,9 @@ pub fn by_dimension<'a>(targets: &'a Targets, alarm: &AlarmStateChange) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lifecycle::config::Environment;
     use serde_json::json;
 
-    fn targets() -> Targets {
-        Targets::parse(
-            &json!([{"model_package_group": "recs", "endpoint": "recs-prod",
-                "instance_type": "ml.m5.xlarge", "instance_count": 2,
-                "rollback_alarms": ["recs-5xx"], "scale_up_alarms": ["recs-503"],
-                "kpi_alarms": [{"alarm": "recs-ctr", "min_samples": 1000,
-                    "samples": {"namespace": "Recs", "metric": "Impressions"}}]}])
-            .to_string(),
-            Environment::Production,
-        )
-        .unwrap()
-    }
+    use crate::testing::targets;
 
     fn alarm(metric: &str, endpoint: &str) -> AlarmStateChange {
         AlarmStateChange::parse(&json!({"alarmName": "x", "state": {"value": "ALARM",

@@ -72,10 +72,7 @@ pub struct Cutoff {
 
 pub async fn handle(scanner: &Scanner, event: LambdaEvent<Value>) -> Result<Report> {
     let schedule = Schedule::parse(&event.payload)?;
-    let request_id = match event.context.request_id.as_str() {
-        "" => format!("local-{}", ledger::now_ms()),
-        id => id.to_string(),
-    };
+    let request_id = lifecycle::telemetry::request_id(&event.context);
     let result = scan_and_decide(scanner, &request_id, &schedule).await;
     lifecycle::metrics::flush(&request_id);
     result

@@ -92,22 +92,21 @@ pub async fn list(
     Ok(out)
 }
 
-/// One endpoint in full: DescribeEndpoint, its tags, its config and the config's tags.
-async fn describe(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<EndpointFacts>> {
+/// One endpoint: DescribeEndpoint, its tags and its config; the config's tags only when the
+/// config may be the deployer's (named after a deployment target's endpoint), which is where the
+/// `lifecycle:model-package-group` tag of a stale endpoint can come from if the endpoint has none.
+async fn describe(
+    sm: &aws_sdk_sagemaker::Client,
+    name: &str,
+    deployer_config: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Option<EndpointFacts>> {
     let Some(ep) = endpoints::describe(sm, name).await? else {
         return Ok(None);
     };
-    let tags = sm
-        .list_tags()
-        .resource_arn(&ep.arn)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ListTags", e))?
-        .tags()
-        .iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-        .collect();
-    let config = endpoints::describe_config(sm, &ep.config_name).await?;
+    let tags = endpoints::list_tags(sm, &ep.arn).await?;
+    let with_tags =
+        !tags.contains_key(endpoints::tags::PACKAGE_GROUP) && deployer_config(&ep.config_name);
+    let config = endpoints::describe_config_with(sm, &ep.config_name, with_tags).await?;
     let variants = ep
         .variants
         .iter()
@@ -142,6 +141,7 @@ pub async fn endpoints(
     sm: &aws_sdk_sagemaker::Client,
     listed: Vec<(String, EndpointStatus, Option<OffsetDateTime>)>,
     concurrency: usize,
+    deployer_config: &(dyn Fn(&str) -> bool + Sync),
 ) -> Vec<EndpointFacts> {
     let mut out: Vec<EndpointFacts> = stream::iter(listed)
         .map(|(name, status, created)| async move {
@@ -159,7 +159,7 @@ pub async fn endpoints(
             if status != EndpointStatus::InService {
                 return shell(None);
             }
-            match describe(sm, &name).await {
+            match describe(sm, &name, deployer_config).await {
                 Ok(Some(mut facts)) => {
                     facts.created = created;
                     facts

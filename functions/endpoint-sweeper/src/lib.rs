@@ -61,10 +61,7 @@ pub struct Summary {
 
 pub async fn handle(sweeper: &Sweeper, event: LambdaEvent<Value>) -> Result<Summary> {
     let schedule = Schedule::parse(&event.payload)?;
-    let request_id = match event.context.request_id.as_str() {
-        "" => format!("local-{}", ledger::now_ms()),
-        id => id.to_string(),
-    };
+    let request_id = lifecycle::telemetry::request_id(&event.context);
     let result = sweep(sweeper, &request_id, &schedule).await;
     if let Err(e) = &result {
         // Nothing was changed: the sweep acts only on a complete inventory.
@@ -92,7 +89,13 @@ async fn sweep(sweeper: &Sweeper, request_id: &str, schedule: &Schedule) -> Resu
     // Account-wide reads first: if any fails, the sweep stops here, having changed nothing.
     let listed = inventory::list(&clients.sagemaker).await?;
     let scaling = inventory::scaling(&clients.autoscaling).await?;
-    let facts = inventory::endpoints(&clients.sagemaker, listed, c.concurrency).await;
+    let deployer_config = |config: &str| {
+        c.targets
+            .iter()
+            .any(|t| config.starts_with(&format!("{}-", t.endpoint)))
+    };
+    let facts =
+        inventory::endpoints(&clients.sagemaker, listed, c.concurrency, &deployer_config).await;
     let candidates: Vec<(String, String)> = facts
         .iter()
         .filter(|e| {
@@ -208,25 +211,22 @@ async fn act(sweeper: &Sweeper, request_id: &str, plan: &decide::EndpointPlan) -
     if sweeper.config.dry_run {
         return executor.apply(&plan.plan).await.results;
     }
-    let lease = match sweeper
+    let applied = sweeper
         .ledger
-        .acquire(&plan.endpoint, request_id, LEASE_SECONDS)
-        .await
-    {
-        Ok(Some(lease)) => lease,
-        Ok(None) => {
-            return vec!["not applied: another function holds the endpoint; next run".into()];
+        .with_lease(&plan.endpoint, request_id, LEASE_SECONDS, async || {
+            executor.apply(&plan.plan).await
+        })
+        .await;
+    match applied {
+        Ok(Some(Applied { results, error })) => {
+            if let Some(e) = error {
+                error!(endpoint = %plan.endpoint, error = %e, "sweep action failed");
+            }
+            results
         }
-        Err(e) => return vec![format!("not applied: {e}")],
-    };
-    let Applied { results, error } = executor.apply(&plan.plan).await;
-    if let Some(e) = error {
-        error!(endpoint = %plan.endpoint, error = %e, "sweep action failed");
+        Ok(None) => vec!["not applied: another function holds the endpoint; next run".into()],
+        Err(e) => vec![format!("not applied: {e}")],
     }
-    if let Err(e) = sweeper.ledger.release(lease).await {
-        error!(endpoint = %plan.endpoint, error = %e, "lease not released; it expires by itself");
-    }
-    results
 }
 
 async fn write_report(

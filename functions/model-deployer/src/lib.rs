@@ -46,10 +46,7 @@ impl Deployer {
 }
 
 pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Report> {
-    let request_id = match event.context.request_id.as_str() {
-        "" => format!("local-{}", ledger::now_ms()),
-        id => id.to_string(),
-    };
+    let request_id = lifecycle::telemetry::request_id(&event.context);
     let trigger = Trigger::parse(&event.payload)?;
     info!(trigger = %trigger.describe(), "received");
     let mut report = Report::default();
@@ -133,18 +130,13 @@ async fn reconcile(
     trigger: &Trigger,
     request_id: &str,
 ) -> Result<Summary> {
-    let Some(lease) = deployer
+    deployer
         .ledger
-        .acquire(&target.endpoint, request_id, LEASE_SECONDS)
+        .with_lease(&target.endpoint, request_id, LEASE_SECONDS, async || {
+            reconcile_leased(deployer, target, trigger, request_id).await
+        })
         .await?
-    else {
-        return Err(Error::Busy(target.endpoint.clone()));
-    };
-    let result = reconcile_leased(deployer, target, trigger, request_id).await;
-    if let Err(e) = deployer.ledger.release(lease).await {
-        error!(endpoint = %target.endpoint, error = %e, "lease not released; it expires by itself");
-    }
-    result
+        .unwrap_or_else(|| Err(Error::Busy(target.endpoint.clone())))
 }
 
 async fn reconcile_leased(
