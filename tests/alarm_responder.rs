@@ -407,3 +407,110 @@ async fn a_malformed_event_is_a_clear_error_with_zero_calls() {
     }
     assert_eq!(s.fx.calls(), vec![]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_is_routed_by_its_tags_when_the_event_carries_none() {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic, Tag};
+    let s = Scenario::new("tagroute").await;
+    s.with_v1_live().await;
+    let alarm = "tagroute-invocations-503";
+    s.setup
+        .cloudwatch
+        .put_metric_alarm()
+        .alarm_name(alarm)
+        .namespace("AWS/SageMaker")
+        .metric_name("Invocation5XXErrors")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(5.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .tags(
+            Tag::builder()
+                .key("lifecycle:endpoint")
+                .value(&s.endpoint)
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key("lifecycle:action")
+                .value("scale-up")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // A 5XX alarm on the endpoint's dimension would mean rollback; its tags say scale up.
+    let event = alarm_event(&s, "alarm-5xx.json", alarm);
+    assert!(event["detail"]["alarmTags"].is_null());
+    let d = &respond(&s, event, "fire").await.decisions[0];
+    assert_eq!(d.outcome, "scaled_up", "{}", d.reason);
+    assert_eq!(s.fx.count("ListTagsForResource"), 1);
+    let rec = s
+        .decisions()
+        .await
+        .into_iter()
+        .find(|d| d["outcome"] == "scaled_up")
+        .unwrap();
+    assert_eq!(rec["evidence"]["route"]["via"], "alarm tags");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_made_by_hand_is_traced_to_its_package_through_its_model() {
+    use aws_sdk_sagemaker::types::{
+        ContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
+    };
+    let s = Scenario::new("byhand").await;
+    let v1 = s.registry().register("Approved", PASSING).await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    let sm = &s.setup.sagemaker;
+    sm.create_model()
+        .model_name("byhand-model")
+        .execution_role_arn(ROLE_ARN)
+        .primary_container(
+            ContainerDefinition::builder()
+                .model_package_name(&v2)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    sm.create_endpoint_config()
+        .endpoint_config_name("byhand-config")
+        .production_variants(
+            ProductionVariant::builder()
+                .variant_name("AllTraffic")
+                .model_name("byhand-model")
+                .instance_type(ProductionVariantInstanceType::MlM5Xlarge)
+                .initial_instance_count(2)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    sm.create_endpoint()
+        .endpoint_name(&s.endpoint)
+        .endpoint_config_name("byhand-config")
+        .send()
+        .await
+        .unwrap();
+
+    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, "rolled_back", "{}", d.reason);
+    assert_eq!(d.package.as_deref(), Some(v2.as_str()));
+    assert_eq!(
+        d.actions,
+        [
+            "RejectPackage",
+            "CreateModel",
+            "CreateEndpointConfig",
+            "BeginDeployment",
+            "UpdateEndpoint"
+        ]
+    );
+    assert_eq!(status(&s.registry().package(&v2).await), "Rejected");
+    s.fx.settle(&s.endpoint);
+    assert_eq!(s.serving().await, v1);
+}

@@ -378,7 +378,16 @@ mod tests {
         max: usize,
         remediate: bool,
     ) -> Vec<EndpointPlan> {
-        let targets = Targets::default();
+        run_with(&Targets::default(), js, fs, max, remediate)
+    }
+
+    fn run_with(
+        targets: &Targets,
+        js: &[Judgement],
+        fs: &[EndpointFacts],
+        max: usize,
+        remediate: bool,
+    ) -> Vec<EndpointPlan> {
         let facts: HashMap<&str, &EndpointFacts> =
             fs.iter().map(|f| (f.name.as_str(), f)).collect();
         decide(
@@ -386,7 +395,7 @@ mod tests {
             &facts,
             &HashMap::new(),
             &Limits {
-                targets: &targets,
+                targets,
                 max_actions: max,
                 remediate,
                 grace_hours: 24,
@@ -452,6 +461,26 @@ mod tests {
         a.protected = true;
         let p = run(&[a], &f, 10, false);
         assert!(p[0].plan.is_empty() && p[0].withheld[0].why.contains("protected"));
+    }
+
+    #[test]
+    fn a_deployment_targets_endpoint_is_never_deleted() {
+        let targets = Targets::parse(
+            r#"[{"model_package_group":"recs","endpoint":"recs-staging","instance_type":"ml.m5.xlarge",
+                 "instance_count":1,"rollback_alarms":["a"]}]"#,
+            lifecycle::config::Environment::Staging,
+        )
+        .unwrap();
+        let f = [facts("recs-staging", 1)];
+        let mut j = judgement("recs-staging", false, vec![Finding::Idle]);
+        j.idle_since = Some(now() - time::Duration::hours(48));
+        let p = run_with(&targets, &[j], &f, 10, false);
+        assert!(p[0].plan.is_empty());
+        assert!(
+            p[0].withheld[0]
+                .why
+                .contains("the deployer would recreate it")
+        );
     }
 
     #[test]
