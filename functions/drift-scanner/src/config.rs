@@ -25,8 +25,8 @@ pub struct Config {
     pub endpoint: Option<String>,
     /// `CUTOFF_PROPERTY` (default `catalog_snapshot_date`): that metadata key.
     pub cutoff_property: String,
-    /// `TRAINING_CUTOFF`: the cutoff when no endpoint or package says.
-    pub fallback_cutoff: Option<OffsetDateTime>,
+    /// `TRAINING_CUTOFF`: the cutoff when no endpoint or package says (as written, and parsed).
+    pub fallback_cutoff: Option<(String, OffsetDateTime)>,
     /// `DRIFT_THRESHOLD_PCT` (default 5): retrain past this share of the catalog.
     pub threshold_pct: f64,
     /// `SCAN_SEGMENTS` (default 8): parallel scan segments (1 = sequential).
@@ -75,9 +75,10 @@ impl Config {
         }
         let fallback_cutoff = match src.get("TRAINING_CUTOFF") {
             None => None,
-            Some(raw) => {
-                Some(parse_cutoff(&raw).map_err(|e| ConfigError::new("TRAINING_CUTOFF", e))?)
-            }
+            Some(raw) => Some((
+                raw.trim().to_string(),
+                parse_cutoff(&raw).map_err(|e| ConfigError::new("TRAINING_CUTOFF", e))?,
+            )),
         };
         let endpoint = src.get("ENDPOINT_NAME");
         if endpoint.is_none() && fallback_cutoff.is_none() {

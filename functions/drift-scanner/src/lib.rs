@@ -20,7 +20,6 @@ use lifecycle::registry;
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tracing::{error, info};
 
 pub use config::Config;
@@ -64,8 +63,9 @@ pub struct Report {
     pub dry_run: bool,
 }
 
-/// Where the cutoff came from.
+/// The training cutoff, as written (a date covers its whole day) and as an instant.
 pub struct Cutoff {
+    pub raw: String,
     pub at: OffsetDateTime,
     pub source: String,
 }
@@ -147,7 +147,7 @@ async fn scan_and_decide(
         &running,
     );
 
-    let cutoff_text = cutoff.at.format(&Rfc3339).unwrap_or_default();
+    let cutoff_text = cutoff.raw.clone();
     let mut report = Report {
         outcome: verdict.outcome(),
         reason: String::new(),
@@ -270,12 +270,14 @@ async fn cutoff(scanner: &Scanner) -> Result<Option<Cutoff>> {
             let at = dates::parse_cutoff(raw)
                 .map_err(|e| Error::InvalidData(format!("{arn}: {} {e}", c.cutoff_property)))?;
             return Ok(Some(Cutoff {
+                raw: raw.trim().to_string(),
                 at,
                 source: format!("{} of {arn} (served by {ep})", c.cutoff_property),
             }));
         }
     }
-    Ok(c.fallback_cutoff.map(|at| Cutoff {
+    Ok(c.fallback_cutoff.clone().map(|(raw, at)| Cutoff {
+        raw,
         at,
         source: "TRAINING_CUTOFF".into(),
     }))
