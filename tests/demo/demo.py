@@ -156,7 +156,7 @@ class Demo:
         self.sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE,
                              PrimaryContainer={"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-gpu"})
         self.sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": f"{name}-model", "InstanceType": "ml.g5.xlarge",
+            "VariantName": "AllTraffic", "ModelName": f"{name}-model", "InstanceType": "ml.g4dn.xlarge",
             "InitialInstanceCount": instances}])
         self.sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config",
                                 Tags=[{"Key": k, "Value": v} for k, v in tags.items()])

@@ -200,6 +200,12 @@ fn wanted(
     let mut fixes = vec![];
     for f in &j.findings {
         match f {
+            // A stale endpoint is to be retired, not given more capacity.
+            Finding::UnderReplicated { .. } if j.stale() => withheld.push(withhold(
+                "CreateEndpointConfig",
+                "under-replicated but stale: retire it rather than pay for a second instance"
+                    .into(),
+            )),
             Finding::UnderReplicated { variant, instances } => {
                 fixes.push(under_replicated(e, variant, *instances, scaling))
             }
@@ -461,6 +467,29 @@ mod tests {
         a.protected = true;
         let p = run(&[a], &f, 10, false);
         assert!(p[0].plan.is_empty() && p[0].withheld[0].why.contains("protected"));
+    }
+
+    #[test]
+    fn a_stale_endpoint_gets_no_second_instance() {
+        let f = [facts("recs-v1", 1)];
+        let j = judgement(
+            "recs-v1",
+            true,
+            vec![
+                Finding::Stale {
+                    group: "recs".into(),
+                    canonical: "recs-prod".into(),
+                    per_hour: 10.0,
+                },
+                Finding::UnderReplicated {
+                    variant: "AllTraffic".into(),
+                    instances: 1,
+                },
+            ],
+        );
+        let p = run(&[j], &f, 10, true);
+        assert!(p[0].plan.is_empty());
+        assert!(p[0].withheld.iter().any(|w| w.why.contains("retire it")));
     }
 
     #[test]
