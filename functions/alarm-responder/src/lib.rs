@@ -80,7 +80,7 @@ pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<
 
     let route = match route::by_config(targets, &alarm.alarm_name) {
         Some(r) => Some(r),
-        None => match route::by_tags(targets, &alarm_tags(responder, &envelope, &alarm).await) {
+        None => match route::by_tags(targets, &alarm_tags(responder, &envelope, &alarm).await?) {
             Ok(Some(r)) => Some(r),
             Ok(None) => route::by_dimension(targets, &alarm),
             Err(reason) => return ctx.record_only(None, "ignored", reason).await,
@@ -117,21 +117,22 @@ pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<
 }
 
 /// The alarm's tags: from the event when CloudWatch propagated them, else ListTagsForResource.
-/// Unreadable tags are logged and treated as none (the dimension is still tried).
+/// A transient failure is returned (Lambda retries: the tags may say scale up where the dimension
+/// would say roll back); tags we may not read are logged and treated as none.
 async fn alarm_tags(
     responder: &Responder,
     envelope: &Envelope,
     alarm: &AlarmStateChange,
-) -> BTreeMap<String, String> {
+) -> Result<BTreeMap<String, String>> {
     if !alarm.alarm_tags.is_empty() {
-        return alarm.alarm_tags.clone();
+        return Ok(alarm.alarm_tags.clone());
     }
     let Some(arn) = envelope
         .resources
         .iter()
         .find(|r| r.starts_with("arn:") && r.contains(":alarm:"))
     else {
-        return BTreeMap::new();
+        return Ok(BTreeMap::new());
     };
     match responder
         .clients
@@ -141,14 +142,18 @@ async fn alarm_tags(
         .send()
         .await
     {
-        Ok(out) => out
+        Ok(out) => Ok(out
             .tags()
             .iter()
             .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-            .collect(),
+            .collect()),
         Err(e) => {
-            warn!(error = %Error::aws("ListTagsForResource", e), "alarm tags unreadable");
-            BTreeMap::new()
+            let e = Error::aws("ListTagsForResource", e);
+            if e.is_retryable() {
+                return Err(e);
+            }
+            warn!(error = %e, "alarm tags unreadable; routing by the EndpointName dimension");
+            Ok(BTreeMap::new())
         }
     }
 }
