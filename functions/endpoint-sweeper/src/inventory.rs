@@ -311,3 +311,88 @@ pub async fn invocations(
     }
     (out, calls)
 }
+
+#[cfg(test)]
+mod tests {
+    //! GetMetricData answers moto never gives: partial and failed results, and pages. Mocked.
+    use super::*;
+    use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
+    use aws_sdk_cloudwatch::types::MetricDataResult;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn result(id: &str, status: StatusCode, values: &[f64]) -> MetricDataResult {
+        MetricDataResult::builder()
+            .id(id)
+            .status_code(status)
+            .set_values(Some(values.to_vec()))
+            .build()
+    }
+
+    fn variants(n: usize) -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| (format!("ep-{i}"), "AllTraffic".to_string()))
+            .collect()
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_772_344_800).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_a_complete_answer_counts_and_no_datapoints_is_zero() {
+        let answer = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(result("q0", StatusCode::Complete, &[]))
+                .metric_data_results(result("q1", StatusCode::PartialData, &[3.0]))
+                .metric_data_results(result("q2", StatusCode::InternalError, &[]))
+                .metric_data_results(result("q3", StatusCode::Complete, &[2.0, 5.0]))
+                .build()
+        });
+        let cw = mock_client!(aws_sdk_cloudwatch, [&answer]);
+        let (inv, calls) = invocations(&cw, &variants(5), now(), 60).await;
+        let get = |i: usize| inv[&(format!("ep-{i}"), "AllTraffic".to_string())];
+        assert_eq!(get(0), Some(0.0), "complete, no datapoints: zero");
+        assert_eq!(get(1), None, "partial on the last page: not read");
+        assert_eq!(get(2), None, "failed: not read");
+        assert_eq!(get(3), Some(7.0));
+        assert_eq!(get(4), None, "missing from the answer: not read");
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn pages_add_up_and_a_failed_call_reads_nothing() {
+        let first = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(result("q0", StatusCode::PartialData, &[4.0]))
+                .next_token("more")
+                .build()
+        });
+        let second = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
+            GetMetricDataOutput::builder()
+                .metric_data_results(result("q0", StatusCode::Complete, &[1.0]))
+                .build()
+        });
+        let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, [&first, &second]);
+        let (inv, calls) = invocations(&cw, &variants(1), now(), 60).await;
+        assert_eq!(
+            inv[&("ep-0".to_string(), "AllTraffic".to_string())],
+            Some(5.0)
+        );
+        assert_eq!(calls, 2);
+
+        // 600 variants: two batches, both refused.
+        let denied = || {
+            mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_error(|| {
+                aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataError::unhandled(
+                    "AccessDenied",
+                )
+            })
+        };
+        let (a, b) = (denied(), denied());
+        let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, [&a, &b]);
+        let (inv, calls) = invocations(&cw, &variants(600), now(), 60).await;
+        assert_eq!(calls, 2);
+        assert_eq!(inv.len(), 600);
+        assert!(inv.values().all(Option::is_none), "unreadable is not idle");
+    }
+}
