@@ -476,3 +476,25 @@ async fn both_schedule_payloads_run_and_anything_else_is_refused_without_calls()
     }
     assert_eq!(fx.calls().len(), before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_export_is_aborted_and_starts_no_job() {
+    let fx = Fixture::new("driftabort").await;
+    let catalog = Catalog::new(&fx).await;
+    catalog.seed(10, 10).await;
+    let scanner = catalog.scanner(&with_cutoff());
+    local_aws().control(
+        "faults",
+        Some(json!({"throttle_share": 1.0, "operations": ["UploadPart"], "access_key": fx.key})),
+    );
+    let err = scan(&fx, &scanner, "throttled").await.unwrap_err();
+    local_aws().control("faults", Some(json!({})));
+    assert!(err.to_string().contains("UploadPart"), "{err}");
+    assert!(err.is_retryable(), "S3 SlowDown is worth another try");
+    assert_eq!(fx.count("AbortMultipartUpload"), 1);
+    assert_eq!(fx.count("CreateTrainingJob"), 0);
+
+    // Tomorrow's run (or a retry) starts clean.
+    let r = scan(&fx, &scanner, "again").await.unwrap();
+    assert_eq!(r.outcome, "retraining", "{}", r.reason);
+}

@@ -75,14 +75,7 @@ impl Error {
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => true,
-            SdkError::ServiceError(e) => {
-                let code = e.err().code().unwrap_or_default();
-                code.contains("Throttl")
-                    || code.contains("TooManyRequests")
-                    || code == "ServiceUnavailable"
-                    || code == "InternalFailure"
-                    || code == "InternalServerError"
-            }
+            SdkError::ServiceError(e) => is_transient(e.err().code().unwrap_or_default()),
             _ => false,
         };
         let message = match &err {
@@ -101,6 +94,23 @@ impl Error {
             retryable,
         }
     }
+}
+
+/// Service error codes that mean "not now" rather than "not this": throttling (each service
+/// spells it its own way) and the service's own failures.
+pub fn is_transient(code: &str) -> bool {
+    code.contains("Throttl")
+        || code.contains("TooManyRequests")
+        || code.contains("ThroughputExceeded")
+        || matches!(
+            code,
+            "SlowDown"
+                | "RequestLimitExceeded"
+                | "ServiceUnavailable"
+                | "InternalFailure"
+                | "InternalServerError"
+                | "InternalError"
+        )
 }
 
 /// The service error code of an SDK error, if the service answered with one.
@@ -143,6 +153,33 @@ impl From<Error> for lambda_runtime::Diagnostic {
         lambda_runtime::Diagnostic {
             error_type: e.kind().to_string(),
             error_message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_in_every_spelling_is_transient_and_bad_requests_are_not() {
+        for code in [
+            "ThrottlingException",
+            "Throttling",
+            "SlowDown",
+            "ProvisionedThroughputExceededException",
+            "RequestLimitExceeded",
+            "TooManyRequestsException",
+            "InternalError",
+        ] {
+            assert!(is_transient(code), "{code}");
+        }
+        for code in [
+            "ValidationException",
+            "AccessDeniedException",
+            "ResourceNotFound",
+        ] {
+            assert!(!is_transient(code), "{code}");
         }
     }
 }

@@ -490,6 +490,10 @@ class LocalAws:
                 [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor")],
             )
             return [data]
+        if service == "s3":
+            body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+            start_response("503 Slow Down", [("Content-Type", "application/xml")])
+            return [body]
         error = "ThrottlingException"
         return self.json_response(start_response, "400 Bad Request", {"__type": error, "message": "Rate exceeded"})
 
