@@ -69,6 +69,11 @@ pub fn decide(
 ) -> Vec<EndpointPlan> {
     let mut budget = l.max_actions;
     let mut out = vec![];
+    // A config another endpoint also runs on is not deleted with the idle one.
+    let mut users: HashMap<&str, usize> = HashMap::new();
+    for e in facts.values() {
+        *users.entry(e.config.as_str()).or_default() += 1;
+    }
     for j in judgements {
         let Some(e) = facts.get(j.endpoint.as_str()) else {
             continue;
@@ -77,7 +82,8 @@ pub fn decide(
             endpoint: j.endpoint.clone(),
             ..Default::default()
         };
-        let (groups, mut withheld) = wanted(j, e, scaling, l);
+        let shared_config = users.get(e.config.as_str()).copied().unwrap_or(0) > 1;
+        let (groups, mut withheld) = wanted(j, e, scaling, shared_config, l);
         ep.withheld.append(&mut withheld);
         for g in groups {
             if j.protected {
@@ -109,6 +115,7 @@ fn wanted(
     j: &Judgement,
     e: &EndpointFacts,
     scaling: &HashMap<String, Scaling>,
+    shared_config: bool,
     l: &Limits,
 ) -> (Vec<Group>, Vec<Withheld>) {
     let mut groups = vec![];
@@ -159,25 +166,30 @@ fn wanted(
                     ),
                 )),
                 Some(since) if l.now - since >= time::Duration::hours(l.grace_hours) => {
-                    groups.push(
-                        Group::new("delete the idle endpoint")
-                            .push(
-                                Action::DeleteEndpoint {
-                                    endpoint: e.name.clone(),
-                                },
-                                format!(
-                                    "idle since {} (grace {} h); models and older configs are kept for a rollback",
-                                    since.format(&Rfc3339).unwrap_or_default(),
-                                    l.grace_hours
-                                ),
-                            )
-                            .push(
-                                Action::DeleteEndpointConfig {
-                                    config: e.config.clone(),
-                                },
-                                "the config of the deleted endpoint",
-                            ),
+                    let mut g = Group::new("delete the idle endpoint").push(
+                        Action::DeleteEndpoint {
+                            endpoint: e.name.clone(),
+                        },
+                        format!(
+                            "idle since {} (grace {} h); models and older configs are kept for a rollback",
+                            since.format(&Rfc3339).unwrap_or_default(),
+                            l.grace_hours
+                        ),
                     );
+                    if shared_config {
+                        withheld.push(withhold(
+                            "DeleteEndpointConfig",
+                            format!("{} is also used by another endpoint", e.config),
+                        ));
+                    } else {
+                        g = g.push(
+                            Action::DeleteEndpointConfig {
+                                config: e.config.clone(),
+                            },
+                            "the config of the deleted endpoint",
+                        );
+                    }
+                    groups.push(g);
                 }
                 Some(since) => withheld.push(withhold(
                     "DeleteEndpoint",
@@ -431,6 +443,18 @@ mod tests {
             names(&run(&[j], &f, 10, false)[0]),
             ["DeleteEndpoint", "DeleteEndpointConfig"]
         );
+    }
+
+    #[test]
+    fn a_config_another_endpoint_uses_is_kept() {
+        let mut b = facts("staging-b", 1);
+        b.config = "staging-a-config".into();
+        let f = [facts("staging-a", 1), b];
+        let mut j = judgement("staging-a", false, vec![Finding::Idle]);
+        j.idle_since = Some(now() - time::Duration::hours(25));
+        let p = &run(&[j], &f, 10, false)[0];
+        assert_eq!(names(p), ["DeleteEndpoint"]);
+        assert!(p.withheld[0].why.contains("also used by another endpoint"));
     }
 
     #[test]
