@@ -82,7 +82,10 @@ pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<
         Some(r) => Some(r),
         None => match route::by_tags(targets, &alarm_tags(responder, &envelope, &alarm).await?) {
             Ok(Some(r)) => Some(r),
-            Ok(None) => route::by_dimension(targets, &alarm),
+            Ok(None) => match route::by_dimension(targets, &alarm) {
+                Ok(r) => r,
+                Err(reason) => return ctx.record_only(None, "ignored", reason).await,
+            },
             Err(reason) => return ctx.record_only(None, "ignored", reason).await,
         },
     };

@@ -75,22 +75,54 @@ pub fn by_tags<'a>(
     }))
 }
 
-/// From the `EndpointName` dimension. Capacity metrics mean scale-up; anything else, rollback.
-pub fn by_dimension<'a>(targets: &'a Targets, alarm: &AlarmStateChange) -> Option<Route<'a>> {
-    let target = targets.by_endpoint(alarm.endpoint_dimension()?)?;
-    let capacity = alarm
-        .metrics()
-        .any(|m| m.name == "NoCapacityInvocationFailures");
-    Some(Route {
+/// SageMaker endpoint metrics that mean the model is failing or slow: roll back.
+const ROLLBACK_METRICS: &[&str] = &[
+    "Invocation5XXErrors",
+    "InvocationModelErrors",
+    "ModelLatency",
+];
+/// SageMaker endpoint metrics that mean too little capacity: scale up.
+const CAPACITY_METRICS: &[&str] = &[
+    "NoCapacityInvocationFailures",
+    "CPUUtilization",
+    "GPUUtilization",
+    "GPUMemoryUtilization",
+    "MemoryUtilization",
+];
+
+/// From the `EndpointName` dimension, for the endpoint metrics whose meaning is clear: errors and
+/// latency roll back, capacity scales up. Any other metric (a business KPI needs its samples
+/// configured; client 4XX errors are not the model's) is refused with the reason.
+pub fn by_dimension<'a>(
+    targets: &'a Targets,
+    alarm: &AlarmStateChange,
+) -> Result<Option<Route<'a>>, String> {
+    let Some(target) = alarm
+        .endpoint_dimension()
+        .and_then(|e| targets.by_endpoint(e))
+    else {
+        return Ok(None);
+    };
+    let has = |names: &[&str]| alarm.metrics().any(|m| names.contains(&m.name.as_str()));
+    let response = if has(CAPACITY_METRICS) {
+        Response::ScaleUp
+    } else if has(ROLLBACK_METRICS) {
+        Response::Rollback
+    } else {
+        let names: Vec<&str> = alarm.metrics().map(|m| m.name.as_str()).collect();
+        return Err(format!(
+            "{} watches {} ({}), which has no default response; list it in the target's rollback_alarms, kpi_alarms or scale_up_alarms, or tag it {TAG_ACTION}",
+            alarm.alarm_name,
+            target.endpoint,
+            names.join(", ")
+        ));
+    };
+    Ok(Some(Route {
         target,
-        response: if capacity {
-            Response::ScaleUp
-        } else {
-            Response::Rollback
-        },
+        response,
         kpi: None,
         via: "EndpointName dimension",
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -156,12 +188,17 @@ mod tests {
     }
 
     #[test]
-    fn the_dimension_is_the_last_resort() {
+    fn the_dimension_is_the_last_resort_and_only_for_clear_metrics() {
         let t = targets();
-        let r = by_dimension(&t, &alarm("NoCapacityInvocationFailures", "recs-prod")).unwrap();
+        let route = |metric: &str, ep: &str| by_dimension(&t, &alarm(metric, ep));
+        let r = route("NoCapacityInvocationFailures", "recs-prod")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.response, Response::ScaleUp);
-        let r = by_dimension(&t, &alarm("ModelLatency", "recs-prod")).unwrap();
+        let r = route("ModelLatency", "recs-prod").unwrap().unwrap();
         assert_eq!(r.response, Response::Rollback);
-        assert!(by_dimension(&t, &alarm("ModelLatency", "unknown-ep")).is_none());
+        assert!(route("ModelLatency", "unknown-ep").unwrap().is_none());
+        let err = route("Invocation4XXErrors", "recs-prod").unwrap_err();
+        assert!(err.contains("no default response"), "{err}");
     }
 }
