@@ -260,6 +260,9 @@ impl Context<'_> {
         if decision.loud {
             // Visible, never silent: a person must decide.
             error!(alarm = %self.alarm.alarm_name, outcome, reason = %decision.reason, "needs a person");
+        } else if outcome == "inconclusive" {
+            // Surfaced, not acted on: too little traffic to believe the KPI.
+            warn!(alarm = %self.alarm.alarm_name, outcome, reason = %decision.reason, "inconclusive");
         } else {
             info!(alarm = %self.alarm.alarm_name, outcome, reason = %decision.reason, "decided");
         }

@@ -132,9 +132,12 @@ async fn firing(clients: &Clients, alarms: &[String]) -> Result<Vec<String>> {
         .send()
         .await
         .map_err(|e| Error::aws("DescribeAlarms", e))?;
+    // The state is checked again here: the filter is a request, the answer is the evidence
+    // (moto, for one, ignores StateValue when AlarmNames is given).
     Ok(out
         .metric_alarms()
         .iter()
+        .filter(|a| a.state_value() == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm))
         .filter_map(|a| a.alarm_name().map(str::to_string))
         .collect())
 }
