@@ -224,6 +224,17 @@ async fn an_updating_endpoint_gets_a_note_not_an_update() {
         .unwrap()
         .unwrap();
     assert_eq!(record.alarms_seen, vec![s.alarm.clone()]);
+    // SageMaker did not roll back (the alarm is not in ALARM in CloudWatch): the deployer's
+    // verdict carries the alarm the responder saw.
+    let verdict = &s.endpoint_settled("settled").await.decisions[0];
+    assert_eq!(verdict.outcome, "deployed");
+    assert!(
+        verdict
+            .reason
+            .contains(&format!("{} fired during the shift", s.alarm)),
+        "{}",
+        verdict.reason
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

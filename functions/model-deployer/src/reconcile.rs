@@ -142,6 +142,16 @@ pub fn decide(obs: &Observed) -> Decision {
                     finish(DeploymentStatus::Succeeded),
                     format!("{} is InService on {}", ep.name, d.config),
                 );
+                // Alarms the responder saw during the shift that SageMaker did not act on (not
+                // rollback alarms): the verdict carries them, so a person sees them.
+                if !d.alarms_seen.is_empty() {
+                    news.push(format!(
+                        "version {} went live although {} fired during the shift",
+                        d.package_version,
+                        d.alarms_seen.join(", ")
+                    ));
+                    evidence["alarms_seen"] = json!(d.alarms_seen);
+                }
                 verdict = Some("deployed");
             }
             Some(ep)
