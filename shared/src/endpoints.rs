@@ -130,6 +130,47 @@ fn not_found<E: aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
     error_message(e).is_some_and(|m| m.starts_with("Could not find"))
 }
 
+type SdkResult<O, E> = std::result::Result<
+    O,
+    aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+>;
+
+/// A create call's answer: `Ok(true)` when it made the resource, `Ok(false)` when the resource
+/// already existed (names are deterministic, so a retry finds what the first try made).
+fn created<O, E>(operation: &'static str, res: SdkResult<O, E>) -> Result<bool>
+where
+    E: std::error::Error
+        + aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + Send
+        + Sync
+        + 'static,
+{
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
+        Err(e) => Err(Error::aws(operation, e)),
+    }
+}
+
+/// A delete call's answer: `Ok(true)` when it deleted, `Ok(false)` when it was already gone.
+fn deleted<O, E>(operation: &'static str, res: SdkResult<O, E>) -> Result<bool>
+where
+    E: std::error::Error
+        + aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + Send
+        + Sync
+        + 'static,
+{
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if not_found(&e) => Ok(false),
+        Err(e) => Err(Error::aws(operation, e)),
+    }
+}
+
 fn to_time(t: &aws_smithy_types::DateTime) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok()
 }
@@ -292,11 +333,7 @@ pub async fn create_model(
         .set_tags(Some(sdk_tags(tags)))
         .send()
         .await;
-    match res {
-        Ok(_) => Ok(true),
-        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
-        Err(e) => Err(Error::aws("CreateModel", e)),
-    }
+    created("CreateModel", res)
 }
 
 /// CreateEndpointConfig. `Ok(false)` when it already exists.
@@ -332,11 +369,7 @@ pub async fn create_config(sm: &aws_sdk_sagemaker::Client, spec: &ConfigSpec) ->
         .set_tags(Some(sdk_tags(&spec.tags)))
         .send()
         .await;
-    match res {
-        Ok(_) => Ok(true),
-        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
-        Err(e) => Err(Error::aws("CreateEndpointConfig", e)),
-    }
+    created("CreateEndpointConfig", res)
 }
 
 /// CreateEndpoint. `Ok(false)` when it already exists.
@@ -345,17 +378,13 @@ pub async fn create_endpoint(
     name: &str,
     config: &str,
 ) -> Result<bool> {
-    match sm
+    let res = sm
         .create_endpoint()
         .endpoint_name(name)
         .endpoint_config_name(config)
         .send()
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
-        Err(e) => Err(Error::aws("CreateEndpoint", e)),
-    }
+        .await;
+    created("CreateEndpoint", res)
 }
 
 /// A copy of a config with at least `min_instances` per variant, everything else kept (the
@@ -401,34 +430,23 @@ pub async fn copy_config(
         .set_tags(Some(sdk_tags(&tags)))
         .send()
         .await;
-    match res {
-        Ok(_) => Ok(true),
-        Err(e) if error_message(&e).is_some_and(|m| m.contains("already exist")) => Ok(false),
-        Err(e) => Err(Error::aws("CreateEndpointConfig", e)),
-    }
+    created("CreateEndpointConfig", res)
 }
 
 /// DeleteEndpoint; `Ok(false)` when it was already gone.
 pub async fn delete_endpoint(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<bool> {
-    match sm.delete_endpoint().endpoint_name(name).send().await {
-        Ok(_) => Ok(true),
-        Err(e) if not_found(&e) => Ok(false),
-        Err(e) => Err(Error::aws("DeleteEndpoint", e)),
-    }
+    let res = sm.delete_endpoint().endpoint_name(name).send().await;
+    deleted("DeleteEndpoint", res)
 }
 
 /// DeleteEndpointConfig; `Ok(false)` when it was already gone.
 pub async fn delete_config(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<bool> {
-    match sm
+    let res = sm
         .delete_endpoint_config()
         .endpoint_config_name(name)
         .send()
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if not_found(&e) => Ok(false),
-        Err(e) => Err(Error::aws("DeleteEndpointConfig", e)),
-    }
+        .await;
+    deleted("DeleteEndpointConfig", res)
 }
 
 /// AddTags on any SageMaker resource.

@@ -89,6 +89,32 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A decision made now that plans no action (a measurement, a sweep's summary, an event that
+    /// asks for nothing); set `evidence`, `package` and `dry_run` on the result as they apply.
+    pub fn unplanned(
+        subject: String,
+        function: &'static str,
+        request_id: &str,
+        trigger: String,
+        outcome: &'static str,
+        reason: String,
+    ) -> Self {
+        Self {
+            subject,
+            at: OffsetDateTime::now_utc(),
+            function,
+            request_id: request_id.to_string(),
+            trigger,
+            package: None,
+            outcome,
+            reason,
+            plan: Plan::default(),
+            results: vec![],
+            evidence: Value::Null,
+            dry_run: false,
+        }
+    }
+
     /// A decision that changes nothing; such records expire.
     pub fn is_no_op(&self) -> bool {
         self.plan.is_empty()

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use aws_sdk_sagemaker::types::{ModelApprovalStatus, ModelPackageSortBy, SortOrder};
 use serde::Serialize;
 
+use crate::endpoints::{self, EndpointConfig};
 use crate::error::{Error, Result, error_message};
 
 /// ApprovalDescription is limited to 1024 characters by SageMaker.
@@ -106,6 +107,33 @@ pub async fn describe(sm: &aws_sdk_sagemaker::Client, arn: &str) -> Result<Optio
             .and_then(|s| s.s3_uri())
             .map(str::to_string),
     }))
+}
+
+/// The package an endpoint config serves: its `lifecycle:model-package-arn` tag (configs the suite
+/// made), else its variant's model and the package that model was created from (configs made by
+/// hand). `variant`: the variant to follow; `None` for the first one.
+pub async fn served_by(
+    sm: &aws_sdk_sagemaker::Client,
+    config: &EndpointConfig,
+    variant: Option<&str>,
+) -> Result<Option<ModelPackage>> {
+    let arn = match config.package_arn() {
+        Some(arn) => Some(arn.to_string()),
+        None => {
+            let v = match variant {
+                Some(name) => config.variant(name),
+                None => config.variants.first(),
+            };
+            match v.and_then(|v| v.model_name()) {
+                Some(model) => endpoints::model_package_of(sm, model).await?,
+                None => None,
+            }
+        }
+    };
+    match arn {
+        Some(arn) => describe(sm, &arn).await,
+        None => Ok(None),
+    }
 }
 
 /// Every version of a group with the given status (all pages), newest version first.

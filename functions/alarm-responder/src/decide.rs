@@ -55,7 +55,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn quiet(outcome: &'static str, reason: String, evidence: Value) -> Self {
+    /// A decision that asks for nothing and needs no person.
+    pub fn quiet(outcome: &'static str, reason: String, evidence: Value) -> Self {
         Self {
             outcome,
             reason,

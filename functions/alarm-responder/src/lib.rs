@@ -16,7 +16,6 @@ use lifecycle::error::{Error, Result};
 use lifecycle::events::{ALARM_STATE_CHANGE, AlarmStateChange, Envelope};
 use lifecycle::executor::{Applied, Executor};
 use lifecycle::ledger::{self, Ledger};
-use lifecycle::plan::Plan;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -73,12 +72,12 @@ pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<
     info!(trigger = %ctx.trigger, kind = ?alarm.kind(), "received");
     let targets = &responder.config.targets;
 
+    let configured = route::by_config(targets, &alarm.alarm_name);
     if let Some((outcome, reason)) = decide::triage(&alarm) {
-        let route = route::by_config(targets, &alarm.alarm_name);
-        return ctx.record_only(route.as_ref(), outcome, reason).await;
+        return ctx.record_only(configured.as_ref(), outcome, reason).await;
     }
 
-    let route = match route::by_config(targets, &alarm.alarm_name) {
+    let route = match configured {
         Some(r) => Some(r),
         None => match route::by_tags(targets, &alarm_tags(responder, &envelope, &alarm).await?) {
             Ok(Some(r)) => Some(r),
@@ -207,14 +206,7 @@ impl Context<'_> {
             return self
                 .apply_and_record(
                     Some(&endpoint),
-                    Decision {
-                        outcome: "duplicate",
-                        reason,
-                        package: None,
-                        plan: Plan::default(),
-                        evidence: decide::alarm_evidence(self.alarm),
-                        loud: false,
-                    },
+                    Decision::quiet("duplicate", reason, decide::alarm_evidence(self.alarm)),
                 )
                 .await;
         }
@@ -321,16 +313,11 @@ impl Context<'_> {
             evidence["mute_detail"] = m.clone();
         }
         evidence["alarm_tags"] = json!(self.alarm.alarm_tags);
-        let decision = Decision {
-            outcome,
-            reason,
-            package: None,
-            plan: Plan::default(),
-            evidence,
-            loud: false,
-        };
         let summary = self
-            .apply_and_record(route.map(|r| &r.target.endpoint), decision)
+            .apply_and_record(
+                route.map(|r| &r.target.endpoint),
+                Decision::quiet(outcome, reason, evidence),
+            )
             .await?;
         lifecycle::metrics::flush(self.request_id);
         Ok(Report {

@@ -3,7 +3,7 @@
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use lifecycle::aws::Clients;
 use lifecycle::config::Environment;
-use lifecycle::endpoints::{self, Endpoint, EndpointConfig, tags};
+use lifecycle::endpoints::{self, EndpointConfig, tags};
 use lifecycle::error::{Error, Result};
 use lifecycle::events::AlarmStateChange;
 use lifecycle::ledger::{Ledger, now_ms};
@@ -56,7 +56,10 @@ pub async fn observe<'a>(
         }
         Response::Rollback => {
             let live_config = endpoints::describe_config(sm, &ep.config_name).await?;
-            obs.served = served_package(sm, &ep, live_config.as_ref(), &target.variant).await?;
+            obs.served = match &live_config {
+                Some(c) => registry::served_by(sm, c, Some(&target.variant)).await?,
+                None => None,
+            };
             if let Some(served) = &obs.served {
                 obs.older = older_versions(sm, served).await?;
                 if let Some(kpi) = obs.route.kpi {
@@ -77,30 +80,6 @@ pub async fn observe<'a>(
     }
     obs.endpoint = Some(ep);
     Ok(obs)
-}
-
-/// The package the endpoint serves: the config's tag, else endpoint → config → model → package.
-async fn served_package(
-    sm: &aws_sdk_sagemaker::Client,
-    ep: &Endpoint,
-    config: Option<&EndpointConfig>,
-    variant: &str,
-) -> Result<Option<ModelPackage>> {
-    let arn = match config.and_then(EndpointConfig::package_arn) {
-        Some(arn) => Some(arn.to_string()),
-        None => match config
-            .and_then(|c| c.variant(variant))
-            .and_then(|v| v.model_name())
-        {
-            Some(model) => endpoints::model_package_of(sm, model).await?,
-            None => None,
-        },
-    };
-    tracing::debug!(endpoint = %ep.name, package = ?arn, "served package");
-    match arn {
-        Some(arn) => registry::describe(sm, &arn).await,
-        None => Ok(None),
-    }
 }
 
 /// Versions below the served one, newest first, described, down to the first Approved or

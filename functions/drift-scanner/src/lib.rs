@@ -257,16 +257,18 @@ async fn cutoff(scanner: &Scanner) -> Result<Option<Cutoff>> {
     let c = &scanner.config;
     if let Some(ep) = &c.endpoint {
         let sm = &scanner.clients.sagemaker;
-        let package = match endpoints::describe(sm, ep).await? {
-            Some(e) => endpoints::describe_config(sm, &e.config_name)
-                .await?
-                .and_then(|cfg| cfg.package_arn().map(str::to_string)),
+        let config = match endpoints::describe(sm, ep).await? {
+            Some(e) => endpoints::describe_config(sm, &e.config_name).await?,
             None => None,
         };
-        if let Some(arn) = package
-            && let Some(p) = registry::describe(sm, &arn).await?
+        let package = match &config {
+            Some(config) => registry::served_by(sm, config, None).await?,
+            None => None,
+        };
+        if let Some(p) = package
             && let Some(raw) = p.metadata.get(&c.cutoff_property)
         {
+            let arn = &p.arn;
             let at = dates::parse_cutoff(raw)
                 .map_err(|e| Error::InvalidData(format!("{arn}: {} {e}", c.cutoff_property)))?;
             return Ok(Some(Cutoff {
@@ -291,21 +293,20 @@ async fn record(
     reason: &str,
     evidence: Value,
 ) -> Result<()> {
+    let decision = ledger::Decision::unplanned(
+        format!("adapter#{}", scanner.config.adapter),
+        FUNCTION,
+        request_id,
+        trigger.to_string(),
+        outcome,
+        reason.to_string(),
+    );
     scanner
         .ledger
         .record(&ledger::Decision {
-            subject: format!("adapter#{}", scanner.config.adapter),
-            at: OffsetDateTime::now_utc(),
-            function: FUNCTION,
-            request_id: request_id.to_string(),
-            trigger: trigger.to_string(),
-            package: None,
-            outcome,
-            reason: reason.to_string(),
-            plan: Default::default(),
-            results: vec![],
             evidence,
             dry_run: scanner.config.dry_run,
+            ..decision
         })
         .await
 }

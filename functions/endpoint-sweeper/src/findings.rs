@@ -335,7 +335,6 @@ mod tests {
                 max: 4,
                 policies: vec![Policy {
                     name: "invocations".into(),
-                    target_tracking: true,
                     scale_in_cooldown: Some(60),
                 }],
             },

@@ -47,7 +47,7 @@ pub struct EndpointFacts {
 #[derive(Debug, Clone, Serialize)]
 pub struct Policy {
     pub name: String,
-    pub target_tracking: bool,
+    /// Target-tracking policies only; step policies have no scale-in cooldown.
     pub scale_in_cooldown: Option<i32>,
 }
 
@@ -205,7 +205,6 @@ pub async fn scaling(
         if let Some(s) = out.get_mut(p.resource_id()) {
             s.policies.push(Policy {
                 name: p.policy_name().to_string(),
-                target_tracking: tracking.is_some(),
                 scale_in_cooldown: tracking.and_then(|t| t.scale_in_cooldown()),
             });
         }

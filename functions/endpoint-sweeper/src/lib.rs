@@ -90,9 +90,11 @@ async fn sweep(sweeper: &Sweeper, request_id: &str, schedule: &Schedule) -> Resu
     let listed = inventory::list(&clients.sagemaker).await?;
     let scaling = inventory::scaling(&clients.autoscaling).await?;
     let deployer_config = |config: &str| {
-        c.targets
-            .iter()
-            .any(|t| config.starts_with(&format!("{}-", t.endpoint)))
+        c.targets.iter().any(|t| {
+            config
+                .strip_prefix(t.endpoint.as_str())
+                .is_some_and(|rest| rest.starts_with('-'))
+        })
     };
     let facts =
         inventory::endpoints(&clients.sagemaker, listed, c.concurrency, &deployer_config).await;
@@ -280,21 +282,20 @@ async fn record(
     reason: &str,
     evidence: Value,
 ) -> Result<()> {
+    let decision = ledger::Decision::unplanned(
+        "sweep#endpoints".into(),
+        FUNCTION,
+        request_id,
+        format!("schedule {}", schedule.event_id),
+        outcome,
+        reason.to_string(),
+    );
     sweeper
         .ledger
         .record(&ledger::Decision {
-            subject: "sweep#endpoints".into(),
-            at: OffsetDateTime::now_utc(),
-            function: FUNCTION,
-            request_id: request_id.to_string(),
-            trigger: format!("schedule {}", schedule.event_id),
-            package: None,
-            outcome,
-            reason: reason.to_string(),
-            plan: Default::default(),
-            results: vec![],
             evidence,
             dry_run: sweeper.config.dry_run,
+            ..decision
         })
         .await
 }

@@ -223,18 +223,17 @@ async fn record_unrouted(
     info!(%reason, "ignored");
     lifecycle::metrics::decision("ignored");
     let record = ledger::Decision {
-        subject,
-        at: OffsetDateTime::now_utc(),
-        function: FUNCTION,
-        request_id: request_id.to_string(),
-        trigger: trigger.describe(),
         package: package.cloned(),
-        outcome: "ignored",
-        reason: reason.clone(),
-        plan: Default::default(),
-        results: vec![],
         evidence: json!({}),
         dry_run: deployer.config.dry_run,
+        ..ledger::Decision::unplanned(
+            subject,
+            FUNCTION,
+            request_id,
+            trigger.describe(),
+            "ignored",
+            reason.clone(),
+        )
     };
     deployer.ledger.record(&record).await?;
     report.decisions.push(Summary {
