@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::endpoints::{ConfigSpec, Endpoint, EndpointConfig, RolloutSpec, tags};
-use crate::ledger::{DeploymentRecord, DeploymentStatus};
+use crate::deployment::{DeploymentRecord, DeploymentStatus};
 use crate::names::{fingerprint, sagemaker_name};
 use crate::plan::{Action, Plan};
 use crate::targets::DeploymentTarget;

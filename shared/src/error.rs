@@ -25,7 +25,7 @@ impl ConfigError {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),

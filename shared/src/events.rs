@@ -1,12 +1,13 @@
-//! EventBridge events the suite reacts to, typed by hand.
+//! Events the suite reacts to.
 //!
-//! aws_lambda_events has no SageMaker detail types, and its envelope parses `time` as RFC 3339
-//! only, while SageMaker's endpoint events carry it as epoch milliseconds. So the envelope and the
-//! details are written here, lenient where AWS varies and strict where the suite depends on a field.
+//! The envelope is aws_lambda_events' [`EventBridgeEvent`]. The SageMaker details are typed here:
+//! aws_lambda_events has none. One normalisation comes first: SageMaker's docs show `time` in
+//! epoch milliseconds on some of its events, while `EventBridgeEvent` reads RFC 3339 only.
 
 pub mod alarm;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -19,45 +20,38 @@ pub use alarm::AlarmStateChange;
 pub const ALARM_STATE_CHANGE: &str = "CloudWatch Alarm State Change";
 
 /// The EventBridge envelope, with the detail left as JSON until the detail type is known.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Envelope {
-    #[serde(default)]
-    pub id: String,
-    #[serde(rename = "detail-type")]
-    pub detail_type: String,
-    #[serde(default)]
-    pub source: String,
-    #[serde(default, deserialize_with = "event_time")]
-    pub time: Option<OffsetDateTime>,
-    #[serde(default)]
-    pub resources: Vec<String>,
-    #[serde(default)]
-    pub detail: Value,
+pub type Envelope = EventBridgeEvent<Value>;
+
+/// Reads the envelope of a raw event, or says clearly why it is not one.
+pub fn envelope(event: &Value) -> Result<Envelope, Error> {
+    if !event.is_object() {
+        return Err(Error::MalformedEvent(format!(
+            "expected a JSON object, got {}",
+            kind(event)
+        )));
+    }
+    if event.get("detail-type").is_none() {
+        return Err(Error::MalformedEvent(
+            "no \"detail-type\": not an EventBridge event".into(),
+        ));
+    }
+    let mut event = event.clone();
+    if let Some(t) = event.get_mut("time") {
+        *t = normalised_time(t)?;
+    }
+    serde_json::from_value(event)
+        .map_err(|e| Error::MalformedEvent(format!("bad EventBridge envelope: {e}")))
 }
 
-impl Envelope {
-    /// Reads the envelope of a raw event, or says clearly why it is not one.
-    pub fn parse(event: &Value) -> Result<Self, Error> {
-        if !event.is_object() {
-            return Err(Error::MalformedEvent(format!(
-                "expected a JSON object, got {}",
-                kind(event)
-            )));
-        }
-        if event.get("detail-type").is_none() {
-            return Err(Error::MalformedEvent(
-                "no \"detail-type\": not an EventBridge event".into(),
-            ));
-        }
-        serde_json::from_value(event.clone())
-            .map_err(|e| Error::MalformedEvent(format!("bad EventBridge envelope: {e}")))
-    }
+/// The event's id, or "" when it has none (a hand-made event).
+pub fn event_id(env: &Envelope) -> String {
+    env.id.clone().unwrap_or_default()
+}
 
-    /// The detail as a typed value; errors name the detail type and the field.
-    pub fn detail<T: for<'de> Deserialize<'de>>(&self) -> Result<T, Error> {
-        serde_json::from_value(self.detail.clone())
-            .map_err(|e| Error::MalformedEvent(format!("bad \"{}\" detail: {e}", self.detail_type)))
-    }
+/// The detail as a typed value; errors name the detail type and the field.
+pub fn detail<T: for<'de> Deserialize<'de>>(env: &Envelope) -> Result<T, Error> {
+    serde_json::from_value(env.detail.clone())
+        .map_err(|e| Error::MalformedEvent(format!("bad \"{}\" detail: {e}", env.detail_type)))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -71,24 +65,25 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// `time` as RFC 3339 (most events) or epoch milliseconds (SageMaker endpoint events).
-fn event_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OffsetDateTime>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::String(s) => parse_time(&s).map(Some).map_err(serde::de::Error::custom),
-        Value::Number(n) => {
-            let ms = n
-                .as_i64()
-                .ok_or_else(|| serde::de::Error::custom("time is not an integer"))?;
-            OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-                .map(Some)
-                .map_err(serde::de::Error::custom)
+/// `time` as RFC 3339, from RFC 3339 or epoch milliseconds (a number or a string of digits).
+fn normalised_time(t: &Value) -> Result<Value, Error> {
+    use time::format_description::well_known::Rfc3339;
+    let millis = match t {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        Value::String(_) | Value::Null => return Ok(t.clone()),
+        other => {
+            return Err(Error::MalformedEvent(format!(
+                "bad EventBridge envelope: time is {}",
+                kind(other)
+            )));
         }
-        Value::Null => Ok(None),
-        other => Err(serde::de::Error::custom(format!(
-            "time is {}",
-            kind(&other)
-        ))),
-    }
+    };
+    let at = millis
+        .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .ok_or_else(|| Error::MalformedEvent(format!("bad EventBridge envelope: time {t}")))?;
+    Ok(Value::String(at))
 }
 
 /// RFC 3339, also with CloudWatch's `+0000` offsets (no colon).
@@ -124,14 +119,16 @@ impl Schedule {
                 event_id: "scheduler".into(),
             });
         }
-        let env = Envelope::parse(event)?;
+        let env = envelope(event)?;
         if env.detail_type != SCHEDULED_EVENT {
             return Err(Error::MalformedEvent(format!(
                 "expected a schedule (\"{SCHEDULED_EVENT}\" or a Scheduler input object), got \"{}\"",
                 env.detail_type
             )));
         }
-        Ok(Self { event_id: env.id })
+        Ok(Self {
+            event_id: event_id(&env),
+        })
     }
 }
 
@@ -165,12 +162,18 @@ mod tests {
 
     #[test]
     fn times_parse_as_rfc3339_epoch_millis_and_plus_0000() {
-        let a =
-            Envelope::parse(&json!({"detail-type": "x", "time": "2026-03-01T06:00:00Z"})).unwrap();
-        let b = Envelope::parse(&json!({"detail-type": "x", "time": 1772344800000_i64})).unwrap();
-        assert_eq!(a.time, b.time);
+        let at = |time: Value| {
+            envelope(&json!({"detail-type": "x", "source": "s", "time": time, "detail": {}}))
+                .unwrap()
+                .time
+                .unwrap()
+                .timestamp()
+        };
+        let rfc = at(json!("2026-03-01T06:00:00Z"));
+        assert_eq!(rfc, at(json!(1772344800000_i64)));
+        assert_eq!(rfc, at(json!("1772344800000")));
         let c = parse_time("2026-03-01T06:00:00.000+0000").unwrap();
-        assert_eq!(Some(c), a.time);
+        assert_eq!(c.unix_timestamp(), rfc);
     }
 
     #[test]
@@ -180,7 +183,7 @@ mod tests {
             (json!({"hello": "world"}), "detail-type"),
             (json!({"detail-type": 7}), "bad EventBridge envelope"),
         ] {
-            let err = Envelope::parse(&event).unwrap_err().to_string();
+            let err = envelope(&event).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
     }
@@ -196,7 +199,7 @@ mod tests {
                 .event_id,
             "scheduler"
         );
-        let other = json!({"detail-type": "SageMaker Endpoint State Change", "detail": {}});
+        let other = json!({"detail-type": "SageMaker Endpoint State Change", "source": "aws.sagemaker", "detail": {}});
         assert!(
             Schedule::parse(&other)
                 .unwrap_err()
@@ -208,12 +211,10 @@ mod tests {
 
     #[test]
     fn a_detail_missing_a_field_names_the_field() {
-        let env = Envelope::parse(
-            &json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageArn": "a"}}),
-        )
+        let env = envelope(&json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE,
+            "source": "aws.sagemaker", "detail": {"ModelPackageArn": "a"}}))
         .unwrap();
-        let err = env
-            .detail::<ModelPackageStateChange>()
+        let err = detail::<ModelPackageStateChange>(&env)
             .unwrap_err()
             .to_string();
         assert!(err.contains("ModelPackageGroupName"), "{err}");

@@ -3,26 +3,89 @@
 use tracing::{info, warn};
 
 use crate::aws::Clients;
+use crate::catalog;
 use crate::endpoints;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, ActionKind, Plan};
 use crate::registry;
 use crate::scaling;
+use crate::training;
 
 pub struct Executor<'a> {
     pub clients: &'a Clients,
     pub ledger: &'a Ledger,
-    /// The role SageMaker models run as (CreateModel needs it).
+    /// The role SageMaker models run as (CreateModel needs it; only the deployer and the
+    /// responder create models).
     pub execution_role_arn: &'a str,
     pub dry_run: bool,
 }
 
-/// What applying a plan did: one line per step, and the error that stopped it, if any.
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    /// Changed what it was asked to change.
+    Done,
+    /// Found its work already done (a retry, or a concurrent run that won): nothing changed.
+    AlreadyDone,
+    DryRun,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepResult {
+    pub action: ActionKind,
+    pub status: StepStatus,
+    /// In words, for the ledger: "done", "already existed", the error, ...
+    pub detail: String,
+}
+
+impl std::fmt::Display for StepResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.action, self.detail)
+    }
+}
+
+/// What applying a plan did: one result per step that ran, and the error that stopped it.
 #[derive(Debug, Default)]
 pub struct Applied {
-    pub results: Vec<String>,
+    pub results: Vec<StepResult>,
     pub error: Option<Error>,
+}
+
+impl Applied {
+    /// Whether the step of this kind ran and found its work already done.
+    pub fn already_done(&self, kind: ActionKind) -> bool {
+        self.results
+            .iter()
+            .any(|r| r.action == kind && r.status == StepStatus::AlreadyDone)
+    }
+}
+
+/// The executor's answer for one action: changed, or already so, in words.
+enum Effect {
+    Done(String),
+    AlreadyDone(&'static str),
+}
+
+fn created(new: bool) -> Effect {
+    if new {
+        Effect::Done("done".into())
+    } else {
+        Effect::AlreadyDone("already existed")
+    }
+}
+
+fn deleted(gone_now: bool) -> Effect {
+    if gone_now {
+        Effect::Done("done".into())
+    } else {
+        Effect::AlreadyDone("already gone")
+    }
+}
+
+fn done() -> Effect {
+    Effect::Done("done".into())
 }
 
 impl Executor<'_> {
@@ -31,34 +94,47 @@ impl Executor<'_> {
     pub async fn apply(&self, plan: &Plan) -> Applied {
         let mut applied = Applied::default();
         for step in &plan.steps {
-            let name = step.action.name();
+            let action = step.action.kind();
+            let reason = step.reason.as_str();
             if self.dry_run {
-                info!(action = name, reason = %step.reason, "dry run: not applied");
-                applied
-                    .results
-                    .push(format!("{name}: dry run, not applied"));
+                info!(%action, reason, "dry run: not applied");
+                applied.results.push(StepResult {
+                    action,
+                    status: StepStatus::DryRun,
+                    detail: "dry run, not applied".into(),
+                });
                 continue;
             }
-            match self.run(&step.action).await {
-                Ok(result) => {
-                    info!(action = name, reason = %step.reason, result, "applied");
-                    crate::metrics::mutation(name);
-                    applied.results.push(format!("{name}: {result}"));
+            let (status, detail) = match self.run(&step.action).await {
+                Ok(Effect::Done(detail)) => {
+                    crate::metrics::mutation(action);
+                    (StepStatus::Done, detail)
                 }
+                Ok(Effect::AlreadyDone(detail)) => (StepStatus::AlreadyDone, detail.to_string()),
                 Err(e) => {
-                    warn!(action = name, reason = %step.reason, error = %e, "failed");
-                    applied.results.push(format!("{name}: failed: {e}"));
+                    warn!(%action, reason, error = %e, "failed");
+                    applied.results.push(StepResult {
+                        action,
+                        status: StepStatus::Failed,
+                        detail: format!("failed: {e}"),
+                    });
                     applied.error = Some(e);
                     break;
                 }
-            }
+            };
+            info!(%action, reason, result = %detail, "applied");
+            applied.results.push(StepResult {
+                action,
+                status,
+                detail,
+            });
         }
         applied
     }
 
-    async fn run(&self, action: &Action) -> Result<&'static str> {
+    async fn run(&self, action: &Action) -> Result<Effect> {
         let sm = &self.clients.sagemaker;
-        let created = |new: bool| if new { "done" } else { "already existed" };
+        let aas = &self.clients.autoscaling;
         Ok(match action {
             Action::CreateModel {
                 name,
@@ -68,9 +144,7 @@ impl Executor<'_> {
                 endpoints::create_model(sm, name, package_arn, self.execution_role_arn, tags)
                     .await?,
             ),
-            Action::CreateEndpointConfig { spec } => {
-                created(endpoints::create_config(sm, spec).await?)
-            }
+            Action::CreateEndpointConfig { spec } => created(endpoints::create_config(sm, spec).await?),
             Action::CreateEndpoint { endpoint, config } => {
                 created(endpoints::create_endpoint(sm, endpoint, config).await?)
             }
@@ -80,85 +154,18 @@ impl Executor<'_> {
                 rollout,
             } => {
                 endpoints::update_endpoint(sm, endpoint, config, rollout.as_ref()).await?;
-                "done"
+                done()
             }
             Action::RejectPackage {
                 package_arn,
                 description,
             } => {
                 registry::reject(sm, package_arn, description).await?;
-                "done"
+                done()
             }
             Action::BeginDeployment { record, expected } => {
                 self.ledger.begin_deployment(record, *expected).await?;
-                "done"
-            }
-            Action::NoteAlarm { endpoint, alarm } => {
-                if self.ledger.note_alarm(endpoint, alarm).await? {
-                    "noted"
-                } else {
-                    "no deployment in progress to note it on"
-                }
-            }
-            Action::TagResource { arn, key, value } => {
-                endpoints::tag(sm, arn, key, value).await?;
-                "done"
-            }
-            Action::UntagResource { arn, key } => {
-                endpoints::untag(sm, arn, key).await?;
-                "done"
-            }
-            Action::DeleteEndpoint { endpoint } => {
-                if endpoints::delete_endpoint(sm, endpoint).await? {
-                    "done"
-                } else {
-                    "already gone"
-                }
-            }
-            Action::DeleteEndpointConfig { config } => {
-                if endpoints::delete_config(sm, config).await? {
-                    "done"
-                } else {
-                    "already gone"
-                }
-            }
-            Action::CopyEndpointConfig {
-                from,
-                name,
-                min_instances,
-            } => {
-                let Some(source) = endpoints::describe_config(sm, from).await? else {
-                    return Err(Error::InvalidData(format!(
-                        "endpoint config {from} is gone"
-                    )));
-                };
-                created(endpoints::copy_config(sm, &source, name, *min_instances).await?)
-            }
-            Action::SetScaleInCooldown {
-                resource_id,
-                policy_name,
-                seconds,
-            } => {
-                scaling::set_scale_in_cooldown(
-                    &self.clients.autoscaling,
-                    resource_id,
-                    policy_name,
-                    *seconds,
-                )
-                .await?;
-                "done"
-            }
-            Action::SetScalingBounds { target } => {
-                scaling::register(&self.clients.autoscaling, target).await?;
-                "done"
-            }
-            Action::SetInstanceCount {
-                endpoint,
-                variant,
-                count,
-            } => {
-                endpoints::set_instance_count(sm, endpoint, variant, *count).await?;
-                "done"
+                done()
             }
             Action::FinishDeployment {
                 endpoint,
@@ -168,8 +175,67 @@ impl Executor<'_> {
                 self.ledger
                     .finish_deployment(endpoint, *requested_at, *status)
                     .await?;
-                "done"
+                done()
             }
+            Action::NoteAlarm { endpoint, alarm } => {
+                if self.ledger.note_alarm(endpoint, alarm).await? {
+                    Effect::Done("noted".into())
+                } else {
+                    Effect::AlreadyDone("no deployment in progress to note it on")
+                }
+            }
+            Action::TagResource { arn, key, value } => {
+                endpoints::tag(sm, arn, key, value).await?;
+                done()
+            }
+            Action::UntagResource { arn, key } => {
+                endpoints::untag(sm, arn, key).await?;
+                done()
+            }
+            Action::DeleteEndpoint { endpoint } => deleted(endpoints::delete_endpoint(sm, endpoint).await?),
+            Action::DeleteEndpointConfig { config } => deleted(endpoints::delete_config(sm, config).await?),
+            Action::CopyEndpointConfig {
+                from,
+                name,
+                min_instances,
+            } => {
+                let Some(source) = endpoints::describe_config(sm, from).await? else {
+                    return Err(Error::InvalidData(format!("endpoint config {from} is gone")));
+                };
+                created(endpoints::copy_config(sm, &source, name, *min_instances).await?)
+            }
+            Action::SetScaleInCooldown {
+                resource_id,
+                policy_name,
+                seconds,
+            } => {
+                scaling::set_scale_in_cooldown(aas, resource_id, policy_name, *seconds).await?;
+                done()
+            }
+            Action::SetScalingBounds { target } => {
+                scaling::register(aas, target).await?;
+                done()
+            }
+            Action::SetInstanceCount {
+                endpoint,
+                variant,
+                count,
+            } => {
+                endpoints::set_instance_count(sm, endpoint, variant, *count).await?;
+                done()
+            }
+            Action::ExportCatalog { export } => {
+                let out = catalog::export(&self.clients.dynamodb, &self.clients.s3, export).await?;
+                if out.reused {
+                    Effect::AlreadyDone("already exported")
+                } else {
+                    Effect::Done(format!(
+                        "{} items, {} bytes in {} parts to {}",
+                        out.items, out.bytes, out.parts, out.uri
+                    ))
+                }
+            }
+            Action::StartTrainingJob { job } => created(training::start(sm, job).await?),
         })
     }
 }

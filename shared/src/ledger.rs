@@ -1,8 +1,8 @@
 //! The ledger: one DynamoDB table that answers "who changed this endpoint, when, and why".
 //!
 //! Items (partition key `pk`, sort key `sk`, both strings):
-//! - `endpoint#<name>` / `decision#<time>#<request id>`: every decision, its trigger, plan,
-//!   outcome and evidence. No-op decisions expire after 30 days (`expires_at`, a TTL attribute).
+//! - `<subject>` / `decision#<time>#<request id>`: every decision, its trigger, plan, outcome,
+//!   severity and evidence. Routine decisions expire after 30 days (`expires_at`, a TTL attribute).
 //! - `endpoint#<name>` / `deployment`: the deployment in flight (or the last one) on the endpoint.
 //! - `endpoint#<name>` / `lease`: who may mutate the endpoint right now. The deployer and the
 //!   alarm responder take it before acting, so they never change one endpoint at the same time.
@@ -16,60 +16,16 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result, error_code};
+use crate::deployment::{DeploymentRecord, DeploymentStatus};
+use crate::outcome::{Outcome, Severity};
 use crate::plan::Plan;
 
-const NO_OP_RETENTION_SECONDS: i64 = 30 * 24 * 3600;
+const ROUTINE_RETENTION_SECONDS: i64 = 30 * 24 * 3600;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum DeploymentStatus {
-    InProgress,
-    Succeeded,
-    /// SageMaker's guardrails put the old config back.
-    RolledBack,
-    /// Superseded before it was judged (the endpoint was replaced or deleted).
-    Abandoned,
-}
-
-impl DeploymentStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::InProgress => "InProgress",
-            Self::Succeeded => "Succeeded",
-            Self::RolledBack => "RolledBack",
-            Self::Abandoned => "Abandoned",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "InProgress" => Self::InProgress,
-            "Succeeded" => Self::Succeeded,
-            "RolledBack" => Self::RolledBack,
-            _ => Self::Abandoned,
-        }
-    }
-}
-
-/// The deployment in flight on an endpoint, written before the call that starts it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeploymentRecord {
-    pub endpoint: String,
-    pub config: String,
-    pub package_arn: String,
-    pub package_version: i64,
-    pub previous_config: Option<String>,
-    /// Epoch milliseconds; also the record's version for conditional writes.
-    pub requested_at: i64,
-    pub status: DeploymentStatus,
-    pub rollback_alarms: Vec<String>,
-    /// Alarms the alarm responder saw fire while this deployment was in progress.
-    pub alarms_seen: Vec<String>,
-}
-
-/// One decision, as recorded.
+/// One decision, as recorded. Built only by [`crate::pipeline`].
 #[derive(Debug, Clone, Serialize)]
-pub struct Decision {
-    /// What the decision is about: `endpoint#<name>`, or `group#<name>` for events that map to no endpoint.
+pub struct DecisionRecord {
+    /// What the decision is about (`endpoint#<name>`, `group#<name>`, ...): the partition key.
     pub subject: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -78,8 +34,7 @@ pub struct Decision {
     /// What caused it: the event's detail type and id, or "tick".
     pub trigger: String,
     pub package: Option<String>,
-    /// A short machine-readable verdict: `deployed`, `in_sync`, `waiting`, `rejected`, ...
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub reason: String,
     pub plan: Plan,
     /// What each step of the plan did (or "dry run").
@@ -88,36 +43,10 @@ pub struct Decision {
     pub dry_run: bool,
 }
 
-impl Decision {
-    /// A decision made now that plans no action (a measurement, a sweep's summary, an event that
-    /// asks for nothing); set `evidence`, `package` and `dry_run` on the result as they apply.
-    pub fn unplanned(
-        subject: String,
-        function: &'static str,
-        request_id: &str,
-        trigger: String,
-        outcome: &'static str,
-        reason: String,
-    ) -> Self {
-        Self {
-            subject,
-            at: OffsetDateTime::now_utc(),
-            function,
-            request_id: request_id.to_string(),
-            trigger,
-            package: None,
-            outcome,
-            reason,
-            plan: Plan::default(),
-            results: vec![],
-            evidence: Value::Null,
-            dry_run: false,
-        }
-    }
-
-    /// A decision that changes nothing; such records expire.
-    pub fn is_no_op(&self) -> bool {
-        self.plan.is_empty()
+impl DecisionRecord {
+    /// Routine decisions (nothing changed, nobody needs to look) expire; the rest are kept.
+    pub fn expires(&self) -> bool {
+        self.outcome.severity() == Severity::Routine
     }
 }
 
@@ -177,7 +106,7 @@ impl Ledger {
     }
 
     /// Keeps one decision.
-    pub async fn record(&self, d: &Decision) -> Result<()> {
+    pub async fn record(&self, d: &DecisionRecord) -> Result<()> {
         let at = d.at.format(&Rfc3339).unwrap_or_default();
         let mut item = HashMap::from([
             ("pk".to_string(), s(&d.subject)),
@@ -189,7 +118,8 @@ impl Ledger {
             ("function".to_string(), s(d.function)),
             ("request_id".to_string(), s(&d.request_id)),
             ("trigger".to_string(), s(&d.trigger)),
-            ("outcome".to_string(), s(d.outcome)),
+            ("outcome".to_string(), s(d.outcome.as_str())),
+            ("severity".to_string(), s(d.outcome.severity().as_str())),
             ("reason".to_string(), s(&d.reason)),
             (
                 "plan".to_string(),
@@ -205,10 +135,10 @@ impl Ledger {
         if let Some(p) = &d.package {
             item.insert("package".into(), s(p));
         }
-        if d.is_no_op() {
+        if d.expires() {
             item.insert(
                 "expires_at".into(),
-                n(d.at.unix_timestamp() + NO_OP_RETENTION_SECONDS),
+                n(d.at.unix_timestamp() + ROUTINE_RETENTION_SECONDS),
             );
         }
         self.client
@@ -247,6 +177,7 @@ impl Ledger {
                 "trigger": get_s(&item, "trigger"),
                 "package": get_s(&item, "package"),
                 "outcome": get_s(&item, "outcome"),
+                "severity": get_s(&item, "severity"),
                 "reason": get_s(&item, "reason"),
                 "plan": json("plan"),
                 "results": json("results"),
@@ -486,7 +417,7 @@ impl Ledger {
             .item("pk", s(subject))
             .item("sk", s(format!("handled#{occurrence}")))
             .item("request_id", s(request_id))
-            .item("expires_at", n(now + NO_OP_RETENTION_SECONDS))
+            .item("expires_at", n(now + ROUTINE_RETENTION_SECONDS))
             .send()
             .await
             .map_err(|e| Error::aws("PutItem", e))?;

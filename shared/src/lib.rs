@@ -1,12 +1,17 @@
 //! `lifecycle`: what every function of the suite shares.
 //!
-//! One module per AWS concept ([`registry`], [`endpoints`], [`ledger`]) and per shared idea
-//! ([`targets`], [`plan`], [`executor`]). Functions observe AWS through these modules, decide with
-//! pure functions of their own, and act only through [`executor::Executor`].
+//! One module per AWS concept ([`registry`], [`endpoints`], [`scaling`], [`catalog`],
+//! [`training`], [`ledger`]) and per shared idea ([`targets`], [`plan`], [`decision`],
+//! [`outcome`]). Functions observe AWS through these modules, decide with pure functions of their
+//! own, and hand each [`decision::Decision`] to the [`pipeline`], the only road to
+//! [`executor::Executor`] and the ledger.
 
 pub mod aws;
+pub mod catalog;
 pub mod config;
+pub mod decision;
 pub mod deploy;
+pub mod deployment;
 pub mod endpoints;
 pub mod error;
 pub mod events;
@@ -14,11 +19,13 @@ pub mod executor;
 pub mod ledger;
 pub mod metrics;
 pub mod names;
+pub mod outcome;
+pub mod pipeline;
 pub mod plan;
 pub mod registry;
-pub mod report;
 pub mod scaling;
 pub mod targets;
 pub mod telemetry;
+pub mod training;
 
 pub use error::{Error, Result};

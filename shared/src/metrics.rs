@@ -5,6 +5,9 @@ use std::sync::OnceLock;
 
 use metrics_cloudwatch_embedded::Collector;
 
+use crate::outcome::{Outcome, Severity};
+use crate::plan::ActionKind;
+
 /// The CloudWatch namespace every function publishes into.
 pub const NAMESPACE: &str = "SageMakerLifecycle";
 
@@ -30,12 +33,16 @@ pub fn flush(request_id: &str) {
     }
 }
 
-/// Counts one decision by its outcome.
-pub fn decision(outcome: &'static str) {
-    metrics::counter!("Decisions", "Outcome" => outcome).increment(1);
+/// Counts one decision by its outcome; those that need a person also in `NeedsPerson`, the
+/// metric one alarm can watch for every function.
+pub fn decision(outcome: Outcome) {
+    metrics::counter!("Decisions", "Outcome" => outcome.as_str()).increment(1);
+    if outcome.severity() == Severity::NeedsPerson {
+        metrics::counter!("NeedsPerson").increment(1);
+    }
 }
 
 /// Counts one mutation made in AWS, by action.
-pub fn mutation(action: &'static str) {
-    metrics::counter!("Mutations", "Action" => action).increment(1);
+pub fn mutation(action: ActionKind) {
+    metrics::counter!("Mutations", "Action" => action.as_str()).increment(1);
 }

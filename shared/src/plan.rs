@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::endpoints::{ConfigSpec, RolloutSpec};
-use crate::ledger::{DeploymentRecord, DeploymentStatus};
+use crate::deployment::{DeploymentRecord, DeploymentStatus};
 use crate::scaling::ScalableTarget;
 
 /// One thing to do in AWS.
@@ -89,28 +89,70 @@ pub enum Action {
         requested_at: i64,
         status: DeploymentStatus,
     },
+    /// Export the catalog table to S3 as JSON Lines (a training job's input).
+    ExportCatalog {
+        export: crate::catalog::CatalogExport,
+    },
+    /// Start the adapter's retraining job.
+    StartTrainingJob {
+        job: Box<crate::training::TrainingJob>,
+    },
 }
 
-impl Action {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::CreateModel { .. } => "CreateModel",
-            Action::CreateEndpointConfig { .. } => "CreateEndpointConfig",
-            Action::CreateEndpoint { .. } => "CreateEndpoint",
-            Action::UpdateEndpoint { .. } => "UpdateEndpoint",
-            Action::RejectPackage { .. } => "RejectPackage",
-            Action::BeginDeployment { .. } => "BeginDeployment",
-            Action::FinishDeployment { .. } => "FinishDeployment",
-            Action::NoteAlarm { .. } => "NoteAlarm",
-            Action::TagResource { .. } => "AddTags",
-            Action::UntagResource { .. } => "DeleteTags",
-            Action::DeleteEndpoint { .. } => "DeleteEndpoint",
-            Action::DeleteEndpointConfig { .. } => "DeleteEndpointConfig",
-            Action::CopyEndpointConfig { .. } => "CreateEndpointConfig",
-            Action::SetScaleInCooldown { .. } => "PutScalingPolicy",
-            Action::SetScalingBounds { .. } => "RegisterScalableTarget",
-            Action::SetInstanceCount { .. } => "UpdateEndpointWeightsAndCapacities",
+macro_rules! action_kinds {
+    ($($kind:ident => $text:literal;)*) => {
+        /// The kind of an [`Action`], without its data: what plans are searched by and what
+        /// metrics count. The same snake_case text as the `action` field of a plan in the ledger.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ActionKind {
+            $($kind,)*
         }
+
+        impl ActionKind {
+            pub const ALL: &[ActionKind] = &[$(ActionKind::$kind,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ActionKind::$kind => $text,)*
+                }
+            }
+        }
+
+        impl Action {
+            pub fn kind(&self) -> ActionKind {
+                match self {
+                    $(Action::$kind { .. } => ActionKind::$kind,)*
+                }
+            }
+        }
+    };
+}
+
+action_kinds! {
+    CreateModel => "create_model";
+    CreateEndpointConfig => "create_endpoint_config";
+    CreateEndpoint => "create_endpoint";
+    UpdateEndpoint => "update_endpoint";
+    RejectPackage => "reject_package";
+    BeginDeployment => "begin_deployment";
+    NoteAlarm => "note_alarm";
+    SetScalingBounds => "set_scaling_bounds";
+    SetInstanceCount => "set_instance_count";
+    TagResource => "tag_resource";
+    UntagResource => "untag_resource";
+    DeleteEndpoint => "delete_endpoint";
+    DeleteEndpointConfig => "delete_endpoint_config";
+    CopyEndpointConfig => "copy_endpoint_config";
+    SetScaleInCooldown => "set_scale_in_cooldown";
+    FinishDeployment => "finish_deployment";
+    ExportCatalog => "export_catalog";
+    StartTrainingJob => "start_training_job";
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -141,7 +183,42 @@ impl Plan {
     }
 
     /// Whether the plan contains an action of this kind.
-    pub fn has(&self, name: &str) -> bool {
-        self.steps.iter().any(|s| s.action.name() == name)
+    pub fn has(&self, kind: ActionKind) -> bool {
+        self.steps.iter().any(|s| s.action.kind() == kind)
+    }
+
+    /// The kinds of the plan's actions, in order.
+    pub fn kinds(&self) -> Vec<ActionKind> {
+        self.steps.iter().map(|s| s.action.kind()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_action_kind_is_the_action_tag_of_the_plan_in_the_ledger() {
+        let mut plan = Plan::default();
+        plan.push(
+            Action::DeleteEndpoint {
+                endpoint: "e".into(),
+            },
+            "idle",
+        );
+        plan.push(
+            Action::UntagResource {
+                arn: "a".into(),
+                key: "k".into(),
+            },
+            "traffic returned",
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        for (step, kind) in json.as_array().unwrap().iter().zip(plan.kinds()) {
+            assert_eq!(step["action"], kind.as_str());
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert!(plan.has(ActionKind::DeleteEndpoint));
+        assert!(!plan.has(ActionKind::UpdateEndpoint));
     }
 }

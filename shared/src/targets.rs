@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Environment;
+use crate::config::{Environment, Source, flag, required};
 use crate::error::ConfigError;
 
 const VAR: &str = "DEPLOY_TARGETS";
@@ -338,6 +338,48 @@ pub fn is_sagemaker_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
+/// What the deployer and the alarm responder both read: the deployment targets and where to
+/// record decisions. Both act on the same endpoints, so they must agree on this.
+#[derive(Debug, Clone)]
+pub struct TargetsConfig {
+    /// `DEPLOY_TARGETS`: which group feeds which endpoint, and how (see the README).
+    pub targets: Targets,
+    /// `LEDGER_TABLE`: the DynamoDB table decisions are recorded in.
+    pub ledger_table: String,
+    /// `ENVIRONMENT`: production, staging or development.
+    pub environment: Environment,
+    /// `EXECUTION_ROLE_ARN`: the role SageMaker models run as.
+    pub execution_role_arn: String,
+    /// `DRY_RUN`: decide and record, but change nothing.
+    pub dry_run: bool,
+}
+
+impl TargetsConfig {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let environment = Environment::from_source(src)?;
+        let targets = Targets::parse(
+            &required(src, "DEPLOY_TARGETS", "a JSON list of deployment targets")?,
+            environment,
+        )?;
+        let execution_role_arn = required(src, "EXECUTION_ROLE_ARN", "an IAM role ARN")?;
+        if !(execution_role_arn.starts_with("arn:aws") && execution_role_arn.contains(":role/")) {
+            return Err(ConfigError::new(
+                "EXECUTION_ROLE_ARN",
+                format!(
+                    "expected an IAM role ARN (arn:aws:iam::<account>:role/<name>), got {execution_role_arn:?}"
+                ),
+            ));
+        }
+        Ok(Self {
+            targets,
+            ledger_table: required(src, "LEDGER_TABLE", "a DynamoDB table name")?,
+            environment,
+            execution_role_arn,
+            dry_run: flag(src, "DRY_RUN", false)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,5 +512,34 @@ mod tests {
         assert!(!is_sagemaker_name("recs_prod"));
         assert!(!is_sagemaker_name("-recs"));
         assert!(!is_sagemaker_name(&"a".repeat(64)));
+    }
+
+    const TARGETS: &str = r#"[{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge","instance_count":2,"rollback_alarms":["a"]}]"#;
+
+    #[test]
+    fn a_complete_targets_environment_parses() {
+        let env: &[(&str, &str)] = &[
+            ("DEPLOY_TARGETS", TARGETS),
+            ("LEDGER_TABLE", "ledger"),
+            ("ENVIRONMENT", "production"),
+            ("EXECUTION_ROLE_ARN", "arn:aws:iam::123456789012:role/sm"),
+        ];
+        let c = TargetsConfig::from_source(&env).unwrap();
+        assert!(!c.dry_run);
+        assert_eq!(c.targets.0.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_role_names_the_variable() {
+        let env: &[(&str, &str)] = &[
+            ("DEPLOY_TARGETS", TARGETS),
+            ("LEDGER_TABLE", "ledger"),
+            ("ENVIRONMENT", "staging"),
+            ("EXECUTION_ROLE_ARN", "sm-role"),
+        ];
+        assert_eq!(
+            TargetsConfig::from_source(&env).unwrap_err().var,
+            "EXECUTION_ROLE_ARN"
+        );
     }
 }

@@ -5,7 +5,7 @@ use lifecycle::config::Environment;
 use lifecycle::deploy::{self, Deployment};
 use lifecycle::endpoints::{Endpoint, EndpointConfig, RolloutSpec};
 use lifecycle::events::AlarmStateChange;
-use lifecycle::ledger::{DeploymentRecord, DeploymentStatus};
+use lifecycle::deployment::{DeploymentRecord, DeploymentStatus};
 use lifecycle::plan::{Action, Plan};
 use lifecycle::registry::{self, Approval, ModelPackage};
 use lifecycle::scaling::ScalableTarget;

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::{error, info, warn};
 
-pub use lifecycle::config::TargetsConfig as Config;
+pub use lifecycle::targets::TargetsConfig as Config;
 pub use lifecycle::report::{Report, Summary};
 
 use crate::decide::Decision;

@@ -1,4 +1,4 @@
 //! The deployer's configuration, read once at cold start: the targets and the ledger, shared
-//! with the alarm responder (see [`lifecycle::config::TargetsConfig`]).
+//! with the alarm responder (see [`lifecycle::targets::TargetsConfig`]).
 
-pub use lifecycle::config::TargetsConfig as Config;
+pub use lifecycle::targets::TargetsConfig as Config;

@@ -10,17 +10,19 @@ pub mod trigger;
 
 use lambda_runtime::LambdaEvent;
 use lifecycle::aws::Clients;
+use lifecycle::decision::{Decision, Subject};
 use lifecycle::error::{Error, Result};
-use lifecycle::executor::{Applied, Executor};
-use lifecycle::ledger::{self, Ledger};
+use lifecycle::executor::Executor;
+use lifecycle::ledger::Ledger;
+use lifecycle::outcome::Outcome;
+use lifecycle::pipeline::{Pipeline, Summary};
 use lifecycle::registry::{self, Approval};
 use lifecycle::targets::DeploymentTarget;
-use serde_json::{Value, json};
-use time::OffsetDateTime;
-use tracing::{error, info};
+use serde_json::Value;
+use tracing::info;
 
 pub use config::Config;
-pub use lifecycle::report::{Report, Summary};
+pub use lifecycle::pipeline::Reply;
 pub use trigger::Trigger;
 
 pub const FUNCTION: &str = "model-deployer";
@@ -43,108 +45,106 @@ impl Deployer {
             config,
         }
     }
+
+    fn pipeline<'a>(&'a self, request_id: &'a str, trigger: &Trigger) -> Pipeline<'a> {
+        Pipeline {
+            function: FUNCTION,
+            request_id,
+            trigger: trigger.describe(),
+            executor: Executor {
+                clients: &self.clients,
+                ledger: &self.ledger,
+                execution_role_arn: &self.config.execution_role_arn,
+                dry_run: self.config.dry_run,
+            },
+        }
+    }
 }
 
-pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Report> {
+pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Reply> {
     let request_id = lifecycle::telemetry::request_id(&event.context);
     let trigger = Trigger::parse(&event.payload)?;
     info!(trigger = %trigger.describe(), "received");
-    let mut report = Report::default();
+    let pipeline = deployer.pipeline(&request_id, &trigger);
+    let reply = reconcile_all(deployer, &pipeline, &trigger).await;
+    lifecycle::metrics::flush(&request_id);
+    // A tick is retried by the next tick; an event is retried by Lambda when that can help.
+    reply?.or_retryable_error(!matches!(trigger, Trigger::Tick { .. }))
+}
 
-    let targets: Vec<&DeploymentTarget> = match &trigger {
+/// Every target the trigger concerns, one decision each; an event for no target is recorded.
+async fn reconcile_all(
+    deployer: &Deployer,
+    pipeline: &Pipeline<'_>,
+    trigger: &Trigger,
+) -> Result<Reply> {
+    let targets = &deployer.config.targets;
+    let (subject, package, reason) = match trigger {
+        Trigger::Tick { .. } => {
+            let mut reply = Reply::default();
+            for target in targets.iter() {
+                reply
+                    .decisions
+                    .push(reconcile(deployer, pipeline, target, trigger).await?);
+            }
+            return Ok(reply);
+        }
         Trigger::PackageChanged {
             group, package_arn, ..
-        } => match deployer.config.targets.by_group(group) {
-            Some(t) => vec![t],
-            None => {
-                let reason = format!("no deployment target for model package group {group}");
-                record_unrouted(
-                    deployer,
-                    &request_id,
-                    &trigger,
-                    format!("group#{group}"),
-                    Some(package_arn),
-                    reason,
-                    &mut report,
-                )
-                .await?;
-                return Ok(report);
-            }
+        } => match targets.by_group(group) {
+            Some(t) => return Ok(Reply::one(reconcile(deployer, pipeline, t, trigger).await?)),
+            None => (
+                Subject::Group(group.clone()),
+                Some(package_arn.clone()),
+                format!("no deployment target for model package group {group}"),
+            ),
         },
-        Trigger::EndpointChanged { endpoint, .. } => {
-            match deployer.config.targets.by_endpoint(endpoint) {
-                Some(t) => vec![t],
-                None => {
-                    let reason = format!("{endpoint} is not an endpoint of any deployment target");
-                    record_unrouted(
-                        deployer,
-                        &request_id,
-                        &trigger,
-                        ledger::endpoint_key(endpoint),
-                        None,
-                        reason,
-                        &mut report,
-                    )
-                    .await?;
-                    return Ok(report);
-                }
-            }
-        }
-        Trigger::Tick { .. } => deployer.config.targets.iter().collect(),
+        Trigger::EndpointChanged { endpoint, .. } => match targets.by_endpoint(endpoint) {
+            Some(t) => return Ok(Reply::one(reconcile(deployer, pipeline, t, trigger).await?)),
+            None => (
+                Subject::Endpoint(endpoint.clone()),
+                None,
+                format!("{endpoint} is not an endpoint of any deployment target"),
+            ),
+        },
     };
-
-    let mut failure = None;
-    for target in targets {
-        match reconcile(deployer, target, &trigger, &request_id).await {
-            Ok(summary) => report.decisions.push(summary),
-            Err(e) => {
-                error!(endpoint = %target.endpoint, error = %e, "reconcile failed");
-                report.decisions.push(Summary {
-                    endpoint: Some(target.endpoint.clone()),
-                    outcome: if matches!(e, Error::Busy(_)) {
-                        "busy"
-                    } else {
-                        "failed"
-                    },
-                    reason: e.to_string(),
-                    package: None,
-                    actions: vec![],
-                    results: vec![],
-                });
-                failure.get_or_insert(e);
-            }
-        }
-    }
-    lifecycle::metrics::flush(&request_id);
-    match failure {
-        // A tick is retried by the next tick; an event is retried by Lambda when that can help.
-        Some(e) if e.is_retryable() && !matches!(trigger, Trigger::Tick { .. }) => Err(e),
-        _ => Ok(report),
-    }
+    // Answered, kept, never retried.
+    let decision = Decision::new(Outcome::Ignored, reason).with_package(package);
+    Ok(Reply::one(pipeline.run(subject, decision).await?))
 }
 
-/// One target: take the endpoint's lease, observe, decide, act, record, release.
+/// One target, under the endpoint's lease: observe, decide, and the pipeline applies and records.
 async fn reconcile(
     deployer: &Deployer,
+    pipeline: &Pipeline<'_>,
     target: &DeploymentTarget,
     trigger: &Trigger,
-    request_id: &str,
 ) -> Result<Summary> {
-    deployer
+    let subject = Subject::Endpoint(target.endpoint.clone());
+    let leased = deployer
         .ledger
-        .with_lease(&target.endpoint, request_id, LEASE_SECONDS, async || {
-            reconcile_leased(deployer, target, trigger, request_id).await
+        .with_lease(&target.endpoint, pipeline.request_id, LEASE_SECONDS, async || {
+            match decide(deployer, target, trigger).await {
+                Ok(decision) => pipeline.run(subject.clone(), decision).await,
+                Err(e) => pipeline.fail(subject.clone(), None, e).await,
+            }
         })
-        .await?
-        .unwrap_or_else(|| Err(Error::Busy(target.endpoint.clone())))
+        .await;
+    match leased {
+        Ok(Some(summary)) => summary,
+        Ok(None) => {
+            let busy = Error::Busy(target.endpoint.clone());
+            pipeline.fail(subject, None, busy).await
+        }
+        Err(e) => pipeline.fail(subject, None, e).await,
+    }
 }
 
-async fn reconcile_leased(
+async fn decide(
     deployer: &Deployer,
     target: &DeploymentTarget,
     trigger: &Trigger,
-    request_id: &str,
-) -> Result<Summary> {
+) -> Result<Decision> {
     let clients = &deployer.clients;
     // A registry event that is not an approval only matters for the version that is live. The
     // event's status may be stale: the registry, re-read now, is the truth.
@@ -158,91 +158,5 @@ async fn reconcile_leased(
         _ => None,
     };
     let observed = observe::observe(clients, &deployer.ledger, target, only_if_live).await?;
-    let decision = reconcile::decide(&observed);
-    info!(endpoint = %target.endpoint, outcome = decision.outcome, reason = %decision.reason, "decided");
-
-    let executor = Executor {
-        clients,
-        ledger: &deployer.ledger,
-        execution_role_arn: &deployer.config.execution_role_arn,
-        dry_run: deployer.config.dry_run,
-    };
-    let Applied { results, error } = executor.apply(&decision.plan).await;
-    let outcome = if error.is_some() {
-        "failed"
-    } else {
-        decision.outcome
-    };
-    lifecycle::metrics::decision(outcome);
-    let record = ledger::Decision {
-        subject: ledger::endpoint_key(&target.endpoint),
-        at: OffsetDateTime::now_utc(),
-        function: FUNCTION,
-        request_id: request_id.to_string(),
-        trigger: trigger.describe(),
-        package: decision.package.clone(),
-        outcome,
-        reason: match &error {
-            Some(e) => format!("{} — stopped: {e}", decision.reason),
-            None => decision.reason.clone(),
-        },
-        plan: decision.plan.clone(),
-        results: results.clone(),
-        evidence: decision.evidence.clone(),
-        dry_run: deployer.config.dry_run,
-    };
-    deployer.ledger.record(&record).await?;
-    if let Some(e) = error {
-        return Err(e);
-    }
-    Ok(Summary {
-        endpoint: Some(target.endpoint.clone()),
-        outcome,
-        reason: decision.reason,
-        package: decision.package,
-        actions: decision
-            .plan
-            .steps
-            .iter()
-            .map(|s| s.action.name())
-            .collect(),
-        results,
-    })
-}
-
-/// Records an event that maps to no target: answered, kept, never retried.
-async fn record_unrouted(
-    deployer: &Deployer,
-    request_id: &str,
-    trigger: &Trigger,
-    subject: String,
-    package: Option<&String>,
-    reason: String,
-    report: &mut Report,
-) -> Result<()> {
-    info!(%reason, "ignored");
-    lifecycle::metrics::decision("ignored");
-    let record = ledger::Decision {
-        package: package.cloned(),
-        evidence: json!({}),
-        dry_run: deployer.config.dry_run,
-        ..ledger::Decision::unplanned(
-            subject,
-            FUNCTION,
-            request_id,
-            trigger.describe(),
-            "ignored",
-            reason.clone(),
-        )
-    };
-    deployer.ledger.record(&record).await?;
-    report.decisions.push(Summary {
-        endpoint: None,
-        outcome: "ignored",
-        reason,
-        package: package.cloned(),
-        actions: vec![],
-        results: vec![],
-    });
-    Ok(())
+    Ok(reconcile::decide(&observed))
 }

@@ -1,10 +1,18 @@
 //! The deployer's decision: compare what the registry wants with what the endpoint serves, and
 //! plan one step toward it. Pure: everything it needs was observed before.
+//!
+//! [`decide`] walks four named steps, each its own function with its own tests:
+//! [`relevant`] (does a non-approval event concern what is live?), [`endpoint_owner`] (is
+//! SageMaker or a person in charge of the endpoint?), [`verdict`] (how did the deployment in
+//! flight end?), [`choose`] (the newest approved package that passes its gates), and then
+//! in sync, or one deployment step.
 
+use lifecycle::decision::Decision;
 use lifecycle::deploy::{self, Deployment};
+use lifecycle::deployment::{DeploymentRecord, DeploymentStatus};
 use lifecycle::endpoints::{Endpoint, EndpointConfig, EndpointStatus, RolloutSpec};
-use lifecycle::ledger::{DeploymentRecord, DeploymentStatus};
-use lifecycle::plan::{Action, Plan};
+use lifecycle::outcome::Outcome;
+use lifecycle::plan::{Action, ActionKind, Plan};
 use lifecycle::targets::DeploymentTarget;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -37,248 +45,268 @@ pub struct Observed<'a> {
     pub now_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub outcome: &'static str,
-    pub reason: String,
-    pub package: Option<String>,
-    pub plan: Plan,
-    pub evidence: Value,
-}
-
 impl Observed<'_> {
     fn served_package(&self) -> Option<&str> {
         self.live_config
             .as_ref()
             .and_then(EndpointConfig::package_arn)
     }
+
+    fn open_deployment(&self) -> Option<&DeploymentRecord> {
+        self.in_flight
+            .as_ref()
+            .filter(|d| d.status == DeploymentStatus::InProgress)
+    }
 }
 
 pub use lifecycle::deploy::config_name;
 
+/// What the steps so far have planned and learned, carried into the next step.
+#[derive(Debug, Default)]
+struct Progress {
+    plan: Plan,
+    /// What just happened, for the front of the reason: a verdict, gate rejections.
+    news: Vec<String>,
+    /// The verdict on the deployment in flight, when there was one to give.
+    verdict: Option<Outcome>,
+    /// Packages the verdict disqualified (a guardrail rollback).
+    excluded: Vec<String>,
+    /// `requested_at` of the record the next BeginDeployment must find (or replace).
+    expected: Option<i64>,
+}
+
 pub fn decide(obs: &Observed) -> Decision {
-    let target = obs.target;
-    let mut plan = Plan::default();
     let mut evidence = json!({
         "endpoint_status": obs.endpoint.as_ref().map(|e| &e.status),
         "serving_config": obs.endpoint.as_ref().map(|e| &e.config_name),
         "serving_package": obs.served_package(),
     });
-
-    // A registry event that is not an approval only matters if it concerns what is live.
-    if let Some(arn) = &obs.only_if_live {
-        let live = obs.served_package() == Some(arn.as_str())
-            || obs
-                .in_flight
-                .as_ref()
-                .is_some_and(|d| d.status == DeploymentStatus::InProgress && &d.package_arn == arn);
-        if !live {
-            return Decision {
-                outcome: "ignored",
-                reason: format!(
-                    "{arn} is not Approved and not what {} serves; nothing to do",
-                    target.endpoint
-                ),
-                package: Some(arn.clone()),
-                plan,
-                evidence,
-            };
-        }
+    if let Some(d) = relevant(obs).or_else(|| endpoint_owner(obs)) {
+        return d.with_evidence(evidence);
     }
+    let mut progress = verdict(obs, &mut evidence);
+    let desired = choose(obs, &mut progress, &mut evidence);
+    let decision = match desired {
+        None => nothing_to_deploy(obs, &progress),
+        Some(c) if obs.endpoint.is_some() && obs.served_package() == Some(c.arn.as_str()) => {
+            in_sync(obs, c, &progress)
+        }
+        Some(c) => return deploy_step(obs, c, progress).with_evidence(evidence),
+    };
+    decision.with_plan(progress.plan).with_evidence(evidence)
+}
 
-    // While SageMaker is changing the endpoint, it owns it. The next state change or tick resumes.
-    if let Some(ep) = &obs.endpoint {
-        if ep.status.is_transitioning() {
-            return Decision {
-                outcome: "waiting",
-                reason: format!(
+/// A registry event that is not an approval only matters if it concerns what is live.
+fn relevant(obs: &Observed) -> Option<Decision> {
+    let arn = obs.only_if_live.as_ref()?;
+    let live = obs.served_package() == Some(arn.as_str())
+        || obs.open_deployment().is_some_and(|d| &d.package_arn == arn);
+    (!live).then(|| {
+        Decision::new(
+            Outcome::Ignored,
+            format!(
+                "{arn} is not Approved and not what {} serves; nothing to do",
+                obs.target.endpoint
+            ),
+        )
+        .with_package(Some(arn.clone()))
+    })
+}
+
+/// While SageMaker is changing the endpoint it owns it; the next state change or tick resumes.
+/// An endpoint that failed needs a person before anything is deployed on it.
+fn endpoint_owner(obs: &Observed) -> Option<Decision> {
+    let ep = obs.endpoint.as_ref()?;
+    if ep.status.is_transitioning() {
+        return Some(
+            Decision::new(
+                Outcome::Waiting,
+                format!(
                     "{} is {:?}; SageMaker owns it until it is InService again",
                     ep.name, ep.status
                 ),
-                package: obs.in_flight.as_ref().map(|d| d.package_arn.clone()),
-                plan,
-                evidence,
-            };
-        }
-        if ep.status != EndpointStatus::InService {
-            return Decision {
-                outcome: "blocked",
-                reason: format!(
-                    "{} is {:?}; a person must look at it before anything is deployed",
-                    ep.name, ep.status
-                ),
-                package: None,
-                plan,
-                evidence,
-            };
-        }
+            )
+            .with_package(obs.in_flight.as_ref().map(|d| d.package_arn.clone())),
+        );
     }
+    (ep.status != EndpointStatus::InService).then(|| {
+        Decision::new(
+            Outcome::Blocked,
+            format!(
+                "{} is {:?}; a person must look at it before anything is deployed",
+                ep.name, ep.status
+            ),
+        )
+    })
+}
 
-    // The verdict on the deployment in flight: done means InService on the requested config.
-    let mut verdict: Option<&'static str> = None;
-    // What happened before the steady-state part of the reason: a verdict, gate rejections.
-    let mut news: Vec<String> = Vec::new();
-    let mut expected = obs.in_flight.as_ref().map(|d| d.requested_at);
-    let mut excluded: Vec<String> = Vec::new();
-    if let Some(d) = obs
-        .in_flight
-        .as_ref()
-        .filter(|d| d.status == DeploymentStatus::InProgress)
-    {
-        let finish = |status| Action::FinishDeployment {
+/// The verdict on the deployment in flight: done means InService on the requested config; InService
+/// on the previous config after the request means SageMaker's guardrails rolled it back.
+fn verdict(obs: &Observed, evidence: &mut Value) -> Progress {
+    let mut p = Progress {
+        expected: obs.in_flight.as_ref().map(|d| d.requested_at),
+        ..Progress::default()
+    };
+    let Some(d) = obs.open_deployment() else {
+        return p;
+    };
+    let finish = |status| Action::FinishDeployment {
+        endpoint: d.endpoint.clone(),
+        requested_at: d.requested_at,
+        status,
+    };
+    match &obs.endpoint {
+        None => p.plan.push(
+            finish(DeploymentStatus::Abandoned),
+            "the endpoint no longer exists",
+        ),
+        Some(ep) if ep.config_name == d.config => {
+            p.plan.push(
+                finish(DeploymentStatus::Succeeded),
+                format!("{} is InService on {}", ep.name, d.config),
+            );
+            // Alarms the responder saw during the shift that SageMaker did not act on (not
+            // rollback alarms): the verdict carries them, so a person sees them.
+            if !d.alarms_seen.is_empty() {
+                p.news.push(format!(
+                    "version {} went live although {} fired during the shift",
+                    d.package_version,
+                    d.alarms_seen.join(", ")
+                ));
+                evidence["alarms_seen"] = json!(d.alarms_seen);
+            }
+            p.verdict = Some(Outcome::Deployed);
+        }
+        Some(ep)
+            if modified_since(ep, d.requested_at)
+                && Some(&ep.config_name) == d.previous_config.as_ref() =>
+        {
+            guardrail_rollback(obs, ep, d, &mut p, evidence)
+        }
+        Some(ep) if modified_since(ep, d.requested_at) => p.plan.push(
+            finish(DeploymentStatus::Abandoned),
+            format!(
+                "{} moved to {} since the update to {} was requested",
+                ep.name, ep.config_name, d.config
+            ),
+        ),
+        // Not modified since the request: the UpdateEndpoint never took effect (its response
+        // was lost or it failed). Deploy again, over the same record.
+        Some(_) => p.expected = Some(d.requested_at),
+    }
+    p
+}
+
+/// SageMaker put the old config back: the package is rejected with the evidence.
+fn guardrail_rollback(
+    obs: &Observed,
+    ep: &Endpoint,
+    d: &DeploymentRecord,
+    p: &mut Progress,
+    evidence: &mut Value,
+) {
+    let alarms = alarm_list(&obs.firing_alarms, &d.alarms_seen);
+    let description = format!(
+        "Rolled back by SageMaker deployment guardrails: {} ended InService on {} instead of {} \
+         (update requested at {}). Alarms that fired during the shift: {alarms}.",
+        ep.name,
+        ep.config_name,
+        d.config,
+        millis_rfc3339(d.requested_at),
+    );
+    p.plan.push(
+        Action::FinishDeployment {
             endpoint: d.endpoint.clone(),
             requested_at: d.requested_at,
-            status,
-        };
-        match &obs.endpoint {
-            None => {
-                plan.push(
-                    finish(DeploymentStatus::Abandoned),
-                    "the endpoint no longer exists",
-                );
-            }
-            Some(ep) if ep.config_name == d.config => {
-                plan.push(
-                    finish(DeploymentStatus::Succeeded),
-                    format!("{} is InService on {}", ep.name, d.config),
-                );
-                // Alarms the responder saw during the shift that SageMaker did not act on (not
-                // rollback alarms): the verdict carries them, so a person sees them.
-                if !d.alarms_seen.is_empty() {
-                    news.push(format!(
-                        "version {} went live although {} fired during the shift",
-                        d.package_version,
-                        d.alarms_seen.join(", ")
-                    ));
-                    evidence["alarms_seen"] = json!(d.alarms_seen);
-                }
-                verdict = Some("deployed");
-            }
-            Some(ep)
-                if modified_since(ep, d.requested_at)
-                    && Some(&ep.config_name) == d.previous_config.as_ref() =>
-            {
-                let description = format!(
-                    "Rolled back by SageMaker deployment guardrails: {} ended InService on {} instead of {} \
-                     (update requested at {}). Alarms that fired during the shift: {}.",
-                    ep.name,
-                    ep.config_name,
-                    d.config,
-                    millis_rfc3339(d.requested_at),
-                    alarm_list(&obs.firing_alarms, &d.alarms_seen)
-                );
-                plan.push(finish(DeploymentStatus::RolledBack), description.clone());
-                plan.push(
-                    Action::RejectPackage {
-                        package_arn: d.package_arn.clone(),
-                        description: description.clone(),
-                    },
-                    description,
-                );
-                news.push(format!(
-                    "SageMaker rolled back version {} (alarms: {})",
-                    d.package_version,
-                    alarm_list(&obs.firing_alarms, &d.alarms_seen)
-                ));
-                evidence["rolled_back"] = json!({"package": d.package_arn, "config": d.config, "firing_alarms": obs.firing_alarms});
-                excluded.push(d.package_arn.clone());
-                verdict = Some("rolled_back");
-            }
-            Some(ep) if modified_since(ep, d.requested_at) => {
-                plan.push(
-                    finish(DeploymentStatus::Abandoned),
-                    format!(
-                        "{} moved to {} since the update to {} was requested",
-                        ep.name, ep.config_name, d.config
-                    ),
-                );
-            }
-            Some(_) => {
-                // Not modified since the request: the UpdateEndpoint never took effect (its
-                // response was lost or it failed). Deploy again below, over the same record.
-                expected = Some(d.requested_at);
-            }
-        }
-    }
+            status: DeploymentStatus::RolledBack,
+        },
+        description.clone(),
+    );
+    p.plan.push(
+        Action::RejectPackage {
+            package_arn: d.package_arn.clone(),
+            description: description.clone(),
+        },
+        description,
+    );
+    p.news.push(format!(
+        "SageMaker rolled back version {} (alarms: {alarms})",
+        d.package_version
+    ));
+    evidence["rolled_back"] =
+        json!({"package": d.package_arn, "config": d.config, "firing_alarms": obs.firing_alarms});
+    p.excluded.push(d.package_arn.clone());
+    p.verdict = Some(Outcome::RolledBack);
+}
 
-    // Desired: the newest Approved package that passes its gates. Newer ones that fail are rejected.
-    let mut desired: Option<&Candidate> = None;
+/// Desired: the newest Approved package that passes its gates. Newer ones that fail are rejected.
+fn choose<'o>(obs: &'o Observed, p: &mut Progress, evidence: &mut Value) -> Option<&'o Candidate> {
     let mut gates = Vec::new();
-    for c in obs.candidates.iter().filter(|c| !excluded.contains(&c.arn)) {
-        match &c.gates {
-            None => {
-                desired = Some(c);
-                break;
-            }
-            Some(report) => {
-                gates.push(json!({"package": c.arn, "results": report}));
-                if report.passed() {
-                    desired = Some(c);
-                    break;
-                }
-                let description = report.failure_description(c.version);
-                news.push(format!("version {} failed its gates", c.version));
-                plan.push(
-                    Action::RejectPackage {
-                        package_arn: c.arn.clone(),
-                        description: description.clone(),
-                    },
-                    description,
-                );
-            }
+    let mut desired = None;
+    for c in obs.candidates.iter().filter(|c| !p.excluded.contains(&c.arn)) {
+        let Some(report) = &c.gates else {
+            desired = Some(c);
+            break;
+        };
+        gates.push(json!({"package": c.arn, "results": report}));
+        if report.passed() {
+            desired = Some(c);
+            break;
         }
+        let description = report.failure_description(c.version);
+        p.news.push(format!("version {} failed its gates", c.version));
+        p.plan.push(
+            Action::RejectPackage {
+                package_arn: c.arn.clone(),
+                description: description.clone(),
+            },
+            description,
+        );
     }
     if !gates.is_empty() {
         evidence["gates"] = json!(gates);
     }
+    desired
+}
 
-    let Some(desired) = desired else {
-        let (outcome, reason) = if plan.has("RejectPackage") {
-            (
-                "rejected",
-                format!(
-                    "no approved package of {} passes its gates; {} unchanged",
-                    target.model_package_group, target.endpoint
-                ),
-            )
-        } else {
-            (
-                "nothing_approved",
-                format!(
-                    "{} has no Approved package; {} unchanged",
-                    target.model_package_group, target.endpoint
-                ),
-            )
-        };
-        return Decision {
-            outcome: verdict.unwrap_or(outcome),
-            reason: with_news(&news, reason),
-            package: None,
-            plan,
-            evidence,
-        };
+fn nothing_to_deploy(obs: &Observed, p: &Progress) -> Decision {
+    let t = obs.target;
+    let (outcome, reason) = if p.plan.has(ActionKind::RejectPackage) {
+        (
+            Outcome::Rejected,
+            format!(
+                "no approved package of {} passes its gates; {} unchanged",
+                t.model_package_group, t.endpoint
+            ),
+        )
+    } else {
+        (
+            Outcome::NothingApproved,
+            format!(
+                "{} has no Approved package; {} unchanged",
+                t.model_package_group, t.endpoint
+            ),
+        )
     };
+    Decision::new(p.verdict.unwrap_or(outcome), with_news(&p.news, reason))
+}
 
-    if obs.served_package() == Some(desired.arn.as_str()) && obs.endpoint.is_some() {
-        let outcome = verdict.unwrap_or(if plan.has("RejectPackage") {
-            "rejected"
-        } else {
-            "in_sync"
-        });
-        let reason = format!(
-            "{} serves version {}, the newest approved package that passes its gates",
-            target.endpoint, desired.version
-        );
-        return Decision {
-            outcome,
-            reason: with_news(&news, reason),
-            package: Some(desired.arn.clone()),
-            plan,
-            evidence,
-        };
-    }
+fn in_sync(obs: &Observed, desired: &Candidate, p: &Progress) -> Decision {
+    let outcome = p.verdict.unwrap_or(if p.plan.has(ActionKind::RejectPackage) {
+        Outcome::Rejected
+    } else {
+        Outcome::InSync
+    });
+    let reason = format!(
+        "{} serves version {}, the newest approved package that passes its gates",
+        obs.target.endpoint, desired.version
+    );
+    Decision::new(outcome, with_news(&p.news, reason)).with_package(Some(desired.arn.clone()))
+}
 
-    // One step toward the desired package: model, config, ledger record, then the endpoint call.
+/// One step toward the desired package: model, config, ledger record, then the endpoint call.
+fn deploy_step(obs: &Observed, desired: &Candidate, mut p: Progress) -> Decision {
+    let target = obs.target;
     let why = match obs.served_package() {
         Some(s) => format!(
             "version {} is the newest approved package; {} serves {s}",
@@ -306,26 +334,20 @@ pub fn decide(obs: &Observed) -> Decision {
                 timeout_seconds: target.timeout_seconds,
                 rollback_alarms: target.rollback_alarms.clone(),
             }),
-            expected,
+            expected: p.expected,
             now_ms: obs.now_ms,
             existing_config: None,
             why,
         },
-        &mut plan,
+        &mut p.plan,
     );
-    Decision {
-        outcome: "deploying",
-        reason: with_news(
-            &news,
-            format!(
-                "deploying version {} to {}",
-                desired.version, target.endpoint
-            ),
-        ),
-        package: Some(desired.arn.clone()),
-        plan,
-        evidence,
-    }
+    let reason = format!(
+        "deploying version {} to {}",
+        desired.version, target.endpoint
+    );
+    Decision::new(Outcome::Deploying, with_news(&p.news, reason))
+        .with_package(Some(desired.arn.clone()))
+        .with_plan(p.plan)
 }
 
 /// "version 3 failed its gates; <state>": what just happened first, then where things stand.
@@ -455,22 +477,22 @@ mod tests {
         }
     }
 
-    fn actions(d: &Decision) -> Vec<&'static str> {
-        d.plan.steps.iter().map(|s| s.action.name()).collect()
+    fn actions(d: &Decision) -> Vec<ActionKind> {
+        d.plan.kinds()
     }
 
     #[test]
     fn a_newer_approved_package_is_deployed_with_the_configured_rollout() {
         let t = target();
         let d = decide(&observed(&t));
-        assert_eq!(d.outcome, "deploying");
+        assert_eq!(d.outcome, Outcome::Deploying);
         assert_eq!(
             actions(&d),
             [
-                "CreateModel",
-                "CreateEndpointConfig",
-                "BeginDeployment",
-                "UpdateEndpoint"
+                ActionKind::CreateModel,
+                ActionKind::CreateEndpointConfig,
+                ActionKind::BeginDeployment,
+                ActionKind::UpdateEndpoint
             ]
         );
         let Action::UpdateEndpoint {
@@ -513,10 +535,10 @@ mod tests {
         assert_eq!(
             actions(&d),
             [
-                "CreateModel",
-                "CreateEndpointConfig",
-                "BeginDeployment",
-                "CreateEndpoint"
+                ActionKind::CreateModel,
+                ActionKind::CreateEndpointConfig,
+                ActionKind::BeginDeployment,
+                ActionKind::CreateEndpoint
             ]
         );
     }
@@ -529,7 +551,7 @@ mod tests {
             ..observed(&t)
         };
         let d = decide(&obs);
-        assert_eq!((d.outcome, d.plan.is_empty()), ("in_sync", true));
+        assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::InSync, true));
     }
 
     #[test]
@@ -554,8 +576,8 @@ mod tests {
             ..observed(&t)
         };
         let d = decide(&obs);
-        assert_eq!(d.outcome, "rejected");
-        assert_eq!(actions(&d), ["RejectPackage"]);
+        assert_eq!(d.outcome, Outcome::Rejected);
+        assert_eq!(actions(&d), [ActionKind::RejectPackage]);
         let Action::RejectPackage {
             description,
             package_arn,
@@ -583,7 +605,7 @@ mod tests {
                 ..observed(&t)
             };
             let d = decide(&obs);
-            assert_eq!((d.outcome, d.plan.is_empty()), ("waiting", true));
+            assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Waiting, true));
         }
     }
 
@@ -614,8 +636,8 @@ mod tests {
             ..observed(&t)
         };
         let d = decide(&obs);
-        assert_eq!(d.outcome, "deployed");
-        assert_eq!(actions(&d), ["FinishDeployment"]);
+        assert_eq!(d.outcome, Outcome::Deployed);
+        assert_eq!(actions(&d), [ActionKind::FinishDeployment]);
     }
 
     #[test]
@@ -628,10 +650,10 @@ mod tests {
             ..observed(&t)
         };
         let d = decide(&obs);
-        assert_eq!(d.outcome, "rolled_back");
+        assert_eq!(d.outcome, Outcome::RolledBack);
         assert_eq!(
             actions(&d),
-            ["FinishDeployment", "RejectPackage"],
+            [ActionKind::FinishDeployment, ActionKind::RejectPackage],
             "v2 is live again: nothing else to do"
         );
         let Action::RejectPackage { description, .. } = &d.plan.steps[1].action else {
@@ -653,7 +675,7 @@ mod tests {
             ..observed(&t)
         };
         let d = decide(&obs);
-        assert_eq!(d.outcome, "deploying");
+        assert_eq!(d.outcome, Outcome::Deploying);
         let Action::BeginDeployment { expected, .. } = &d.plan.steps[2].action else {
             panic!()
         };
@@ -669,7 +691,7 @@ mod tests {
             ..observed(&t)
         };
         let d = decide(&obs);
-        assert_eq!((d.outcome, d.plan.is_empty()), ("ignored", true));
+        assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Ignored, true));
     }
 
     #[test]
@@ -685,7 +707,85 @@ mod tests {
             ..observed(&t)
         };
         let d = decide(&obs);
-        assert_eq!(d.outcome, "deploying");
+        assert_eq!(d.outcome, Outcome::Deploying);
         assert_eq!(d.package, Some(arn(2)));
+    }
+
+    #[test]
+    fn a_non_approval_event_is_relevant_only_for_what_is_live() {
+        let t = target();
+        let mut obs = observed(&t);
+        assert!(relevant(&obs).is_none(), "an approval is always relevant");
+        obs.only_if_live = Some(arn(1));
+        assert_eq!(relevant(&obs).unwrap().outcome, Outcome::Ignored);
+        obs.only_if_live = Some(arn(2));
+        assert!(relevant(&obs).is_none(), "v2 is served");
+        obs.only_if_live = Some(arn(3));
+        obs.in_flight = Some(in_flight(&t, 5_000));
+        assert!(relevant(&obs).is_none(), "v3 is in flight");
+    }
+
+    #[test]
+    fn sagemaker_owns_a_changing_endpoint_and_a_person_a_failed_one() {
+        let t = target();
+        let mut obs = observed(&t);
+        assert!(endpoint_owner(&obs).is_none());
+        obs.endpoint = Some(endpoint(EndpointStatus::Updating, "cfg-v2", 1_000));
+        assert_eq!(endpoint_owner(&obs).unwrap().outcome, Outcome::Waiting);
+        obs.endpoint = Some(endpoint(EndpointStatus::Failed, "cfg-v2", 1_000));
+        let d = endpoint_owner(&obs).unwrap();
+        assert_eq!(d.outcome, Outcome::Blocked);
+        assert_eq!(d.outcome.severity(), lifecycle::outcome::Severity::NeedsPerson);
+    }
+
+    #[test]
+    fn the_verdict_reads_which_config_the_endpoint_ended_on() {
+        let t = target();
+        let mut evidence = json!({});
+        let mut obs = observed(&t);
+        obs.in_flight = Some(in_flight(&t, 5_000));
+        // Moved on to something else since the request: abandoned, no verdict.
+        obs.endpoint = Some(endpoint(EndpointStatus::InService, "cfg-other", 6_000));
+        let p = verdict(&obs, &mut evidence);
+        assert_eq!((p.verdict, p.plan.kinds()), (None, vec![ActionKind::FinishDeployment]));
+        // Back on the previous config after the request: a guardrail rollback.
+        obs.endpoint = Some(endpoint(EndpointStatus::InService, "cfg-v2", 6_000));
+        let p = verdict(&obs, &mut evidence);
+        assert_eq!(p.verdict, Some(Outcome::RolledBack));
+        assert_eq!(p.excluded, [arn(3)]);
+        // Untouched since the request: the update never took effect; try again over the record.
+        obs.endpoint = Some(endpoint(EndpointStatus::InService, "cfg-v2", 1_000));
+        let p = verdict(&obs, &mut evidence);
+        assert_eq!((p.verdict, p.expected), (None, Some(5_000)));
+        assert!(p.plan.is_empty());
+    }
+
+    #[test]
+    fn choosing_skips_excluded_packages_and_rejects_failing_ones() {
+        let t = target();
+        let mut obs = observed(&t);
+        let failing = GateReport(vec![crate::gates::GateResult {
+            metric: "loss".into(),
+            value: None,
+            min: None,
+            max: Some(0.35),
+            passed: false,
+        }]);
+        obs.candidates = vec![
+            Candidate {
+                arn: arn(4),
+                version: 4,
+                gates: Some(failing),
+            },
+            passing(3),
+            live(2),
+        ];
+        let mut p = Progress {
+            excluded: vec![arn(3)],
+            ..Progress::default()
+        };
+        let chosen = choose(&obs, &mut p, &mut json!({})).unwrap();
+        assert_eq!(chosen.arn, arn(2), "v4 fails its gates, v3 was rolled back");
+        assert_eq!(p.plan.kinds(), [ActionKind::RejectPackage]);
     }
 }

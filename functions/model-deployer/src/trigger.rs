@@ -2,7 +2,7 @@
 
 use lifecycle::Error;
 use lifecycle::events::{
-    ENDPOINT_STATE_CHANGE, EndpointStateChange, Envelope, MODEL_PACKAGE_STATE_CHANGE,
+    self, ENDPOINT_STATE_CHANGE, EndpointStateChange, MODEL_PACKAGE_STATE_CHANGE,
     ModelPackageStateChange, SCHEDULED_EVENT,
 };
 use serde_json::Value;
@@ -34,10 +34,10 @@ impl Trigger {
                 event_id: "scheduler".into(),
             });
         }
-        let env = Envelope::parse(event)?;
+        let env = events::envelope(event)?;
         match env.detail_type.as_str() {
             MODEL_PACKAGE_STATE_CHANGE => {
-                let d: ModelPackageStateChange = env.detail()?;
+                let d: ModelPackageStateChange = events::detail(&env)?;
                 if !d.model_package_arn.starts_with("arn:") {
                     return Err(Error::MalformedEvent(format!(
                         "ModelPackageArn {:?} is not an ARN",
@@ -45,21 +45,23 @@ impl Trigger {
                     )));
                 }
                 Ok(Trigger::PackageChanged {
-                    event_id: env.id,
+                    event_id: events::event_id(&env),
                     package_arn: d.model_package_arn,
                     group: d.model_package_group_name,
                     status: d.model_approval_status,
                 })
             }
             ENDPOINT_STATE_CHANGE => {
-                let d: EndpointStateChange = env.detail()?;
+                let d: EndpointStateChange = events::detail(&env)?;
                 Ok(Trigger::EndpointChanged {
-                    event_id: env.id,
+                    event_id: events::event_id(&env),
                     endpoint: d.endpoint_name,
                     status: d.endpoint_status,
                 })
             }
-            SCHEDULED_EVENT => Ok(Trigger::Tick { event_id: env.id }),
+            SCHEDULED_EVENT => Ok(Trigger::Tick {
+                event_id: events::event_id(&env),
+            }),
             other => Err(Error::MalformedEvent(format!(
                 "unsupported detail-type {other:?}; expected \"{MODEL_PACKAGE_STATE_CHANGE}\", \"{ENDPOINT_STATE_CHANGE}\" or \"{SCHEDULED_EVENT}\""
             ))),
@@ -132,7 +134,7 @@ mod tests {
     #[test]
     fn both_schedule_shapes_are_ticks() {
         assert!(matches!(
-            Trigger::parse(&json!({"detail-type": "Scheduled Event", "id": "s"})),
+            Trigger::parse(&json!({"detail-type": "Scheduled Event", "source": "aws.events", "id": "s", "detail": {}})),
             Ok(Trigger::Tick { .. })
         ));
         assert!(matches!(
@@ -145,15 +147,15 @@ mod tests {
     fn malformed_and_foreign_events_are_refused_with_a_reason() {
         for (event, needle) in [
             (
-                json!({"detail-type": "EC2 Instance State-change Notification", "detail": {}}),
+                json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}),
                 "unsupported detail-type",
             ),
             (
-                json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageGroupName": "recs"}}),
+                json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "source": "aws.sagemaker", "detail": {"ModelPackageGroupName": "recs"}}),
                 "ModelPackageArn",
             ),
             (
-                json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "detail": {"ModelPackageArn": "nope", "ModelPackageGroupName": "g"}}),
+                json!({"detail-type": MODEL_PACKAGE_STATE_CHANGE, "source": "aws.sagemaker", "detail": {"ModelPackageArn": "nope", "ModelPackageGroupName": "g"}}),
                 "not an ARN",
             ),
             (json!("approve everything"), "a string"),

@@ -1,53 +1,52 @@
-//! Detail of EventBridge's "CloudWatch Alarm State Change".
+//! A CloudWatch alarm's change of state, from either of the two ways CloudWatch delivers it: the
+//! detail of EventBridge's "CloudWatch Alarm State Change", or the payload of a Lambda alarm action
+//! (the alarm invokes the function directly).
 //!
-//! Not aws_lambda_events' alarm types: those model the payload of a Lambda *alarm action*, parse
-//! an EventBridge detail "successfully" with an empty alarm name, and fail on metric-math alarms.
-//! This covers every shape CloudWatch sends: single metric, metric math (entries with an
-//! `expression` and no `metricStat`), anomaly detection, and composite (an `alarmRule`, no
-//! metrics). `reasonData` is JSON inside a string; timestamps use `+0000` offsets.
+//! Both are read with aws_lambda_events' alarm types ([`CloudWatchAlarmData`], [`CloudWatchAlarm`]).
+//! Written here, because those types lack them: the configuration's metrics (the crate requires a
+//! `metricStat` on every entry, so metric-math alarms, whose entries may be only an `expression`,
+//! would not parse), the EventBridge detail's `alarmTags` and `muteDetail`, and `time` types
+//! (the suite uses the `time` crate).
 
 use std::collections::BTreeMap;
 
+use aws_lambda_events::event::cloudwatch_alarms::{
+    CloudWatchAlarm, CloudWatchAlarmData, CloudWatchAlarmState, CloudWatchAlarmStateValue,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::parse_time;
 use crate::error::Error;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The wire shape: aws_lambda_events' alarm data, the configuration and reason data left as JSON.
+type WireAlarm = CloudWatchAlarmData<Value, Value>;
+
+#[derive(Debug, Clone, Serialize)]
 pub struct AlarmStateChange {
     pub alarm_name: String,
+    /// The alarm's ARN when the event carries it (EventBridge `resources`, or `alarmArn`).
+    pub alarm_arn: Option<String>,
     pub state: AlarmState,
-    #[serde(default)]
     pub previous_state: Option<AlarmState>,
-    #[serde(default)]
     pub configuration: AlarmConfiguration,
     /// Present when the alarm has tag propagation enabled.
-    #[serde(default, deserialize_with = "tags")]
     pub alarm_tags: BTreeMap<String, String>,
     /// Present when a mute rule silenced the alarm's actions; its shape is kept as sent.
-    #[serde(default)]
     pub mute_detail: Option<Value>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Serialize)]
 pub struct AlarmState {
     /// `ALARM`, `OK` or `INSUFFICIENT_DATA`.
     pub value: String,
-    #[serde(default)]
     pub reason: String,
     /// JSON, as a string. See [`AlarmState::reason_data`].
-    #[serde(default, rename = "reasonData")]
     pub reason_data_raw: Option<String>,
-    #[serde(with = "plus0000")]
+    #[serde(with = "time::serde::rfc3339")]
     pub timestamp: OffsetDateTime,
     /// Composite alarms: the alarm whose state suppressed this one's actions.
-    #[serde(default)]
     pub actions_suppressed_by: Option<String>,
-    #[serde(default)]
     pub actions_suppressed_reason: Option<String>,
 }
 
@@ -109,26 +108,68 @@ pub enum AlarmKind {
     Composite,
 }
 
+/// What the EventBridge detail has beyond aws_lambda_events' alarm data.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Extras {
+    #[serde(default, deserialize_with = "tags")]
+    alarm_tags: BTreeMap<String, String>,
+    #[serde(default)]
+    mute_detail: Option<Value>,
+}
+
+fn malformed(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::MalformedEvent(format!("bad {what}: {e}"))
+}
+
+const DETAIL: &str = "\"CloudWatch Alarm State Change\" detail";
+const ACTION: &str = "CloudWatch alarm action payload";
+
 impl AlarmStateChange {
-    /// Parses and checks the fields the responder depends on.
+    /// From the detail of an EventBridge "CloudWatch Alarm State Change"; `alarm_arn` from the
+    /// envelope's resources.
     pub fn parse(detail: &Value) -> Result<Self, Error> {
-        let alarm: Self = serde_json::from_value(detail.clone()).map_err(|e| {
-            Error::MalformedEvent(format!("bad \"CloudWatch Alarm State Change\" detail: {e}"))
-        })?;
-        if alarm.alarm_name.trim().is_empty() {
-            return Err(Error::MalformedEvent(
-                "\"CloudWatch Alarm State Change\" detail has an empty alarmName".into(),
-            ));
+        let wire: WireAlarm =
+            serde_json::from_value(with_configuration(detail)).map_err(|e| malformed(DETAIL, e))?;
+        let extras: Extras =
+            serde_json::from_value(detail.clone()).map_err(|e| malformed(DETAIL, e))?;
+        Self::from_wire(wire, extras, None, DETAIL)
+    }
+
+    /// From the payload CloudWatch sends when an alarm's action invokes a Lambda function.
+    pub fn from_alarm_action(payload: &Value) -> Result<Self, Error> {
+        let mut payload = payload.clone();
+        if let Some(data) = payload.get_mut("alarmData") {
+            *data = with_configuration(data);
         }
-        for s in std::iter::once(&alarm.state).chain(&alarm.previous_state) {
-            if !matches!(s.value.as_str(), "ALARM" | "OK" | "INSUFFICIENT_DATA") {
-                return Err(Error::MalformedEvent(format!(
-                    "alarm state {:?} is not ALARM, OK or INSUFFICIENT_DATA",
-                    s.value
-                )));
-            }
+        let wire: CloudWatchAlarm<Value, Value> =
+            serde_json::from_value(payload).map_err(|e| malformed(ACTION, e))?;
+        Self::from_wire(wire.alarm_data, Extras::default(), wire.alarm_arn, ACTION)
+    }
+
+    fn from_wire(
+        wire: WireAlarm,
+        extras: Extras,
+        alarm_arn: Option<String>,
+        what: &str,
+    ) -> Result<Self, Error> {
+        if wire.alarm_name.trim().is_empty() {
+            return Err(Error::MalformedEvent(format!("{what} has an empty alarmName")));
         }
-        Ok(alarm)
+        let state = wire
+            .state
+            .ok_or_else(|| Error::MalformedEvent(format!("{what} has no state")))?;
+        let configuration =
+            serde_json::from_value(wire.configuration).map_err(|e| malformed(what, e))?;
+        Ok(Self {
+            alarm_name: wire.alarm_name,
+            alarm_arn,
+            state: AlarmState::from_wire(state)?,
+            previous_state: wire.previous_state.map(AlarmState::from_wire).transpose()?,
+            configuration,
+            alarm_tags: extras.alarm_tags,
+            mute_detail: extras.mute_detail,
+        })
     }
 
     /// A transition into ALARM (not an ALARM that stays ALARM, for example after an edit).
@@ -189,6 +230,34 @@ impl AlarmStateChange {
 }
 
 impl AlarmState {
+    fn from_wire(s: CloudWatchAlarmState<Value>) -> Result<Self, Error> {
+        let value = match s.value {
+            CloudWatchAlarmStateValue::Alarm => "ALARM",
+            CloudWatchAlarmStateValue::Ok => "OK",
+            CloudWatchAlarmStateValue::InsufficientData => "INSUFFICIENT_DATA",
+            other => {
+                return Err(Error::MalformedEvent(format!(
+                    "alarm state {other:?} is not ALARM, OK or INSUFFICIENT_DATA"
+                )));
+            }
+        };
+        let nanos = i128::from(s.timestamp.timestamp()) * 1_000_000_000
+            + i128::from(s.timestamp.timestamp_subsec_nanos());
+        let timestamp = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .map_err(|e| Error::MalformedEvent(format!("alarm state timestamp: {e}")))?;
+        Ok(Self {
+            value: value.to_string(),
+            reason: s.reason,
+            reason_data_raw: s.reason_data.map(|v| match v {
+                Value::String(raw) => raw,
+                other => other.to_string(),
+            }),
+            timestamp,
+            actions_suppressed_by: s.actions_suppressed_by,
+            actions_suppressed_reason: s.actions_suppressed_reason,
+        })
+    }
+
     /// `reasonData` parsed; kept as a string when it is not JSON.
     pub fn reason_data(&self) -> Value {
         match &self.reason_data_raw {
@@ -211,18 +280,15 @@ fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::
         .collect())
 }
 
-mod plus0000 {
-    use super::*;
-    use time::format_description::well_known::Rfc3339;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_time(&s).map_err(serde::de::Error::custom)
+/// The alarm data with an empty configuration where it has none: aws_lambda_events requires the
+/// field, which CloudWatch always sends but hand-made events may leave out.
+fn with_configuration(data: &Value) -> Value {
+    let mut data = data.clone();
+    if let Some(o) = data.as_object_mut() {
+        o.entry("configuration")
+            .or_insert_with(|| Value::Object(Default::default()));
     }
-
-    pub fn serialize<S: serde::Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&t.format(&Rfc3339).map_err(serde::ser::Error::custom)?)
-    }
+    data
 }
 
 #[cfg(test)]
@@ -298,9 +364,16 @@ mod tests {
     }
 
     #[test]
-    fn the_lambda_action_payload_and_bad_states_are_refused() {
-        // aws_lambda_events' shape: alarmData, no alarmName at the top.
-        let action = json!({"alarmData": {"alarmName": "a", "state": {"value": "ALARM"}}});
+    fn the_lambda_action_payload_parses_and_bad_states_are_refused() {
+        let action = json!({"source": "aws.cloudwatch",
+            "alarmArn": "arn:aws:cloudwatch:us-east-1:1:alarm:a", "accountId": "1",
+            "time": "2026-03-01T06:00:00.000+0000", "region": "us-east-1",
+            "alarmData": {"alarmName": "a", "state": state("ALARM"), "previousState": state("OK")}});
+        let a = AlarmStateChange::from_alarm_action(&action).unwrap();
+        assert!(a.entered_alarm());
+        assert_eq!(a.alarm_arn.as_deref(), Some("arn:aws:cloudwatch:us-east-1:1:alarm:a"));
+        assert_eq!(a.state.timestamp.unix_timestamp(), 1772344800);
+        // An alarm-action payload is not an EventBridge detail.
         let err = AlarmStateChange::parse(&action).unwrap_err().to_string();
         assert!(err.contains("alarmName"), "{err}");
         let empty = json!({"alarmName": " ", "state": state("ALARM")});

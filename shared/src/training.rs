@@ -7,10 +7,33 @@ use aws_sdk_sagemaker::types::{
     S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, Tag, TrainingInputMode,
     TrainingInstanceType, TrainingJobStatus,
 };
-use lifecycle::error::{Error, Result, error_message};
-use lifecycle::names::sagemaker_name;
+use serde::Serialize;
 
-use crate::config::TrainingSpec;
+use crate::error::{Error, Result, error_message};
+use crate::names::sagemaker_name;
+
+/// The retraining job, as configured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingSpec {
+    pub image: String,
+    pub instance_type: String,
+    pub instance_count: i32,
+    pub role_arn: String,
+    pub hyperparameters: BTreeMap<String, String>,
+    pub output_s3: String,
+    pub max_runtime_seconds: i32,
+}
+
+/// One job to start: a plan action ([`crate::plan::Action::StartTrainingJob`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingJob {
+    pub name: String,
+    pub adapter: String,
+    pub snapshot_date: String,
+    /// The exported catalog: the job's `train` channel.
+    pub export_uri: String,
+    pub spec: TrainingSpec,
+}
 
 pub mod tags {
     pub const ADAPTER: &str = "lifecycle:adapter";
@@ -74,25 +97,16 @@ pub async fn running(sm: &aws_sdk_sagemaker::Client, adapter: &str) -> Result<Ve
     Ok(out)
 }
 
-/// What the job is started with.
-pub struct Start<'a> {
-    pub spec: &'a TrainingSpec,
-    pub name: &'a str,
-    pub adapter: &'a str,
-    pub snapshot_date: &'a str,
-    pub export_uri: &'a str,
-}
-
 /// CreateTrainingJob. `Ok(false)` when a job of that name already exists.
-pub async fn start(sm: &aws_sdk_sagemaker::Client, s: Start<'_>) -> Result<bool> {
+pub async fn start(sm: &aws_sdk_sagemaker::Client, s: &TrainingJob) -> Result<bool> {
     let tags = BTreeMap::from([
-        (tags::ADAPTER, s.adapter),
-        (tags::SNAPSHOT_DATE, s.snapshot_date),
-        (tags::EXPORT_URI, s.export_uri),
+        (tags::ADAPTER, s.adapter.as_str()),
+        (tags::SNAPSHOT_DATE, s.snapshot_date.as_str()),
+        (tags::EXPORT_URI, s.export_uri.as_str()),
     ]);
     let res = sm
         .create_training_job()
-        .training_job_name(s.name)
+        .training_job_name(&s.name)
         .algorithm_specification(
             AlgorithmSpecification::builder()
                 .training_image(&s.spec.image)
@@ -109,7 +123,7 @@ pub async fn start(sm: &aws_sdk_sagemaker::Client, s: Start<'_>) -> Result<bool>
                         .s3_data_source(
                             S3DataSource::builder()
                                 .s3_data_type(S3DataType::S3Prefix)
-                                .s3_uri(s.export_uri)
+                                .s3_uri(&s.export_uri)
                                 .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
                                 .build(),
                         )

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use lifecycle::error::{Error, Result};
+use crate::error::{Error, Result};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
@@ -17,8 +17,27 @@ pub const PART_BYTES: usize = 6 * 1024 * 1024;
 /// At most this many segments export at once: memory is about 2 x this x [`PART_BYTES`].
 pub const MAX_EXPORT_SEGMENTS: i32 = 4;
 
+/// What to export, and where: a plan action ([`crate::plan::Action::ExportCatalog`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Export {
+pub struct CatalogExport {
+    pub table: String,
+    /// Parallel scan segments (at most [`MAX_EXPORT_SEGMENTS`] export at once).
+    pub segments: i32,
+    /// Items per Scan request; `None`: DynamoDB's 1 MB pages.
+    pub page_size: Option<i32>,
+    pub bucket: String,
+    pub key: String,
+}
+
+impl CatalogExport {
+    pub fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exported {
     pub uri: String,
     pub items: u64,
     pub bytes: u64,
@@ -112,16 +131,20 @@ struct Segment {
 pub async fn export(
     ddb: &aws_sdk_dynamodb::Client,
     s3: &aws_sdk_s3::Client,
-    table: &str,
-    segments: i32,
-    page_size: Option<i32>,
-    bucket: &str,
-    key: &str,
-) -> Result<Export> {
-    let uri = format!("s3://{bucket}/{key}");
+    spec: &CatalogExport,
+) -> Result<Exported> {
+    let CatalogExport {
+        table,
+        segments,
+        page_size,
+        bucket,
+        key,
+    } = spec;
+    let (segments, page_size) = (*segments, *page_size);
+    let uri = spec.uri();
     match s3.head_object().bucket(bucket).key(key).send().await {
         Ok(out) => {
-            return Ok(Export {
+            return Ok(Exported {
                 uri,
                 items: 0,
                 bytes: out.content_length().unwrap_or_default().max(0) as u64,
@@ -170,7 +193,7 @@ pub async fn export(
                 .send()
                 .await
                 .map_err(|e| Error::aws("CompleteMultipartUpload", e))?;
-            Ok(Export {
+            Ok(Exported {
                 uri,
                 items,
                 bytes,

@@ -1,0 +1,50 @@
+//! A deployment: the change of an endpoint from one config to another, as the ledger keeps it.
+//! Written before the call that starts it, closed with its verdict.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DeploymentStatus {
+    InProgress,
+    Succeeded,
+    /// SageMaker's guardrails put the old config back.
+    RolledBack,
+    /// Superseded before it was judged (the endpoint was replaced or deleted).
+    Abandoned,
+}
+
+impl DeploymentStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "InProgress",
+            Self::Succeeded => "Succeeded",
+            Self::RolledBack => "RolledBack",
+            Self::Abandoned => "Abandoned",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "InProgress" => Self::InProgress,
+            "Succeeded" => Self::Succeeded,
+            "RolledBack" => Self::RolledBack,
+            _ => Self::Abandoned,
+        }
+    }
+}
+
+/// The deployment in flight on an endpoint, written before the call that starts it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeploymentRecord {
+    pub endpoint: String,
+    pub config: String,
+    pub package_arn: String,
+    pub package_version: i64,
+    pub previous_config: Option<String>,
+    /// Epoch milliseconds; also the record's version for conditional writes.
+    pub requested_at: i64,
+    pub status: DeploymentStatus,
+    pub rollback_alarms: Vec<String>,
+    /// Alarms the alarm responder saw fire while this deployment was in progress.
+    pub alarms_seen: Vec<String>,
+}

@@ -1,0 +1,195 @@
+//! Outcomes: the short verdict of every decision, and what it means for an operator.
+//!
+//! One enum for the whole suite, so a typo does not compile and the README can be checked against
+//! the code. Serialised as the same snake_case string in the ledger, the logs, the metrics and the
+//! handlers' answers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a decision means for the people who run the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Nothing changed: in sync, waiting, ignored, measured. Recorded; such records expire.
+    Routine,
+    /// Something changed in AWS: deployed, rolled back, rejected, deleted, retraining started.
+    Acted,
+    /// A person must look: a rollback that cannot happen, a permanent error, a fact that cannot
+    /// be read. Logged as an error and counted.
+    NeedsPerson,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Routine => "routine",
+            Severity::Acted => "acted",
+            Severity::NeedsPerson => "needs_person",
+        }
+    }
+}
+
+macro_rules! outcomes {
+    ($($(#[$meta:meta])* $variant:ident => $text:literal, $severity:ident;)*) => {
+        /// The verdict of one decision.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Outcome {
+            $($(#[$meta])* $variant,)*
+        }
+
+        impl Outcome {
+            /// Every outcome, for the README check and for alarms that list them.
+            pub const ALL: &[Outcome] = &[$(Outcome::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Outcome::$variant => $text,)*
+                }
+            }
+
+            pub fn severity(self) -> Severity {
+                match self {
+                    $(Outcome::$variant => Severity::$severity,)*
+                }
+            }
+        }
+    };
+}
+
+outcomes! {
+    // Every function.
+    Ignored => "ignored", Routine;
+    /// A step failed with an error a retry can help (throttling, a busy endpoint): retried.
+    Retrying => "retrying", Routine;
+    /// A step failed with an error a retry cannot help.
+    Failed => "failed", NeedsPerson;
+
+    // model-deployer
+    Deploying => "deploying", Acted;
+    Deployed => "deployed", Acted;
+    RolledBack => "rolled_back", Acted;
+    Rejected => "rejected", Acted;
+    Waiting => "waiting", Routine;
+    InSync => "in_sync", Routine;
+    NothingApproved => "nothing_approved", Routine;
+    Blocked => "blocked", NeedsPerson;
+
+    // alarm-responder (also `rolled_back`)
+    RollbackImpossible => "rollback_impossible", NeedsPerson;
+    RollbackRefused => "rollback_refused", NeedsPerson;
+    Inconclusive => "inconclusive", NeedsPerson;
+    ScaledUp => "scaled_up", Acted;
+    ScaleUpImpossible => "scale_up_impossible", NeedsPerson;
+    AtFloor => "at_floor", Routine;
+    Noted => "noted", Routine;
+    Superseded => "superseded", Routine;
+    Duplicate => "duplicate", Routine;
+    Muted => "muted", Routine;
+
+    // drift-scanner
+    Retraining => "retraining", Acted;
+    AlreadyStarted => "already_started", Routine;
+    TrainingInProgress => "training_in_progress", Routine;
+    WithinThreshold => "within_threshold", Routine;
+    EmptyCatalog => "empty_catalog", Routine;
+    NoCutoff => "no_cutoff", NeedsPerson;
+
+    // endpoint-sweeper: one decision per endpoint it changes, one per sweep
+    MarkedIdle => "marked_idle", Acted;
+    Unmarked => "unmarked", Acted;
+    Deleted => "deleted", Acted;
+    ScaledDown => "scaled_down", Acted;
+    Remediated => "remediated", Acted;
+    Swept => "swept", Routine;
+    Stopped => "stopped", NeedsPerson;
+}
+
+impl Outcome {
+    /// The outcome of a decision whose plan stopped on `error`.
+    pub fn of_error(error: &crate::Error) -> Self {
+        if error.is_retryable() {
+            Outcome::Retrying
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_outcome_serialises_as_its_text_and_the_texts_are_unique() {
+        let mut seen = HashSet::new();
+        for o in Outcome::ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+            assert!(seen.insert(o.as_str()), "{o} twice");
+            let back: Outcome = serde_json::from_value(o.as_str().into()).unwrap();
+            assert_eq!(back, *o);
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_undone_or_decided_alone_needs_a_person() {
+        use Outcome::*;
+        for o in [RollbackImpossible, Failed, Blocked, NoCutoff, Stopped] {
+            assert_eq!(o.severity(), Severity::NeedsPerson, "{o}");
+        }
+        for o in [Deploying, RolledBack, Rejected, Deleted, Retraining, ScaledUp] {
+            assert_eq!(o.severity(), Severity::Acted, "{o}");
+        }
+        for o in [InSync, Waiting, Ignored, Duplicate, Retrying, Swept] {
+            assert_eq!(o.severity(), Severity::Routine, "{o}");
+        }
+    }
+
+    /// The README's outcome tables name every outcome, and only outcomes that exist.
+    #[test]
+    fn the_readme_documents_every_outcome_and_no_other() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Outcomes")
+            .nth(1)
+            .expect("the README has an \"## Outcomes\" section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let documented: HashSet<&str> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .filter_map(|l| l.split('`').nth(1))
+            .collect();
+        let existing: HashSet<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        let missing: Vec<_> = existing.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&existing).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "README outcomes: missing {missing:?}, documented but gone {stale:?}"
+        );
+        // Each row states the severity the code gives the outcome.
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let name = line.split('`').nth(1).unwrap();
+            let o = Outcome::ALL.iter().find(|o| o.as_str() == name).unwrap();
+            assert!(
+                line.contains(&format!("| {} |", o.severity())),
+                "README row for {name} must say its severity ({}): {line}",
+                o.severity()
+            );
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The road every invocation walks once it has decided: apply the plan through the executor
+//! (dry-run honoured), record one ledger decision, count it, log it, and answer with its summary.
+//!
+//! A function supplies its observe and decide steps; it never writes a ledger decision, emits a
+//! decision metric or calls a mutating AWS API outside this module. So dry-run, the ledger and
+//! the metrics behave the same in all four functions.
+
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tracing::{error, info};
+
+use crate::decision::{Decision, Subject};
+use crate::error::{Error, Result};
+use crate::executor::{Applied, Executor};
+use crate::ledger::DecisionRecord;
+use crate::outcome::{Outcome, Severity};
+use crate::plan::{ActionKind, Plan};
+
+/// One invocation's pipeline: who is deciding, why, and the executor that applies plans.
+pub struct Pipeline<'a> {
+    pub function: &'static str,
+    pub request_id: &'a str,
+    /// What caused the invocation: the event's detail type and id, or "tick".
+    pub trigger: String,
+    pub executor: Executor<'a>,
+}
+
+/// One decision, as the handler answers it. The full record is in the ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub subject: Subject,
+    pub outcome: Outcome,
+    pub severity: Severity,
+    pub reason: String,
+    pub package: Option<String>,
+    pub actions: Vec<ActionKind>,
+    pub results: Vec<String>,
+    pub dry_run: bool,
+    /// The error that stopped the plan (or the decision before it), for the handler to decide
+    /// whether the invocation should fail so Lambda retries it.
+    #[serde(skip)]
+    pub error: Option<Error>,
+}
+
+/// What a handler answers: one summary per decision.
+#[derive(Debug, Default, Serialize)]
+pub struct Reply {
+    pub decisions: Vec<Summary>,
+}
+
+impl Reply {
+    pub fn one(summary: Summary) -> Self {
+        Self {
+            decisions: vec![summary],
+        }
+    }
+
+    /// The reply, or the first error a retry can help when `retry` allows Lambda to retry (an
+    /// event; a scheduled tick is retried by the next tick instead).
+    pub fn or_retryable_error(self, retry: bool) -> Result<Self> {
+        let retryable = self
+            .decisions
+            .iter()
+            .filter_map(|d| d.error.as_ref())
+            .find(|e| e.is_retryable());
+        match retryable {
+            Some(e) if retry => Err(e.clone()),
+            _ => Ok(self),
+        }
+    }
+}
+
+impl Pipeline<'_> {
+    /// Applies the decision's plan, records it, counts it, logs it. The summary carries the error
+    /// that stopped the plan, if any; `Err` only when the decision could not be recorded.
+    pub async fn run(&self, subject: Subject, decision: Decision) -> Result<Summary> {
+        let applied = self.executor.apply(&decision.plan).await;
+        let outcome = match (&applied.error, decision.if_already_done) {
+            (Some(e), _) => Outcome::of_error(e),
+            (None, Some((kind, instead))) if applied.already_done(kind) => instead,
+            (None, _) => decision.outcome,
+        };
+        let Applied { results, error } = applied;
+        let reason = match &error {
+            Some(e) => format!("{} — stopped: {e}", decision.reason),
+            None => decision.reason,
+        };
+        let record = DecisionRecord {
+            subject: subject.key(),
+            at: OffsetDateTime::now_utc(),
+            function: self.function,
+            request_id: self.request_id.to_string(),
+            trigger: self.trigger.clone(),
+            package: decision.package,
+            outcome,
+            reason,
+            plan: decision.plan,
+            results: results.iter().map(ToString::to_string).collect(),
+            evidence: decision.evidence,
+            dry_run: self.executor.dry_run,
+        };
+        self.conclude(subject, record, error).await
+    }
+
+    /// Records a decision that could not be made or applied: the lease was taken, a read failed.
+    pub async fn fail(
+        &self,
+        subject: Subject,
+        package: Option<String>,
+        error: Error,
+    ) -> Result<Summary> {
+        let record = DecisionRecord {
+            subject: subject.key(),
+            at: OffsetDateTime::now_utc(),
+            function: self.function,
+            request_id: self.request_id.to_string(),
+            trigger: self.trigger.clone(),
+            package,
+            outcome: Outcome::of_error(&error),
+            reason: error.to_string(),
+            plan: Plan::default(),
+            results: vec![],
+            evidence: Value::Null,
+            dry_run: self.executor.dry_run,
+        };
+        match self.conclude(subject, record, Some(error.clone())).await {
+            Ok(summary) => Ok(summary),
+            // The ledger itself may be what failed: the original error says more.
+            Err(_) => Err(error),
+        }
+    }
+
+    /// Writes a run's report object to S3, as part of its record (dry runs too: a report is a
+    /// record, not an action). Returns its URI.
+    pub async fn put_report(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<String> {
+        self.executor
+            .clients
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| Error::aws("PutObject", e))?;
+        Ok(format!("s3://{bucket}/{key}"))
+    }
+
+    async fn conclude(
+        &self,
+        subject: Subject,
+        record: DecisionRecord,
+        error: Option<Error>,
+    ) -> Result<Summary> {
+        let outcome = record.outcome;
+        let severity = outcome.severity();
+        match severity {
+            Severity::NeedsPerson => {
+                error!(subject = %subject, %outcome, reason = %record.reason, "needs a person")
+            }
+            _ => info!(subject = %subject, %outcome, %severity, reason = %record.reason, "decided"),
+        }
+        crate::metrics::decision(outcome);
+        self.executor.ledger.record(&record).await?;
+        Ok(Summary {
+            subject,
+            outcome,
+            severity,
+            reason: record.reason,
+            package: record.package,
+            actions: record.plan.kinds(),
+            results: record.results,
+            dry_run: record.dry_run,
+            error,
+        })
+    }
+}
