@@ -6,7 +6,9 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use integration::scenario::{PASSING, Scenario};
 use integration::*;
 use lifecycle::Error;
-use lifecycle::report::Report;
+use lifecycle::outcome::Outcome;
+use lifecycle::pipeline::Reply;
+use lifecycle::plan::ActionKind;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -66,7 +68,7 @@ async fn impressions(s: &Scenario, count: f64) {
         .unwrap();
 }
 
-async fn respond(s: &Scenario, event: Value, request_id: &str) -> Report {
+async fn respond(s: &Scenario, event: Value, request_id: &str) -> Reply {
     s.respond(event, request_id).await.unwrap()
 }
 
@@ -98,11 +100,15 @@ async fn a_ctr_drop_after_promotion_rejects_the_version_and_brings_back_the_prev
     )
     .await;
     let d = &report.decisions[0];
-    assert_eq!(d.outcome, "rolled_back", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
     // v1's config still exists (v2's replaced it): reused, no new model or config.
     assert_eq!(
         d.actions,
-        ["RejectPackage", "BeginDeployment", "UpdateEndpoint"]
+        [
+            ActionKind::RejectPackage,
+            ActionKind::BeginDeployment,
+            ActionKind::UpdateEndpoint
+        ]
     );
     let mutations = &s.fx.sagemaker_mutations()[before..];
     assert_eq!(mutations.len(), 2, "{mutations:?}");
@@ -126,13 +132,13 @@ async fn a_ctr_drop_after_promotion_rejects_the_version_and_brings_back_the_prev
 
     // Back in service: v1 serves, the deployer closes the deployment and agrees with it.
     let report = s.endpoint_settled("back").await;
-    assert_eq!(report.decisions[0].outcome, "deployed");
+    assert_eq!(report.decisions[0].outcome, Outcome::Deployed);
     assert_eq!(s.serving().await, v1);
     let tick = s
         .run(event_file("deployer-tick.json"), "tick")
         .await
         .unwrap();
-    assert_eq!(tick.decisions[0].outcome, "in_sync");
+    assert_eq!(tick.decisions[0].outcome, Outcome::InSync);
     let decisions = s.decisions().await;
     let rollback = decisions
         .iter()
@@ -155,7 +161,7 @@ async fn a_rollback_skips_rejected_versions() {
     let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
-    assert_eq!(d.outcome, "rolled_back", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
     assert!(d.reason.contains("version 1 brought back"), "{}", d.reason);
     assert_eq!(s.fx.count("UpdateEndpoint"), before + 1);
     s.endpoint_settled("back").await;
@@ -171,7 +177,7 @@ async fn no_earlier_version_means_no_mutation_and_a_loud_record() {
     let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
-    assert_eq!(d.outcome, "rollback_impossible", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::RollbackImpossible, "{}", d.reason);
     assert!(
         d.reason.contains("no earlier Approved version"),
         "{}",
@@ -198,7 +204,7 @@ async fn a_pinned_version_is_never_rolled_back() {
     let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
-    assert_eq!(d.outcome, "rollback_refused", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::RollbackRefused, "{}", d.reason);
     assert_eq!(s.fx.sagemaker_mutations().len(), before);
     assert_eq!(s.serving().await, v2);
 }
@@ -208,13 +214,16 @@ async fn an_updating_endpoint_gets_a_note_not_an_update() {
     let s = Scenario::new("busyep").await;
     s.with_v1_live().await;
     let v2 = s.registry().register("Approved", PASSING).await;
-    assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, "deploying");
+    assert_eq!(
+        s.approve(&v2, "v2").await.decisions[0].outcome,
+        Outcome::Deploying
+    );
     let before = s.fx.sagemaker_mutations().len();
 
     let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
-    assert_eq!(d.outcome, "noted", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::Noted, "{}", d.reason);
     assert_eq!(s.fx.sagemaker_mutations().len(), before);
     let record = s
         .deployer
@@ -227,7 +236,7 @@ async fn an_updating_endpoint_gets_a_note_not_an_update() {
     // SageMaker did not roll back (the alarm is not in ALARM in CloudWatch): the deployer's
     // verdict carries the alarm the responder saw.
     let verdict = &s.endpoint_settled("settled").await.decisions[0];
-    assert_eq!(verdict.outcome, "deployed");
+    assert_eq!(verdict.outcome, Outcome::Deployed);
     assert!(
         verdict
             .reason
@@ -250,7 +259,7 @@ async fn a_kpi_alarm_on_too_little_traffic_is_inconclusive() {
     )
     .await
     .decisions[0];
-    assert_eq!(d.outcome, "inconclusive", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::Inconclusive, "{}", d.reason);
     assert!(d.reason.contains("120"), "{}", d.reason);
     assert_eq!(s.fx.sagemaker_mutations().len(), before);
     assert_eq!(status(&s.registry().package(&v2).await), "Approved");
@@ -320,13 +329,10 @@ async fn a_capacity_alarm_raises_the_floor_and_the_instances() {
         "coldstart-no-capacity",
     );
     let d = &respond(&s, event.clone(), "fire").await.decisions[0];
-    assert_eq!(d.outcome, "scaled_up", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::ScaledUp, "{}", d.reason);
     assert_eq!(
         d.actions,
-        [
-            "RegisterScalableTarget",
-            "UpdateEndpointWeightsAndCapacities"
-        ]
+        [ActionKind::SetScalingBounds, ActionKind::SetInstanceCount]
     );
     let ep = s.endpoint().await;
     assert_eq!(
@@ -358,7 +364,7 @@ async fn a_capacity_alarm_raises_the_floor_and_the_instances() {
     let again = alarm_event(&s, "alarm-no-capacity-scale-up.json", &s.capacity_alarm);
     assert_eq!(
         respond(&s, again, "again").await.decisions[0].outcome,
-        "at_floor"
+        Outcome::AtFloor
     );
 }
 
@@ -368,12 +374,12 @@ async fn ok_muted_suppressed_and_unrouted_alarms_are_recorded_and_ignored() {
     v2_live(&s).await;
     let before = s.fx.sagemaker_mutations().len();
     let cases = [
-        ("alarm-ctr-ok.json", s.ctr_alarm.clone(), "ignored"),
-        ("alarm-5xx-muted.json", s.alarm.clone(), "muted"),
+        ("alarm-ctr-ok.json", s.ctr_alarm.clone(), Outcome::Ignored),
+        ("alarm-5xx-muted.json", s.alarm.clone(), Outcome::Muted),
         (
             "alarm-composite-suppressed.json",
             "quietalarms-health".to_string(),
-            "muted",
+            Outcome::Muted,
         ),
     ];
     for (file, alarm, outcome) in cases {
@@ -386,7 +392,7 @@ async fn ok_muted_suppressed_and_unrouted_alarms_are_recorded_and_ignored() {
     elsewhere["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["dimensions"]["EndpointName"] =
         json!("someone-elses-endpoint");
     let d = &respond(&s, elsewhere, "elsewhere").await.decisions[0];
-    assert_eq!(d.outcome, "ignored");
+    assert_eq!(d.outcome, Outcome::Ignored);
     assert!(
         d.reason.contains("maps to no deployment target"),
         "{}",
@@ -395,18 +401,65 @@ async fn ok_muted_suppressed_and_unrouted_alarms_are_recorded_and_ignored() {
     assert_eq!(s.fx.sagemaker_mutations().len(), before);
 }
 
+/// The payload of a Lambda alarm action (the alarm invokes the function itself), from `events/`,
+/// pointed at this scenario's endpoint and alarm, fired now.
+fn alarm_action(s: &Scenario, alarm: &str) -> Value {
+    let mut e = event_file("alarm-action-5xx.json");
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap();
+    let now = now.replace('Z', "+0000");
+    e["alarmArn"] = json!(format!(
+        "arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm}"
+    ));
+    e["time"] = json!(now);
+    e["alarmData"]["alarmName"] = json!(alarm);
+    e["alarmData"]["state"]["timestamp"] = json!(now);
+    e["alarmData"]["configuration"]["metrics"][0]["metricStat"]["metric"]["dimensions"]["EndpointName"] =
+        json!(s.endpoint);
+    e
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_action_that_invokes_the_function_directly_rolls_back_like_an_eventbridge_alarm() {
+    let s = Scenario::new("alarmaction").await;
+    let (v1, v2) = v2_live(&s).await;
+
+    let payload = alarm_action(&s, &s.alarm);
+    let d = &respond(&s, payload.clone(), "direct").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    assert_eq!(d.package.as_deref(), Some(v2.as_str()));
+    assert_eq!(status(&s.registry().package(&v2).await), "Rejected");
+    s.fx.settle(&s.endpoint);
+    assert_eq!(s.serving().await, v1);
+    let ledger = s.decisions().await;
+    let last = ledger.last().unwrap();
+    assert!(
+        last["trigger"]
+            .as_str()
+            .unwrap()
+            .starts_with("alarm action"),
+        "{last}"
+    );
+    // The same payload again (Lambda retries an asynchronous invocation): nothing more.
+    let again = &respond(&s, payload, "again").await.decisions[0];
+    assert_eq!(again.outcome, Outcome::Duplicate, "{}", again.reason);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_event_is_a_clear_error_with_zero_calls() {
     let s = Scenario::new("badalarm").await;
     for (event, needle) in [
+        (event_file("malformed-alarm-event.json"), "FIRING"),
         (
-            event_file("malformed-alarm-action-payload.json"),
-            "detail-type",
+            json!({"detail-type": "CloudWatch Alarm State Change", "source": "aws.cloudwatch",
+                   "detail": {"alarmName": "x"}}),
+            "no state",
         ),
         (
-            json!({"detail-type": "CloudWatch Alarm State Change", "detail": {"alarmName": "x"}}),
-            "state",
+            json!({"source": "aws.cloudwatch", "time": "2026-03-02T12:10:07.214+0000",
+                   "alarmData": {"alarmName": "x"}}),
+            "no state",
         ),
+        (json!({"alarmName": "x"}), "detail-type"),
         (
             event_file("model-package-approved.json"),
             "expected a \"CloudWatch Alarm State Change\"",
@@ -455,7 +508,7 @@ async fn an_alarm_is_routed_by_its_tags_when_the_event_carries_none() {
     let event = alarm_event(&s, "alarm-5xx.json", alarm);
     assert!(event["detail"]["alarmTags"].is_null());
     let d = &respond(&s, event, "fire").await.decisions[0];
-    assert_eq!(d.outcome, "scaled_up", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::ScaledUp, "{}", d.reason);
     assert_eq!(s.fx.count("ListTagsForResource"), 1);
     let rec = s
         .decisions()
@@ -509,16 +562,16 @@ async fn an_endpoint_made_by_hand_is_traced_to_its_package_through_its_model() {
     let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
-    assert_eq!(d.outcome, "rolled_back", "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
     assert_eq!(d.package.as_deref(), Some(v2.as_str()));
     assert_eq!(
         d.actions,
         [
-            "RejectPackage",
-            "CreateModel",
-            "CreateEndpointConfig",
-            "BeginDeployment",
-            "UpdateEndpoint"
+            ActionKind::RejectPackage,
+            ActionKind::CreateModel,
+            ActionKind::CreateEndpointConfig,
+            ActionKind::BeginDeployment,
+            ActionKind::UpdateEndpoint
         ]
     );
     assert_eq!(status(&s.registry().package(&v2).await), "Rejected");

@@ -1,12 +1,13 @@
 //! drift-scanner against the local AWS, through the same handler the Lambda runs.
 
+use lifecycle::outcome::Outcome;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, WriteRequest,
 };
-use drift_scanner::{Config, Report, Scanner, handle};
+use drift_scanner::{Config, ScanReport, Scanner, handle};
 use integration::scenario::{PASSING, Scenario};
 use integration::*;
 use lifecycle::Error;
@@ -185,7 +186,7 @@ impl<'a> Catalog<'a> {
     }
 }
 
-async fn scan(fx: &Fixture, scanner: &Scanner, request_id: &str) -> Result<Report, Error> {
+async fn scan(fx: &Fixture, scanner: &Scanner, request_id: &str) -> Result<ScanReport, Error> {
     handle(
         scanner,
         fx.event(event_file("drift-scanner-schedule.json"), request_id),
@@ -210,22 +211,33 @@ async fn past_the_threshold_the_catalog_is_exported_and_one_job_starts() {
     let scanner = catalog.scanner(&[("ENDPOINT_NAME", s.endpoint.clone())]);
 
     let r = scan(&s.fx, &scanner, "first").await.unwrap();
-    assert_eq!(r.outcome, "retraining", "{}", r.reason);
-    assert_eq!((r.items, r.after_cutoff, r.gap_pct), (200, 20, 10.0));
-    assert!(r.cutoff_source.contains(&v1), "{}", r.cutoff_source);
-    assert_eq!(r.sample.len(), 20);
-    assert!(r.sample[0].starts_with("New release"));
+    assert_eq!(r.outcome, Outcome::Retraining, "{}", r.reason);
+    assert_eq!(
+        (
+            r.measurement.items,
+            r.measurement.after_cutoff,
+            r.measurement.gap_pct
+        ),
+        (200, 20, 10.0)
+    );
+    assert!(
+        r.measurement.cutoff_source.contains(&v1),
+        "{}",
+        r.measurement.cutoff_source
+    );
+    assert_eq!(r.measurement.sample.len(), 20);
+    assert!(r.measurement.sample[0].starts_with("New release"));
 
-    let export = r.export.as_ref().unwrap();
+    let export_uri = r.export_uri.clone().unwrap();
     let snapshot = drift_scanner::dates::snapshot_date(time::OffsetDateTime::now_utc());
     assert_eq!(
-        export.uri,
+        export_uri,
         format!(
             "s3://{}/catalog-snapshots/{}/snapshot={snapshot}/catalog.jsonl",
             catalog.bucket, catalog.adapter
         )
     );
-    let body = catalog.object(&export.uri).await;
+    let body = catalog.object(&export_uri).await;
     let lines: Vec<Value> = body
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -268,11 +280,11 @@ async fn past_the_threshold_the_catalog_is_exported_and_one_job_starts() {
             .to_string()
     };
     assert_eq!(tag("lifecycle:catalog-snapshot-date"), snapshot);
-    assert_eq!(tag("lifecycle:catalog-export-uri"), export.uri);
+    assert_eq!(tag("lifecycle:catalog-export-uri"), export_uri);
 
     // Again the same day: nothing new.
     let again = scan(&s.fx, &scanner, "again").await.unwrap();
-    assert_eq!(again.outcome, "already_started", "{}", again.reason);
+    assert_eq!(again.outcome, Outcome::AlreadyStarted, "{}", again.reason);
     assert_eq!(s.fx.count("CreateTrainingJob"), 1);
     assert_eq!(s.fx.count("CreateMultipartUpload"), 1);
     let ledger = s
@@ -295,22 +307,22 @@ async fn a_running_job_for_the_adapter_blocks_a_second_one() {
     let catalog = Catalog::new(&fx).await;
     catalog.seed(50, 50).await;
     let scanner = catalog.scanner(&with_cutoff());
-    let earlier = drift_scanner::training::job_name(&catalog.adapter, "2026-01-10");
-    drift_scanner::training::start(
+    let earlier = lifecycle::training::job_name(&catalog.adapter, "2026-01-10");
+    lifecycle::training::start(
         &catalog.setup.sagemaker,
-        drift_scanner::training::Start {
-            spec: &scanner.config.training,
-            name: &earlier,
-            adapter: &catalog.adapter,
-            snapshot_date: "2026-01-10",
-            export_uri: "s3://elsewhere/catalog.jsonl",
+        &lifecycle::training::TrainingJob {
+            spec: scanner.config.training.clone(),
+            name: earlier.clone(),
+            adapter: catalog.adapter.clone(),
+            snapshot_date: "2026-01-10".into(),
+            export_uri: "s3://elsewhere/catalog.jsonl".into(),
         },
     )
     .await
     .unwrap();
 
     let r = scan(&fx, &scanner, "busy").await.unwrap();
-    assert_eq!(r.outcome, "training_in_progress", "{}", r.reason);
+    assert_eq!(r.outcome, Outcome::TrainingInProgress, "{}", r.reason);
     assert!(r.reason.contains(&earlier), "{}", r.reason);
     assert_eq!(fx.count("CreateTrainingJob"), 0);
     assert_eq!(fx.count("CreateMultipartUpload"), 0);
@@ -320,7 +332,7 @@ async fn a_running_job_for_the_adapter_blocks_a_second_one() {
         Some(json!({"name": earlier, "status": "Completed"})),
     );
     let r = scan(&fx, &scanner, "free").await.unwrap();
-    assert_eq!(r.outcome, "retraining", "{}", r.reason);
+    assert_eq!(r.outcome, Outcome::Retraining, "{}", r.reason);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,8 +343,8 @@ async fn within_the_threshold_nothing_is_exported_or_started() {
     let r = scan(&fx, &catalog.scanner(&with_cutoff()), "ok")
         .await
         .unwrap();
-    assert_eq!(r.outcome, "within_threshold", "{}", r.reason);
-    assert_eq!(r.gap_pct, 3.0);
+    assert_eq!(r.outcome, Outcome::WithinThreshold, "{}", r.reason);
+    assert_eq!(r.measurement.gap_pct, 3.0);
     let mutations: Vec<Call> = fx
         .calls()
         .into_iter()
@@ -348,8 +360,8 @@ async fn bad_dates_are_counted_and_an_empty_catalog_is_a_clear_result() {
     let r = scan(&fx, &catalog.scanner(&with_cutoff()), "empty")
         .await
         .unwrap();
-    assert_eq!(r.outcome, "empty_catalog", "{}", r.reason);
-    assert_eq!(r.items, 0);
+    assert_eq!(r.outcome, Outcome::EmptyCatalog, "{}", r.reason);
+    assert_eq!(r.measurement.items, 0);
 
     catalog.seed(10, 0).await;
     catalog
@@ -376,10 +388,15 @@ async fn bad_dates_are_counted_and_an_empty_catalog_is_a_clear_result() {
     .await
     .unwrap();
     assert_eq!(
-        (r.items, r.after_cutoff, r.missing_date, r.bad_date),
+        (
+            r.measurement.items,
+            r.measurement.after_cutoff,
+            r.measurement.missing_date,
+            r.measurement.bad_date
+        ),
         (14, 1, 1, 2)
     );
-    assert_eq!(r.sample, ["Epoch millis"]);
+    assert_eq!(r.measurement.sample, ["Epoch millis"]);
     assert!(
         r.reason
             .contains("1 items have no created_at and 2 an unreadable one"),
@@ -429,7 +446,14 @@ async fn parallel_and_sequential_scans_agree_and_large_exports_go_in_parts() {
     )
     .await
     .unwrap();
-    assert_eq!(seq.outcome, "would_retrain");
+    assert_eq!((seq.outcome, seq.dry_run), (Outcome::Retraining, true));
+    assert!(
+        seq.results
+            .iter()
+            .all(|r| r.ends_with("dry run, not applied")),
+        "{:?}",
+        seq.results
+    );
     assert_eq!(
         fx.count("CreateMultipartUpload"),
         0,
@@ -445,13 +469,23 @@ async fn parallel_and_sequential_scans_agree_and_large_exports_go_in_parts() {
     )
     .await
     .unwrap();
-    assert_eq!((seq.items, seq.after_cutoff), (par.items, par.after_cutoff));
-    assert_eq!((par.items, par.after_cutoff), (1500, 500));
-    let export = par.export.unwrap();
-    assert!(export.parts >= 3, "{export:?}");
-    assert_eq!(export.items, 1500);
-    let body = catalog.object(&export.uri).await;
-    assert_eq!(body.len() as u64, export.bytes);
+    assert_eq!(
+        (seq.measurement.items, seq.measurement.after_cutoff),
+        (par.measurement.items, par.measurement.after_cutoff)
+    );
+    assert_eq!(
+        (par.measurement.items, par.measurement.after_cutoff),
+        (1500, 500)
+    );
+    let uri = par.export_uri.unwrap();
+    assert!(fx.count("UploadPart") >= 3, "about 15 MB in 6 MiB parts");
+    assert!(par.results[0].contains("1500 items"), "{:?}", par.results);
+    let body = catalog.object(&uri).await;
+    assert!(
+        par.results[0].contains(&format!("{} bytes", body.len())),
+        "{:?}",
+        par.results
+    );
     assert_eq!(
         body.lines()
             .filter(|l| serde_json::from_str::<Value>(l).is_ok())
@@ -468,7 +502,7 @@ async fn both_schedule_payloads_run_and_anything_else_is_refused_without_calls()
     let r = handle(&scanner, fx.event(json!({"schedule": "drift-scan"}), "v2"))
         .await
         .unwrap();
-    assert_eq!(r.outcome, "empty_catalog");
+    assert_eq!(r.outcome, Outcome::EmptyCatalog);
     let before = fx.calls().len();
     for bad in [json!([1]), event_file("model-package-approved.json")] {
         let err = handle(&scanner, fx.event(bad, "bad")).await.unwrap_err();
@@ -496,5 +530,5 @@ async fn a_failed_export_is_aborted_and_starts_no_job() {
 
     // Tomorrow's run (or a retry) starts clean.
     let r = scan(&fx, &scanner, "again").await.unwrap();
-    assert_eq!(r.outcome, "retraining", "{}", r.reason);
+    assert_eq!(r.outcome, Outcome::Retraining, "{}", r.reason);
 }

@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_sagemaker::types::{
     ContainerDefinition, ProductionVariant, ProductionVariantInstanceType, Tag,
 };
-use endpoint_sweeper::{Config, Summary, Sweeper, handle};
+use endpoint_sweeper::{Config, SweepSummary, Sweeper, handle};
 use integration::*;
 use lifecycle::Error;
 use serde_json::{Value, json};
@@ -249,7 +249,7 @@ impl Fleet {
         Sweeper::new(self.fx.clients.clone(), config)
     }
 
-    async fn sweep(&self, sweeper: &Sweeper, request_id: &str) -> Result<Summary, Error> {
+    async fn sweep(&self, sweeper: &Sweeper, request_id: &str) -> Result<SweepSummary, Error> {
         handle(
             sweeper,
             self.fx
@@ -258,7 +258,7 @@ impl Fleet {
         .await
     }
 
-    async fn report(&self, s: &Summary) -> Value {
+    async fn report(&self, s: &SweepSummary) -> Value {
         let key = s
             .report_uri
             .strip_prefix(&format!("s3://{}/", self.bucket))
@@ -338,7 +338,7 @@ async fn the_seeds_fleet_is_reported_and_a_dry_run_changes_nothing() {
     let r = fleet.report(&s).await;
 
     assert_eq!(findings(&r, "recs-staging"), ["idle"]);
-    assert_eq!(actions(&r, "recs-staging"), ["AddTags"]);
+    assert_eq!(actions(&r, "recs-staging"), ["tag_resource"]);
     assert_eq!(findings(&r, "recs-sandbox"), ["idle"]);
     assert!(
         row(&r, "recs-sandbox")["withheld"][0]["why"]
@@ -347,17 +347,14 @@ async fn the_seeds_fleet_is_reported_and_a_dry_run_changes_nothing() {
             .contains("protected")
     );
     assert_eq!(findings(&r, "search-prod"), ["idle"]);
-    assert_eq!(
-        actions(&r, "search-prod"),
-        ["UpdateEndpointWeightsAndCapacities"]
-    );
+    assert_eq!(actions(&r, "search-prod"), ["set_instance_count"]);
     assert_eq!(findings(&r, "recs-v1"), ["stale"]);
     assert!(actions(&r, "recs-v1").is_empty());
     assert_eq!(findings(&r, "recs-prod"), Vec::<String>::new());
     assert_eq!(findings(&r, "checkout-ranker"), ["under_replicated"]);
     assert_eq!(
         actions(&r, "checkout-ranker"),
-        ["CreateEndpointConfig", "UpdateEndpoint"]
+        ["copy_endpoint_config", "update_endpoint"]
     );
     assert_eq!(
         findings(&r, "chat-intent"),
@@ -371,7 +368,7 @@ async fn the_seeds_fleet_is_reported_and_a_dry_run_changes_nothing() {
     );
     assert_eq!(
         row(&r, "recs-staging")["actions"][0]["result"],
-        "AddTags: dry run, not applied"
+        "tag_resource: dry run, not applied"
     );
 
     // Costs: ml.m5.xlarge at $0.23/h, 730 h a month.
@@ -472,7 +469,7 @@ async fn idle_staging_is_marked_then_deleted_and_a_mark_goes_when_traffic_return
     let r = fleet
         .report(&fleet.sweep(&sweeper, "one").await.unwrap())
         .await;
-    assert_eq!(actions(&r, "staging-a"), ["AddTags"]);
+    assert_eq!(actions(&r, "staging-a"), ["tag_resource"]);
     assert!(fleet.exists("staging-a").await);
 
     fleet.traffic("staging-b", 12.0).await; // someone came back to b
@@ -481,9 +478,9 @@ async fn idle_staging_is_marked_then_deleted_and_a_mark_goes_when_traffic_return
         .await;
     assert_eq!(
         actions(&r, "staging-a"),
-        ["DeleteEndpoint", "DeleteEndpointConfig"]
+        ["delete_endpoint", "delete_endpoint_config"]
     );
-    assert_eq!(actions(&r, "staging-b"), ["DeleteTags"]);
+    assert_eq!(actions(&r, "staging-b"), ["untag_resource"]);
     assert!(!fleet.exists("staging-a").await);
     assert!(fleet.exists("staging-b").await);
     // The model stays: a rollback or a re-create needs it.
@@ -580,7 +577,7 @@ async fn unreadable_metrics_mean_not_idle_and_a_failed_listing_acts_on_nothing()
     let r = fleet.report(&s.unwrap()).await;
     let dev = row(&r, "dev-idle");
     if dev["not_judged"].is_null() {
-        assert_eq!(actions(&r, "dev-idle"), ["AddTags"]);
+        assert_eq!(actions(&r, "dev-idle"), ["tag_resource"]);
     } else {
         assert!(actions(&r, "dev-idle").is_empty());
     }

@@ -4,6 +4,8 @@ use aws_sdk_cloudwatch::types::StateValue;
 use integration::scenario::{PASSING, Scenario};
 use integration::*;
 use lifecycle::Error;
+use lifecycle::outcome::Outcome;
+use lifecycle::plan::ActionKind;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -12,7 +14,8 @@ async fn a_first_approval_creates_the_endpoint() {
     let v1 = s.registry().register("Approved", PASSING).await;
     let report = s.approve(&v1, "a").await;
     assert_eq!(
-        report.decisions[0].outcome, "deploying",
+        report.decisions[0].outcome,
+        Outcome::Deploying,
         "{:?}",
         report.decisions[0].reason
     );
@@ -24,7 +27,7 @@ async fn a_first_approval_creates_the_endpoint() {
     assert_eq!(s.serving().await, v1);
 
     let report = s.endpoint_settled("b").await;
-    assert_eq!(report.decisions[0].outcome, "deployed");
+    assert_eq!(report.decisions[0].outcome, Outcome::Deployed);
     assert_eq!(s.outcomes().await, ["deploying", "deployed"]);
 }
 
@@ -38,10 +41,10 @@ async fn a_new_approval_is_deployed_with_the_configured_strategy_and_alarms() {
     assert_eq!(
         report.decisions[0].actions,
         [
-            "CreateModel",
-            "CreateEndpointConfig",
-            "BeginDeployment",
-            "UpdateEndpoint"
+            ActionKind::CreateModel,
+            ActionKind::CreateEndpointConfig,
+            ActionKind::BeginDeployment,
+            ActionKind::UpdateEndpoint
         ]
     );
     let ep = s.endpoint().await;
@@ -97,7 +100,7 @@ async fn a_new_approval_is_deployed_with_the_configured_strategy_and_alarms() {
 
     assert_eq!(
         s.endpoint_settled("done").await.decisions[0].outcome,
-        "deployed"
+        Outcome::Deployed
     );
     assert_eq!(s.serving().await, v2);
     assert_ne!(v1, v2);
@@ -118,7 +121,7 @@ async fn a_failing_gate_rejects_the_package_with_the_reason_and_deploys_nothing(
     let before = s.fx.sagemaker_mutations().len();
 
     let report = s.approve(&v2, "v2").await;
-    assert_eq!(report.decisions[0].outcome, "rejected");
+    assert_eq!(report.decisions[0].outcome, Outcome::Rejected);
     let pkg = s.registry().package(&v2).await;
     assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Rejected");
     assert!(
@@ -145,7 +148,10 @@ async fn a_missing_metric_fails_closed() {
         .registry()
         .register("Approved", &[("validation_loss", "0.30")])
         .await;
-    assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, "rejected");
+    assert_eq!(
+        s.approve(&v2, "v2").await.decisions[0].outcome,
+        Outcome::Rejected
+    );
     let pkg = s.registry().package(&v2).await;
     assert!(
         pkg.approval_description()
@@ -186,7 +192,10 @@ async fn gates_read_the_model_quality_statistics_in_s3() {
             Some(&format!("s3://{bucket}/v2/statistics.json")),
         )
         .await;
-    assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, "deploying");
+    assert_eq!(
+        s.approve(&v2, "v2").await.decisions[0].outcome,
+        Outcome::Deploying
+    );
     assert_eq!(s.fx.count("UpdateEndpoint"), 1);
 }
 
@@ -205,7 +214,7 @@ async fn a_rollback_alarm_during_the_shift_keeps_the_old_config_and_rejects_the_
     .await;
 
     let report = s.endpoint_settled("verdict").await;
-    assert_eq!(report.decisions[0].outcome, "rolled_back");
+    assert_eq!(report.decisions[0].outcome, Outcome::RolledBack);
     let ep = s.endpoint().await;
     assert_eq!(ep.endpoint_status().unwrap().as_str(), "InService");
     assert_eq!(s.serving().await, v1, "SageMaker kept the old config");
@@ -250,12 +259,20 @@ async fn duplicate_deliveries_lead_to_one_update() {
             .decisions[0]
             .outcome,
     );
-    assert_eq!(outcomes, ["deploying", "waiting", "waiting", "waiting"]);
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Deploying,
+            Outcome::Waiting,
+            Outcome::Waiting,
+            Outcome::Waiting
+        ]
+    );
     s.endpoint_settled("settled").await;
     // Late duplicates after the deployment finished change nothing either.
     assert_eq!(
         s.run(event, "late").await.unwrap().decisions[0].outcome,
-        "in_sync"
+        Outcome::InSync
     );
     assert_eq!(s.fx.count("UpdateEndpoint"), 1);
 }
@@ -289,7 +306,7 @@ async fn an_approval_while_updating_is_deployed_once_the_endpoint_is_back_in_ser
     s.approve(&v2, "v2").await;
     let v3 = s.registry().register("Approved", PASSING).await;
     let report = s.approve(&v3, "v3").await;
-    assert_eq!(report.decisions[0].outcome, "waiting");
+    assert_eq!(report.decisions[0].outcome, Outcome::Waiting);
     assert_eq!(
         s.fx.count("UpdateEndpoint"),
         1,
@@ -298,15 +315,16 @@ async fn an_approval_while_updating_is_deployed_once_the_endpoint_is_back_in_ser
 
     let report = s.endpoint_settled("v2-done").await;
     let d = &report.decisions[0];
-    assert_eq!(d.outcome, "deploying");
+    assert_eq!(d.outcome, Outcome::Deploying);
     assert_eq!(
-        d.actions[0], "FinishDeployment",
+        d.actions[0],
+        ActionKind::FinishDeployment,
         "v2's verdict is recorded first"
     );
     assert_eq!(d.package.as_deref(), Some(v3.as_str()));
     assert_eq!(
         s.endpoint_settled("v3-done").await.decisions[0].outcome,
-        "deployed"
+        Outcome::Deployed
     );
     assert_eq!(s.serving().await, v3);
     assert_eq!(s.fx.count("UpdateEndpoint"), 2);
@@ -330,7 +348,7 @@ async fn rejecting_the_live_version_brings_back_the_previous_one_and_other_rejec
         .run(s.package_event("model-package-rejected.json", &v3), "r3")
         .await
         .unwrap();
-    assert_eq!(report.decisions[0].outcome, "ignored");
+    assert_eq!(report.decisions[0].outcome, Outcome::Ignored);
     assert_eq!(s.fx.count("UpdateEndpoint"), 1);
 
     s.registry().set_status(&v2, "Rejected").await;
@@ -338,7 +356,7 @@ async fn rejecting_the_live_version_brings_back_the_previous_one_and_other_rejec
         .run(s.package_event("model-package-rejected.json", &v2), "r2")
         .await
         .unwrap();
-    assert_eq!(report.decisions[0].outcome, "deploying");
+    assert_eq!(report.decisions[0].outcome, Outcome::Deploying);
     assert_eq!(report.decisions[0].package.as_deref(), Some(v1.as_str()));
     s.endpoint_settled("v1-back").await;
     assert_eq!(s.serving().await, v1);
@@ -374,12 +392,12 @@ async fn events_for_unknown_groups_and_endpoints_are_recorded_and_change_nothing
         )
         .await
         .unwrap();
-    assert_eq!(report.decisions[0].outcome, "ignored");
+    assert_eq!(report.decisions[0].outcome, Outcome::Ignored);
     let report = s
         .run(event_file("endpoint-in-service.json"), "u2")
         .await
         .unwrap();
-    assert_eq!(report.decisions[0].outcome, "ignored");
+    assert_eq!(report.decisions[0].outcome, Outcome::Ignored);
     assert_eq!(s.fx.sagemaker_mutations(), Vec::<String>::new());
     let kept = s
         .deployer
@@ -398,7 +416,7 @@ async fn dry_run_decides_and_records_but_changes_nothing() {
     let s = Scenario::with("dryrun", true).await;
     let v1 = s.registry().register("Approved", PASSING).await;
     let report = s.approve(&v1, "a").await;
-    assert_eq!(report.decisions[0].outcome, "deploying");
+    assert_eq!(report.decisions[0].outcome, Outcome::Deploying);
     assert!(
         report.decisions[0]
             .results
@@ -420,6 +438,6 @@ async fn a_tick_heals_a_lost_approval_event() {
         .run(event_file("deployer-tick.json"), "tick")
         .await
         .unwrap();
-    assert_eq!(report.decisions[0].outcome, "deploying");
+    assert_eq!(report.decisions[0].outcome, Outcome::Deploying);
     assert_eq!(report.decisions[0].package.as_deref(), Some(v2.as_str()));
 }

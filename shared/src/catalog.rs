@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use crate::error::{Error, Result};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use crate::error::{Error, Result};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::endpoints::{ConfigSpec, Endpoint, EndpointConfig, RolloutSpec, tags};
 use crate::deployment::{DeploymentRecord, DeploymentStatus};
+use crate::endpoints::{ConfigSpec, Endpoint, EndpointConfig, RolloutSpec, tags};
 use crate::names::{fingerprint, sagemaker_name};
 use crate::plan::{Action, Plan};
 use crate::targets::DeploymentTarget;

@@ -70,7 +70,9 @@ fn normalised_time(t: &Value) -> Result<Value, Error> {
     use time::format_description::well_known::Rfc3339;
     let millis = match t {
         Value::Number(n) => n.as_i64(),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
         Value::String(_) | Value::Null => return Ok(t.clone()),
         other => {
             return Err(Error::MalformedEvent(format!(

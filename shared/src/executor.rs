@@ -105,7 +105,9 @@ impl Executor<'_> {
                 });
                 continue;
             }
-            let (status, detail) = match self.run(&step.action).await {
+            // Boxed: one step's future holds any of the AWS calls below (the catalog export's
+            // among them); inline, every caller's future type would nest all of them.
+            let (status, detail) = match Box::pin(self.run(&step.action)).await {
                 Ok(Effect::Done(detail)) => {
                     crate::metrics::mutation(action);
                     (StepStatus::Done, detail)
@@ -144,7 +146,9 @@ impl Executor<'_> {
                 endpoints::create_model(sm, name, package_arn, self.execution_role_arn, tags)
                     .await?,
             ),
-            Action::CreateEndpointConfig { spec } => created(endpoints::create_config(sm, spec).await?),
+            Action::CreateEndpointConfig { spec } => {
+                created(endpoints::create_config(sm, spec).await?)
+            }
             Action::CreateEndpoint { endpoint, config } => {
                 created(endpoints::create_endpoint(sm, endpoint, config).await?)
             }
@@ -192,15 +196,21 @@ impl Executor<'_> {
                 endpoints::untag(sm, arn, key).await?;
                 done()
             }
-            Action::DeleteEndpoint { endpoint } => deleted(endpoints::delete_endpoint(sm, endpoint).await?),
-            Action::DeleteEndpointConfig { config } => deleted(endpoints::delete_config(sm, config).await?),
+            Action::DeleteEndpoint { endpoint } => {
+                deleted(endpoints::delete_endpoint(sm, endpoint).await?)
+            }
+            Action::DeleteEndpointConfig { config } => {
+                deleted(endpoints::delete_config(sm, config).await?)
+            }
             Action::CopyEndpointConfig {
                 from,
                 name,
                 min_instances,
             } => {
                 let Some(source) = endpoints::describe_config(sm, from).await? else {
-                    return Err(Error::InvalidData(format!("endpoint config {from} is gone")));
+                    return Err(Error::InvalidData(format!(
+                        "endpoint config {from} is gone"
+                    )));
                 };
                 created(endpoints::copy_config(sm, &source, name, *min_instances).await?)
             }

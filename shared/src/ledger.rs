@@ -15,8 +15,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::error::{Error, Result, error_code};
 use crate::deployment::{DeploymentRecord, DeploymentStatus};
+use crate::error::{Error, Result, error_code};
 use crate::outcome::{Outcome, Severity};
 use crate::plan::Plan;
 

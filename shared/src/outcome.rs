@@ -152,7 +152,9 @@ mod tests {
         for o in [RollbackImpossible, Failed, Blocked, NoCutoff, Stopped] {
             assert_eq!(o.severity(), Severity::NeedsPerson, "{o}");
         }
-        for o in [Deploying, RolledBack, Rejected, Deleted, Retraining, ScaledUp] {
+        for o in [
+            Deploying, RolledBack, Rejected, Deleted, Retraining, ScaledUp,
+        ] {
             assert_eq!(o.severity(), Severity::Acted, "{o}");
         }
         for o in [InSync, Waiting, Ignored, Duplicate, Retrying, Swept] {

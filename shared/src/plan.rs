@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::endpoints::{ConfigSpec, RolloutSpec};
 use crate::deployment::{DeploymentRecord, DeploymentStatus};
+use crate::endpoints::{ConfigSpec, RolloutSpec};
 use crate::scaling::ScalableTarget;
 
 /// One thing to do in AWS.

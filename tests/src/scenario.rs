@@ -5,7 +5,8 @@ use alarm_responder::Responder;
 use lifecycle::Error;
 use lifecycle::aws::Clients;
 use lifecycle::config::Environment;
-use lifecycle::report::Report;
+use lifecycle::outcome::Outcome;
+use lifecycle::pipeline::Reply;
 use lifecycle::targets::Targets;
 use model_deployer::{Config, Deployer};
 use serde_json::{Value, json};
@@ -102,16 +103,16 @@ impl Scenario {
     }
 
     /// The deployer's handler.
-    pub async fn run(&self, event: Value, request_id: &str) -> Result<Report, Error> {
+    pub async fn run(&self, event: Value, request_id: &str) -> Result<Reply, Error> {
         model_deployer::handle(&self.deployer, self.fx.event(event, request_id)).await
     }
 
     /// The alarm responder's handler.
-    pub async fn respond(&self, event: Value, request_id: &str) -> Result<Report, Error> {
+    pub async fn respond(&self, event: Value, request_id: &str) -> Result<Reply, Error> {
         alarm_responder::handle(&self.responder, self.fx.event(event, request_id)).await
     }
 
-    pub async fn approve(&self, arn: &str, request_id: &str) -> Report {
+    pub async fn approve(&self, arn: &str, request_id: &str) -> Reply {
         self.run(
             self.package_event("model-package-approved.json", arn),
             request_id,
@@ -120,7 +121,7 @@ impl Scenario {
         .unwrap()
     }
 
-    pub async fn endpoint_settled(&self, request_id: &str) -> Report {
+    pub async fn endpoint_settled(&self, request_id: &str) -> Reply {
         self.fx.settle(&self.endpoint);
         self.run(self.in_service_event(), request_id).await.unwrap()
     }
@@ -129,12 +130,13 @@ impl Scenario {
     pub async fn make_live(&self, arn: &str, request_id: &str) {
         let report = self.approve(arn, request_id).await;
         assert_eq!(
-            report.decisions[0].outcome, "deploying",
+            report.decisions[0].outcome,
+            Outcome::Deploying,
             "{}",
             report.decisions[0].reason
         );
         let report = self.endpoint_settled(&format!("{request_id}-live")).await;
-        assert_eq!(report.decisions[0].outcome, "deployed");
+        assert_eq!(report.decisions[0].outcome, Outcome::Deployed);
         assert_eq!(self.serving().await, arn);
     }
 
@@ -143,11 +145,11 @@ impl Scenario {
         let v1 = self.registry().register("Approved", PASSING).await;
         assert_eq!(
             self.approve(&v1, "v1").await.decisions[0].outcome,
-            "deploying"
+            Outcome::Deploying
         );
         assert_eq!(
             self.endpoint_settled("v1-live").await.decisions[0].outcome,
-            "deployed"
+            Outcome::Deployed
         );
         v1
     }

@@ -2,10 +2,12 @@
 //! a moment later, roll back, scale up, or say why not. Pure: everything was observed before.
 
 use lifecycle::config::Environment;
+use lifecycle::decision::Decision;
 use lifecycle::deploy::{self, Deployment};
+use lifecycle::deployment::{DeploymentRecord, DeploymentStatus};
 use lifecycle::endpoints::{Endpoint, EndpointConfig, RolloutSpec};
 use lifecycle::events::AlarmStateChange;
-use lifecycle::deployment::{DeploymentRecord, DeploymentStatus};
+use lifecycle::outcome::Outcome;
 use lifecycle::plan::{Action, Plan};
 use lifecycle::registry::{self, Approval, ModelPackage};
 use lifecycle::scaling::ScalableTarget;
@@ -43,47 +45,6 @@ pub struct Observed<'a> {
     pub now_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub outcome: &'static str,
-    pub reason: String,
-    pub package: Option<String>,
-    pub plan: Plan,
-    pub evidence: Value,
-    /// Someone must look at this: logged as an error and counted.
-    pub loud: bool,
-}
-
-impl Decision {
-    /// A decision that asks for nothing and needs no person.
-    pub fn quiet(outcome: &'static str, reason: String, evidence: Value) -> Self {
-        Self {
-            outcome,
-            reason,
-            package: None,
-            plan: Plan::default(),
-            evidence,
-            loud: false,
-        }
-    }
-
-    fn loud(
-        outcome: &'static str,
-        reason: String,
-        package: Option<String>,
-        evidence: Value,
-    ) -> Self {
-        Self {
-            outcome,
-            reason,
-            package,
-            plan: Plan::default(),
-            evidence,
-            loud: true,
-        }
-    }
-}
-
 /// The alarm, as evidence.
 pub fn alarm_evidence(alarm: &AlarmStateChange) -> Value {
     json!({
@@ -99,7 +60,7 @@ pub fn alarm_evidence(alarm: &AlarmStateChange) -> Value {
 
 /// Before anything is read: alarms that are not a fresh transition into ALARM, or whose actions
 /// are silenced, are recorded and ignored.
-pub fn triage(alarm: &AlarmStateChange) -> Option<(&'static str, String)> {
+pub fn triage(alarm: &AlarmStateChange) -> Option<(Outcome, String)> {
     if !alarm.entered_alarm() {
         let from = alarm
             .previous_state
@@ -107,7 +68,7 @@ pub fn triage(alarm: &AlarmStateChange) -> Option<(&'static str, String)> {
             .map(|p| p.value.as_str())
             .unwrap_or("unknown");
         return Some((
-            "ignored",
+            Outcome::Ignored,
             format!(
                 "{} went {from} -> {}; only a transition into ALARM is acted on",
                 alarm.alarm_name, alarm.state.value
@@ -116,7 +77,7 @@ pub fn triage(alarm: &AlarmStateChange) -> Option<(&'static str, String)> {
     }
     alarm.silenced().map(|why| {
         (
-            "muted",
+            Outcome::Muted,
             format!("{} is in ALARM but {why}; nothing done", alarm.alarm_name),
         )
     })
@@ -128,77 +89,77 @@ pub fn decide(obs: &Observed) -> Decision {
     evidence["route"] = json!({"via": obs.route.via, "response": obs.route.response});
 
     let Some(ep) = &obs.endpoint else {
-        return Decision::quiet(
-            "ignored",
+        return Decision::new(
+            Outcome::Ignored,
             format!("{} does not exist; nothing to act on", target.endpoint),
-            evidence,
-        );
+        )
+        .with_evidence(evidence);
     };
     evidence["endpoint_status"] = json!(ep.status);
     evidence["serving_config"] = json!(ep.config_name);
-
-    // During an update or a rollback SageMaker's guardrails own the endpoint.
-    if ep.status.is_transitioning() {
-        let mut plan = Plan::default();
-        plan.push(
-            Action::NoteAlarm {
-                endpoint: target.endpoint.clone(),
-                alarm: obs.alarm.alarm_name.clone(),
-            },
-            "kept with the deployment in progress, so the deployer's verdict carries it",
-        );
-        return Decision {
-            outcome: "noted",
-            reason: format!(
-                "{} is {:?}: SageMaker's guardrails own it; {} recorded against the deployment in progress",
-                target.endpoint, ep.status, obs.alarm.alarm_name
-            ),
-            package: obs.in_flight.as_ref().map(|d| d.package_arn.clone()),
-            plan,
-            evidence,
-            loud: false,
-        };
-    }
-
-    // The endpoint changed after the alarm fired: the alarm judged what is no longer live.
-    if let Some(modified) = ep.last_modified
-        && modified > obs.alarm.state.timestamp
-    {
-        return Decision::quiet(
-            "superseded",
-            format!(
-                "{} changed at {} after {} fired at {}; the alarm judged a fleet that is gone",
-                target.endpoint,
-                modified.format(&Rfc3339).unwrap_or_default(),
-                obs.alarm.alarm_name,
-                obs.alarm
-                    .state
-                    .timestamp
-                    .format(&Rfc3339)
-                    .unwrap_or_default()
-            ),
-            evidence,
-        );
-    }
-
-    match obs.route.response {
-        Response::ScaleUp => scale_up(obs, ep, evidence),
-        Response::Rollback => rollback(obs, ep, evidence),
-    }
+    let decision = during_update(obs, ep)
+        .or_else(|| superseded(obs, ep))
+        .unwrap_or_else(|| match obs.route.response {
+            Response::ScaleUp => scale_up(obs, ep, &mut evidence),
+            Response::Rollback => rollback(obs, ep, &mut evidence),
+        });
+    decision.with_evidence(evidence)
 }
 
-fn scale_up(obs: &Observed, ep: &Endpoint, mut evidence: Value) -> Decision {
+/// During an update or a rollback SageMaker's guardrails own the endpoint: the alarm is kept
+/// with the deployment in progress, so the deployer's verdict carries it.
+fn during_update(obs: &Observed, ep: &Endpoint) -> Option<Decision> {
+    if !ep.status.is_transitioning() {
+        return None;
+    }
+    let target = obs.route.target;
+    let mut plan = Plan::default();
+    plan.push(
+        Action::NoteAlarm {
+            endpoint: target.endpoint.clone(),
+            alarm: obs.alarm.alarm_name.clone(),
+        },
+        "kept with the deployment in progress, so the deployer's verdict carries it",
+    );
+    let reason = format!(
+        "{} is {:?}: SageMaker's guardrails own it; {} recorded against the deployment in progress",
+        target.endpoint, ep.status, obs.alarm.alarm_name
+    );
+    Some(
+        Decision::new(Outcome::Noted, reason)
+            .with_package(obs.in_flight.as_ref().map(|d| d.package_arn.clone()))
+            .with_plan(plan),
+    )
+}
+
+/// The endpoint changed after the alarm fired: the alarm judged what is no longer live.
+fn superseded(obs: &Observed, ep: &Endpoint) -> Option<Decision> {
+    let modified = ep.last_modified?;
+    let fired = obs.alarm.state.timestamp;
+    (modified > fired).then(|| {
+        Decision::new(
+            Outcome::Superseded,
+            format!(
+                "{} changed at {} after {} fired at {}; the alarm judged a fleet that is gone",
+                obs.route.target.endpoint,
+                modified.format(&Rfc3339).unwrap_or_default(),
+                obs.alarm.alarm_name,
+                fired.format(&Rfc3339).unwrap_or_default()
+            ),
+        )
+    })
+}
+
+fn scale_up(obs: &Observed, ep: &Endpoint, evidence: &mut Value) -> Decision {
     let target = obs.route.target;
     let floor = target.scale_up_floor(obs.environment);
     let Some(live) = ep.instance_count(&target.variant) else {
-        return Decision::loud(
-            "scale_up_impossible",
+        return Decision::new(
+            Outcome::ScaleUpImpossible,
             format!(
                 "{} has no variant {} with an instance count; nothing scaled",
                 target.endpoint, target.variant
             ),
-            None,
-            evidence,
         );
     };
     let mut plan = Plan::default();
@@ -234,117 +195,129 @@ fn scale_up(obs: &Observed, ep: &Endpoint, mut evidence: Value) -> Decision {
     }
     evidence["before"] = json!({"instances": live, "scaling": obs.scaling});
     evidence["after"] = json!({"instances": live.max(floor), "scaling": after_scaling});
+    let (alarm, ep_name, variant) = (&obs.alarm.alarm_name, &target.endpoint, &target.variant);
     if plan.is_empty() {
-        return Decision {
-            outcome: "at_floor",
-            reason: format!(
-                "{} fired; {}/{} already has {live} instances and a floor of at least {floor}; nothing to raise",
-                obs.alarm.alarm_name, target.endpoint, target.variant
+        return Decision::new(
+            Outcome::AtFloor,
+            format!(
+                "{alarm} fired; {ep_name}/{variant} already has {live} instances and a floor of at least {floor}; nothing to raise"
             ),
-            package: None,
-            plan,
-            evidence,
-            loud: false,
-        };
+        );
     }
-    Decision {
-        outcome: "scaled_up",
-        reason: format!(
-            "{} fired: {}/{} raised to at least {floor} instances (was {live})",
-            obs.alarm.alarm_name, target.endpoint, target.variant
+    Decision::new(
+        Outcome::ScaledUp,
+        format!(
+            "{alarm} fired: {ep_name}/{variant} raised to at least {floor} instances (was {live})"
         ),
-        package: None,
-        plan,
-        evidence,
-        loud: false,
-    }
+    )
+    .with_plan(plan)
 }
 
-fn rollback(obs: &Observed, ep: &Endpoint, mut evidence: Value) -> Decision {
-    let target = obs.route.target;
+/// Reject the live version with the evidence and bring back the previous approved one, all at
+/// once; or say, for a person, why not.
+fn rollback(obs: &Observed, ep: &Endpoint, evidence: &mut Value) -> Decision {
     let alarm = &obs.alarm.alarm_name;
     let Some(served) = &obs.served else {
-        return Decision::loud(
-            "rollback_impossible",
+        return Decision::new(
+            Outcome::RollbackImpossible,
             format!(
                 "{alarm} fired but the package {} serves is unknown (config {} has no package tag and its model no package); endpoint left as it is",
-                target.endpoint, ep.config_name
+                obs.route.target.endpoint, ep.config_name
             ),
-            None,
-            evidence,
         );
     };
-    let package = Some(served.arn.clone());
     evidence["serving_package"] =
         json!({"arn": served.arn, "version": served.version, "status": served.status});
-
-    if let Some(kpi) = obs.route.kpi {
-        evidence["samples"] = json!({"metric": kpi.samples.metric, "window_minutes": kpi.window_minutes,
-                                     "seen": obs.samples, "required": kpi.min_samples});
-        let enough = obs.samples.is_some_and(|s| s >= kpi.min_samples);
-        if !enough {
-            let seen = obs
-                .samples
-                .map_or("unreadable".to_string(), |s| s.to_string());
-            return Decision {
-                outcome: "inconclusive",
-                reason: format!(
-                    "{alarm} fired on version {} but the window had {seen} {} of the {} required; too little traffic to judge, nothing done",
-                    served.version, kpi.samples.metric, kpi.min_samples
-                ),
-                package,
-                plan: Plan::default(),
-                evidence,
-                loud: false,
-            };
-        }
+    let package = Some(served.arn.clone());
+    let refusal = kpi_check(obs, served, evidence).or_else(|| pinned_live(obs, served));
+    if let Some(d) = refusal {
+        return d.with_package(package);
     }
+    match rollback_candidate(obs, served) {
+        Ok(candidate) => {
+            evidence["rollback_to"] = json!({"arn": candidate.arn, "version": candidate.version,
+                                             "reused_config": obs.candidate_config});
+            rollback_plan(obs, ep, served, candidate)
+        }
+        Err(refused) => refused,
+    }
+    .with_package(package)
+}
 
-    if served.is_pinned() {
-        return Decision::loud(
-            "rollback_refused",
+/// A KPI alarm is believed only over enough traffic; too little (or an unreadable count) is
+/// inconclusive: nothing is done and a person is told.
+fn kpi_check(obs: &Observed, served: &ModelPackage, evidence: &mut Value) -> Option<Decision> {
+    let kpi = obs.route.kpi?;
+    evidence["samples"] = json!({"metric": kpi.samples.metric, "window_minutes": kpi.window_minutes,
+                                 "seen": obs.samples, "required": kpi.min_samples});
+    if obs.samples.is_some_and(|s| s >= kpi.min_samples) {
+        return None;
+    }
+    let seen = obs
+        .samples
+        .map_or("unreadable".to_string(), |s| s.to_string());
+    Some(Decision::new(
+        Outcome::Inconclusive,
+        format!(
+            "{} fired on version {} but the window had {seen} {} of the {} required; too little traffic to judge, nothing done",
+            obs.alarm.alarm_name, served.version, kpi.samples.metric, kpi.min_samples
+        ),
+    ))
+}
+
+/// A person pinned the live version: it stays.
+fn pinned_live(obs: &Observed, served: &ModelPackage) -> Option<Decision> {
+    served.is_pinned().then(|| {
+        Decision::new(
+            Outcome::RollbackRefused,
             format!(
-                "{alarm} fired but version {} is pinned ({}=true); a person decided it stays. Endpoint left as it is",
+                "{} fired but version {} is pinned ({}=true); a person decided it stays. Endpoint left as it is",
+                obs.alarm.alarm_name,
                 served.version,
                 registry::PINNED
             ),
-            package,
-            evidence,
-        );
-    }
+        )
+    })
+}
 
-    let candidate = obs
+/// The newest older Approved version, never past a pinned one.
+fn rollback_candidate<'o>(
+    obs: &'o Observed,
+    served: &ModelPackage,
+) -> Result<&'o ModelPackage, Decision> {
+    let alarm = &obs.alarm.alarm_name;
+    match obs
         .older
         .iter()
-        .find(|p| p.status == Approval::Approved || p.is_pinned());
-    let candidate = match candidate {
-        Some(p) if p.status == Approval::Approved => p,
-        Some(p) => {
-            return Decision::loud(
-                "rollback_impossible",
-                format!(
-                    "{alarm} fired on version {} but version {} is pinned and {:?}; refusing to roll back past it. Endpoint left as it is",
-                    served.version, p.version, p.status
-                ),
-                package,
-                evidence,
-            );
-        }
-        None => {
-            return Decision::loud(
-                "rollback_impossible",
-                format!(
-                    "{alarm} fired on version {} and no earlier Approved version exists; endpoint left as it is, a person must decide",
-                    served.version
-                ),
-                package,
-                evidence,
-            );
-        }
-    };
-    evidence["rollback_to"] = json!({"arn": candidate.arn, "version": candidate.version,
-                                     "reused_config": obs.candidate_config});
+        .find(|p| p.status == Approval::Approved || p.is_pinned())
+    {
+        Some(p) if p.status == Approval::Approved => Ok(p),
+        Some(p) => Err(Decision::new(
+            Outcome::RollbackImpossible,
+            format!(
+                "{alarm} fired on version {} but version {} is pinned and {:?}; refusing to roll back past it. Endpoint left as it is",
+                served.version, p.version, p.status
+            ),
+        )),
+        None => Err(Decision::new(
+            Outcome::RollbackImpossible,
+            format!(
+                "{alarm} fired on version {} and no earlier Approved version exists; endpoint left as it is, a person must decide",
+                served.version
+            ),
+        )),
+    }
+}
 
+/// Reject the bad version (unless a person already did), then deploy the candidate all at once.
+fn rollback_plan(
+    obs: &Observed,
+    ep: &Endpoint,
+    served: &ModelPackage,
+    candidate: &ModelPackage,
+) -> Decision {
+    let target = obs.route.target;
+    let alarm = &obs.alarm.alarm_name;
     let when = obs
         .alarm
         .state
@@ -393,23 +366,22 @@ fn rollback(obs: &Observed, ep: &Endpoint, mut evidence: Value) -> Decision {
         },
         &mut plan,
     );
-    Decision {
-        outcome: "rolled_back",
-        reason: format!(
+    Decision::new(
+        Outcome::RolledBack,
+        format!(
             "{alarm} entered ALARM at {when}: version {} rejected, version {} brought back all at once",
             served.version, candidate.version
         ),
-        package,
-        plan,
-        evidence,
-        loud: false,
-    }
+    )
+    .with_plan(plan)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use lifecycle::endpoints::{EndpointStatus, LiveVariant};
+    use lifecycle::outcome::Severity;
+    use lifecycle::plan::ActionKind;
     use lifecycle::targets::Targets;
     use serde_json::json;
     use std::collections::BTreeMap;
@@ -421,7 +393,7 @@ mod tests {
         AlarmStateChange::parse(&json!({"alarmName": name,
             "state": {"value": "ALARM", "reason": "Threshold Crossed: 7.1 < 7.5",
                       "timestamp": "2026-03-01T06:00:00.000+0000"},
-            "previousState": {"value": "OK", "timestamp": "2026-03-01T05:00:00.000+0000"}}))
+            "previousState": {"value": "OK", "reason": "ok", "timestamp": "2026-03-01T05:00:00.000+0000"}}))
         .unwrap()
     }
 
@@ -476,23 +448,23 @@ mod tests {
         }
     }
 
-    fn actions(d: &Decision) -> Vec<&'static str> {
-        d.plan.steps.iter().map(|s| s.action.name()).collect()
+    fn actions(d: &Decision) -> Vec<ActionKind> {
+        d.plan.kinds()
     }
 
     #[test]
     fn a_rollback_rejects_the_live_version_and_skips_rejected_ones() {
         let (t, a) = (targets(), alarm("recs-5xx"));
         let d = decide(&observed(&t, &a));
-        assert_eq!(d.outcome, "rolled_back");
+        assert_eq!(d.outcome, Outcome::RolledBack);
         assert_eq!(
             actions(&d),
             [
-                "RejectPackage",
-                "CreateModel",
-                "CreateEndpointConfig",
-                "BeginDeployment",
-                "UpdateEndpoint"
+                ActionKind::RejectPackage,
+                ActionKind::CreateModel,
+                ActionKind::CreateEndpointConfig,
+                ActionKind::BeginDeployment,
+                ActionKind::UpdateEndpoint
             ]
         );
         let Action::RejectPackage { description, .. } = &d.plan.steps[0].action else {
@@ -519,7 +491,11 @@ mod tests {
         let d = decide(&o);
         assert_eq!(
             actions(&d),
-            ["RejectPackage", "BeginDeployment", "UpdateEndpoint"]
+            [
+                ActionKind::RejectPackage,
+                ActionKind::BeginDeployment,
+                ActionKind::UpdateEndpoint
+            ]
         );
     }
 
@@ -530,8 +506,8 @@ mod tests {
         o.older = vec![package(2, Approval::Rejected, false)];
         let d = decide(&o);
         assert_eq!(
-            (d.outcome, d.loud, d.plan.is_empty()),
-            ("rollback_impossible", true, true)
+            (d.outcome, d.outcome.severity(), d.plan.is_empty()),
+            (Outcome::RollbackImpossible, Severity::NeedsPerson, true)
         );
 
         o.older = vec![
@@ -539,15 +515,18 @@ mod tests {
             package(1, Approval::Approved, false),
         ];
         let d = decide(&o);
-        assert_eq!(d.outcome, "rollback_impossible");
+        assert_eq!(d.outcome, Outcome::RollbackImpossible);
         assert!(d.reason.contains("version 2 is pinned"), "{}", d.reason);
 
         o.older = vec![package(2, Approval::Approved, true)];
-        assert_eq!(decide(&o).outcome, "rolled_back");
+        assert_eq!(decide(&o).outcome, Outcome::RolledBack);
 
         o.served = Some(package(3, Approval::Approved, true));
         let d = decide(&o);
-        assert_eq!((d.outcome, d.plan.is_empty()), ("rollback_refused", true));
+        assert_eq!(
+            (d.outcome, d.plan.is_empty()),
+            (Outcome::RollbackRefused, true)
+        );
     }
 
     #[test]
@@ -556,11 +535,14 @@ mod tests {
         let mut o = observed(&t, &a);
         o.samples = Some(999.0);
         let d = decide(&o);
-        assert_eq!((d.outcome, d.plan.is_empty()), ("inconclusive", true));
+        assert_eq!(
+            (d.outcome, d.plan.is_empty()),
+            (Outcome::Inconclusive, true)
+        );
         o.samples = None;
         assert!(decide(&o).reason.contains("unreadable"));
         o.samples = Some(1000.0);
-        assert_eq!(decide(&o).outcome, "rolled_back");
+        assert_eq!(decide(&o).outcome, Outcome::RolledBack);
     }
 
     #[test]
@@ -569,7 +551,10 @@ mod tests {
         let mut o = observed(&t, &a);
         o.endpoint = Some(endpoint(EndpointStatus::Updating, 2));
         let d = decide(&o);
-        assert_eq!((d.outcome, actions(&d)), ("noted", vec!["NoteAlarm"]));
+        assert_eq!(
+            (d.outcome, actions(&d)),
+            (Outcome::Noted, vec![ActionKind::NoteAlarm])
+        );
     }
 
     #[test]
@@ -579,7 +564,7 @@ mod tests {
         let mut ep = endpoint(EndpointStatus::InService, 2);
         ep.last_modified = Some(a.state.timestamp + time::Duration::minutes(5));
         o.endpoint = Some(ep);
-        assert_eq!(decide(&o).outcome, "superseded");
+        assert_eq!(decide(&o).outcome, Outcome::Superseded);
     }
 
     #[test]
@@ -593,13 +578,10 @@ mod tests {
             max: 1,
         });
         let d = decide(&o);
-        assert_eq!(d.outcome, "scaled_up");
+        assert_eq!(d.outcome, Outcome::ScaledUp);
         assert_eq!(
             actions(&d),
-            [
-                "RegisterScalableTarget",
-                "UpdateEndpointWeightsAndCapacities"
-            ]
+            [ActionKind::SetScalingBounds, ActionKind::SetInstanceCount]
         );
         let Action::SetScalingBounds { target } = &d.plan.steps[0].action else {
             panic!()
@@ -610,21 +592,21 @@ mod tests {
 
         o.endpoint = Some(endpoint(EndpointStatus::InService, 3));
         o.scaling = None;
-        assert_eq!(decide(&o).outcome, "at_floor");
+        assert_eq!(decide(&o).outcome, Outcome::AtFloor);
     }
 
     #[test]
     fn ok_and_muted_alarms_are_triaged_out() {
         let ok = AlarmStateChange::parse(&json!({"alarmName": "a",
-            "state": {"value": "OK", "timestamp": "2026-03-01T06:00:00.000+0000"},
-            "previousState": {"value": "ALARM", "timestamp": "2026-03-01T05:00:00.000+0000"}}))
+            "state": {"value": "OK", "reason": "back to normal", "timestamp": "2026-03-01T06:00:00.000+0000"},
+            "previousState": {"value": "ALARM", "reason": "x", "timestamp": "2026-03-01T05:00:00.000+0000"}}))
         .unwrap();
-        assert_eq!(triage(&ok).unwrap().0, "ignored");
+        assert_eq!(triage(&ok).unwrap().0, Outcome::Ignored);
         let muted = AlarmStateChange::parse(&json!({"alarmName": "a",
-            "state": {"value": "ALARM", "timestamp": "2026-03-01T06:00:00.000+0000"},
+            "state": {"value": "ALARM", "reason": "x", "timestamp": "2026-03-01T06:00:00.000+0000"},
             "muteDetail": {"mutedBy": "rule"}}))
         .unwrap();
-        assert_eq!(triage(&muted).unwrap().0, "muted");
+        assert_eq!(triage(&muted).unwrap().0, Outcome::Muted);
         assert!(triage(&alarm("recs-5xx")).is_none());
     }
 }

@@ -12,19 +12,20 @@ use std::collections::BTreeMap;
 
 use lambda_runtime::LambdaEvent;
 use lifecycle::aws::Clients;
+use lifecycle::decision::{Decision, Subject};
 use lifecycle::error::{Error, Result};
-use lifecycle::events::{ALARM_STATE_CHANGE, AlarmStateChange, Envelope};
-use lifecycle::executor::{Applied, Executor};
-use lifecycle::ledger::{self, Ledger};
+use lifecycle::events::{self, ALARM_STATE_CHANGE, AlarmStateChange};
+use lifecycle::executor::Executor;
+use lifecycle::ledger::Ledger;
+use lifecycle::outcome::Outcome;
+use lifecycle::pipeline::{Pipeline, Summary};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+pub use lifecycle::pipeline::Reply;
 pub use lifecycle::targets::TargetsConfig as Config;
-pub use lifecycle::report::{Report, Summary};
 
-use crate::decide::Decision;
 use crate::route::Route;
 
 pub const FUNCTION: &str = "alarm-responder";
@@ -49,125 +50,133 @@ impl Responder {
     }
 }
 
-pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<Report> {
-    let request_id = lifecycle::telemetry::request_id(&event.context);
-    // Everything about the event is checked before the first AWS call.
-    let envelope = Envelope::parse(&event.payload)?;
+/// The alarm, from either delivery: EventBridge (an envelope with the state change as detail), or
+/// an alarm action that invokes the function directly (`alarmData`, no envelope). Everything about
+/// the event is checked before the first AWS call.
+pub fn parse(payload: &Value) -> Result<(AlarmStateChange, String)> {
+    if payload.get("detail-type").is_none() && payload.get("alarmData").is_some() {
+        let alarm = AlarmStateChange::from_alarm_action(payload)?;
+        let trigger = format!("alarm action {} -> {}", alarm.alarm_name, alarm.state.value);
+        return Ok((alarm, trigger));
+    }
+    let envelope = events::envelope(payload)?;
     if envelope.detail_type != ALARM_STATE_CHANGE {
         return Err(Error::MalformedEvent(format!(
-            "expected a \"{ALARM_STATE_CHANGE}\" event, got \"{}\"",
+            "expected a \"{ALARM_STATE_CHANGE}\" event or an alarm action payload, got \"{}\"",
             envelope.detail_type
         )));
     }
-    let alarm = AlarmStateChange::parse(&envelope.detail)?;
-    let ctx = Context {
-        responder,
-        request_id: &request_id,
-        trigger: format!(
-            "{ALARM_STATE_CHANGE} {} -> {} ({})",
-            alarm.alarm_name, alarm.state.value, envelope.id
-        ),
-        alarm: &alarm,
-    };
-    info!(trigger = %ctx.trigger, kind = ?alarm.kind(), "received");
-    let targets = &responder.config.targets;
-
-    let configured = route::by_config(targets, &alarm.alarm_name);
-    if let Some((outcome, reason)) = decide::triage(&alarm) {
-        return ctx.record_only(configured.as_ref(), outcome, reason).await;
-    }
-
-    let route = match configured {
-        Some(r) => Some(r),
-        None => match route::by_tags(targets, &alarm_tags(responder, &envelope, &alarm).await?) {
-            Ok(Some(r)) => Some(r),
-            Ok(None) => match route::by_dimension(targets, &alarm) {
-                Ok(r) => r,
-                Err(reason) => return ctx.record_only(None, "ignored", reason).await,
-            },
-            Err(reason) => return ctx.record_only(None, "ignored", reason).await,
-        },
-    };
-    let Some(route) = route else {
-        let reason = format!(
-            "{} maps to no deployment target (not configured, no {} tag, no EndpointName dimension of a target)",
-            alarm.alarm_name,
-            route::TAG_ENDPOINT
-        );
-        return ctx.record_only(None, "ignored", reason).await;
-    };
-
-    let result = ctx.respond(route.clone()).await;
-    lifecycle::metrics::flush(&request_id);
-    match result {
-        Ok(summary) => Ok(Report {
-            decisions: vec![summary],
-        }),
-        // Busy and transient AWS errors are retried by Lambda; the rest is answered.
-        Err(e) if e.is_retryable() => Err(e),
-        Err(e) => Ok(Report {
-            decisions: vec![Summary {
-                endpoint: Some(route.target.endpoint.clone()),
-                outcome: "failed",
-                reason: e.to_string(),
-                package: None,
-                actions: vec![],
-                results: vec![],
-            }],
-        }),
-    }
-}
-
-/// The alarm's tags: from the event when CloudWatch propagated them, else ListTagsForResource.
-/// A transient failure is returned (Lambda retries: the tags may say scale up where the dimension
-/// would say roll back); tags we may not read are logged and treated as none.
-async fn alarm_tags(
-    responder: &Responder,
-    envelope: &Envelope,
-    alarm: &AlarmStateChange,
-) -> Result<BTreeMap<String, String>> {
-    if !alarm.alarm_tags.is_empty() {
-        return Ok(alarm.alarm_tags.clone());
-    }
-    let Some(arn) = envelope
+    let mut alarm = AlarmStateChange::parse(&envelope.detail)?;
+    alarm.alarm_arn = envelope
         .resources
         .iter()
+        .flatten()
         .find(|r| r.starts_with("arn:") && r.contains(":alarm:"))
-    else {
-        return Ok(BTreeMap::new());
+        .cloned();
+    let trigger = format!(
+        "{ALARM_STATE_CHANGE} {} -> {} ({})",
+        alarm.alarm_name,
+        alarm.state.value,
+        events::event_id(&envelope)
+    );
+    Ok((alarm, trigger))
+}
+
+pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<Reply> {
+    let request_id = lifecycle::telemetry::request_id(&event.context);
+    let (alarm, trigger) = parse(&event.payload)?;
+    info!(%trigger, kind = ?alarm.kind(), "received");
+    let ctx = Context {
+        responder,
+        alarm: &alarm,
+        pipeline: Pipeline {
+            function: FUNCTION,
+            request_id: &request_id,
+            trigger,
+            executor: Executor {
+                clients: &responder.clients,
+                ledger: &responder.ledger,
+                execution_role_arn: &responder.config.execution_role_arn,
+                dry_run: responder.config.dry_run,
+            },
+        },
     };
-    match responder
-        .clients
-        .cloudwatch
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-            .collect()),
-        Err(e) => {
-            let e = Error::aws("ListTagsForResource", e);
-            if e.is_retryable() {
-                return Err(e);
-            }
-            warn!(error = %e, "alarm tags unreadable; routing by the EndpointName dimension");
-            Ok(BTreeMap::new())
-        }
-    }
+    let summary = ctx.triage_and_respond().await;
+    lifecycle::metrics::flush(&request_id);
+    // Busy and transient AWS errors are retried by Lambda; the rest is answered.
+    Reply::one(summary?).or_retryable_error(true)
 }
 
 struct Context<'a> {
     responder: &'a Responder,
-    request_id: &'a str,
-    trigger: String,
     alarm: &'a AlarmStateChange,
+    pipeline: Pipeline<'a>,
 }
 
 impl Context<'_> {
+    async fn triage_and_respond(&self) -> Result<Summary> {
+        let targets = &self.responder.config.targets;
+        let configured = route::by_config(targets, &self.alarm.alarm_name);
+        if let Some((outcome, reason)) = decide::triage(self.alarm) {
+            return self.record_only(configured.as_ref(), outcome, reason).await;
+        }
+        let route = match configured {
+            Some(r) => Some(r),
+            None => match route::by_tags(targets, &self.alarm_tags().await?) {
+                Ok(Some(r)) => Some(r),
+                Ok(None) => match route::by_dimension(targets, self.alarm) {
+                    Ok(r) => r,
+                    Err(reason) => return self.record_only(None, Outcome::Ignored, reason).await,
+                },
+                Err(reason) => return self.record_only(None, Outcome::Ignored, reason).await,
+            },
+        };
+        let Some(route) = route else {
+            let reason = format!(
+                "{} maps to no deployment target (not configured, no {} tag, no EndpointName dimension of a target)",
+                self.alarm.alarm_name,
+                route::TAG_ENDPOINT
+            );
+            return self.record_only(None, Outcome::Ignored, reason).await;
+        };
+        self.respond(route).await
+    }
+
+    /// The alarm's tags: from the event when CloudWatch propagated them, else
+    /// ListTagsForResource. A transient failure is returned (Lambda retries: the tags may say
+    /// scale up where the dimension would say roll back); tags we may not read count as none.
+    async fn alarm_tags(&self) -> Result<BTreeMap<String, String>> {
+        if !self.alarm.alarm_tags.is_empty() {
+            return Ok(self.alarm.alarm_tags.clone());
+        }
+        let Some(arn) = &self.alarm.alarm_arn else {
+            return Ok(BTreeMap::new());
+        };
+        let listed = self
+            .responder
+            .clients
+            .cloudwatch
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await;
+        match listed {
+            Ok(out) => Ok(out
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                .collect()),
+            Err(e) => {
+                let e = Error::aws("ListTagsForResource", e);
+                if e.is_retryable() {
+                    return Err(e);
+                }
+                warn!(error = %e, "alarm tags unreadable; routing by the EndpointName dimension");
+                Ok(BTreeMap::new())
+            }
+        }
+    }
+
     /// An alarm occurrence: one alarm entering ALARM at one time.
     fn occurrence(&self) -> String {
         format!(
@@ -185,30 +194,37 @@ impl Context<'_> {
     /// the same time, and a duplicate of an occurrence already acted on changes nothing.
     async fn respond(&self, route: Route<'_>) -> Result<Summary> {
         let endpoint = route.target.endpoint.clone();
-        self.responder
+        let subject = Subject::Endpoint(endpoint.clone());
+        let p = &self.pipeline;
+        let leased = self
+            .responder
             .ledger
-            .with_lease(&endpoint, self.request_id, LEASE_SECONDS, async || {
-                self.respond_leased(route).await
+            .with_lease(&endpoint, p.request_id, LEASE_SECONDS, async || match self
+                .respond_leased(route)
+                .await
+            {
+                Ok(summary) => Ok(summary),
+                Err(e) => p.fail(subject.clone(), None, e).await,
             })
-            .await?
-            .unwrap_or(Err(Error::Busy(endpoint)))
+            .await;
+        match leased {
+            Ok(Some(summary)) => summary,
+            Ok(None) => p.fail(subject, None, Error::Busy(endpoint)).await,
+            Err(e) => p.fail(subject, None, e).await,
+        }
     }
 
     async fn respond_leased(&self, route: Route<'_>) -> Result<Summary> {
         let r = self.responder;
-        let subject = ledger::endpoint_key(&route.target.endpoint);
-        let endpoint = route.target.endpoint.clone();
-        if r.ledger.handled(&subject, &self.occurrence()).await? {
+        let subject = Subject::Endpoint(route.target.endpoint.clone());
+        if r.ledger.handled(&subject.key(), &self.occurrence()).await? {
             let reason = format!(
                 "{} entering ALARM at that time was already acted on; duplicate delivery",
                 self.alarm.alarm_name
             );
-            return self
-                .apply_and_record(
-                    Some(&endpoint),
-                    Decision::quiet("duplicate", reason, decide::alarm_evidence(self.alarm)),
-                )
-                .await;
+            let decision = Decision::new(Outcome::Duplicate, reason)
+                .with_evidence(decide::alarm_evidence(self.alarm));
+            return self.pipeline.run(subject, decision).await;
         }
         let observed = observe::observe(
             &r.clients,
@@ -218,111 +234,42 @@ impl Context<'_> {
             r.config.environment,
         )
         .await?;
-        let decision = decide::decide(&observed);
-        let summary = self.apply_and_record(Some(&endpoint), decision).await?;
+        let summary = self
+            .pipeline
+            .run(subject.clone(), decide::decide(&observed))
+            .await?;
         // Acted on (or judged): a duplicate must not act again. A note is not a judgement: the
         // alarm can still be judged once the endpoint is back in service.
-        if !r.config.dry_run && !matches!(summary.outcome, "noted" | "failed") {
+        let judged = !matches!(
+            summary.outcome,
+            Outcome::Noted | Outcome::Failed | Outcome::Retrying
+        );
+        if !r.config.dry_run && judged {
             r.ledger
-                .mark_handled(&subject, &self.occurrence(), self.request_id)
+                .mark_handled(&subject.key(), &self.occurrence(), self.pipeline.request_id)
                 .await?;
         }
         Ok(summary)
-    }
-
-    /// Applies the decision's plan and keeps the decision in the ledger.
-    async fn apply_and_record(
-        &self,
-        endpoint: Option<&String>,
-        decision: Decision,
-    ) -> Result<Summary> {
-        let r = self.responder;
-        let executor = Executor {
-            clients: &r.clients,
-            ledger: &r.ledger,
-            execution_role_arn: &r.config.execution_role_arn,
-            dry_run: r.config.dry_run,
-        };
-        let Applied { results, error } = executor.apply(&decision.plan).await;
-        let outcome = if error.is_some() {
-            "failed"
-        } else {
-            decision.outcome
-        };
-        if decision.loud {
-            // Visible, never silent: a person must decide.
-            error!(alarm = %self.alarm.alarm_name, outcome, reason = %decision.reason, "needs a person");
-        } else if outcome == "inconclusive" {
-            // Surfaced, not acted on: too little traffic to believe the KPI.
-            warn!(alarm = %self.alarm.alarm_name, outcome, reason = %decision.reason, "inconclusive");
-        } else {
-            info!(alarm = %self.alarm.alarm_name, outcome, reason = %decision.reason, "decided");
-        }
-        lifecycle::metrics::decision(outcome);
-        let reason = match &error {
-            Some(e) => format!("{} — stopped: {e}", decision.reason),
-            None => decision.reason.clone(),
-        };
-        let subject = match endpoint {
-            Some(ep) => ledger::endpoint_key(ep),
-            None => format!("alarm#{}", self.alarm.alarm_name),
-        };
-        r.ledger
-            .record(&ledger::Decision {
-                subject,
-                at: OffsetDateTime::now_utc(),
-                function: FUNCTION,
-                request_id: self.request_id.to_string(),
-                trigger: self.trigger.clone(),
-                package: decision.package.clone(),
-                outcome,
-                reason: reason.clone(),
-                plan: decision.plan.clone(),
-                results: results.clone(),
-                evidence: decision.evidence.clone(),
-                dry_run: r.config.dry_run,
-            })
-            .await?;
-        if let Some(e) = error {
-            return Err(e);
-        }
-        Ok(Summary {
-            endpoint: endpoint.cloned(),
-            outcome,
-            reason,
-            package: decision.package,
-            actions: decision
-                .plan
-                .steps
-                .iter()
-                .map(|s| s.action.name())
-                .collect(),
-            results,
-        })
     }
 
     /// Records an alarm that asks for nothing (not into ALARM, muted, or unrouted).
     async fn record_only(
         &self,
         route: Option<&Route<'_>>,
-        outcome: &'static str,
+        outcome: Outcome,
         reason: String,
-    ) -> Result<Report> {
+    ) -> Result<Summary> {
         let mut evidence = decide::alarm_evidence(self.alarm);
         if let Some(m) = &self.alarm.mute_detail {
             evidence["mute_detail"] = m.clone();
         }
         evidence["alarm_tags"] = json!(self.alarm.alarm_tags);
-        let summary = self
-            .apply_and_record(
-                route.map(|r| &r.target.endpoint),
-                Decision::quiet(outcome, reason, evidence),
-            )
-            .await?;
-        lifecycle::metrics::flush(self.request_id);
-        Ok(Report {
-            decisions: vec![summary],
-        })
+        let subject = match route {
+            Some(r) => Subject::Endpoint(r.target.endpoint.clone()),
+            None => Subject::Alarm(self.alarm.alarm_name.clone()),
+        };
+        let decision = Decision::new(outcome, reason).with_evidence(evidence);
+        self.pipeline.run(subject, decision).await
     }
 }
 

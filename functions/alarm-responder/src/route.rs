@@ -134,7 +134,7 @@ mod tests {
 
     fn alarm(metric: &str, endpoint: &str) -> AlarmStateChange {
         AlarmStateChange::parse(&json!({"alarmName": "x", "state": {"value": "ALARM",
-            "timestamp": "2026-03-01T06:00:00.000+0000"},
+            "reason": "Threshold Crossed", "timestamp": "2026-03-01T06:00:00.000+0000"},
             "configuration": {"metrics": [{"id": "m", "metricStat": {"metric": {
                 "namespace": "AWS/SageMaker", "name": metric,
                 "dimensions": {"EndpointName": endpoint, "VariantName": "AllTraffic"}}}}]}}))

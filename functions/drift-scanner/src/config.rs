@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use lifecycle::config::{Environment, Source, flag, parsed, required};
 use lifecycle::error::ConfigError;
 use lifecycle::targets::is_sagemaker_name;
+use lifecycle::training::TrainingSpec;
 use time::OffsetDateTime;
 
 use crate::dates::parse_cutoff;
@@ -41,25 +42,6 @@ pub struct Config {
     pub ledger_table: String,
     pub environment: Environment,
     pub dry_run: bool,
-}
-
-/// The retraining job, as configured.
-#[derive(Debug, Clone)]
-pub struct TrainingSpec {
-    /// `TRAINING_IMAGE`
-    pub image: String,
-    /// `TRAINING_INSTANCE_TYPE` (default `ml.g5.2xlarge`)
-    pub instance_type: String,
-    /// `TRAINING_INSTANCE_COUNT` (default 1)
-    pub instance_count: i32,
-    /// `TRAINING_ROLE_ARN`
-    pub role_arn: String,
-    /// `TRAINING_HYPERPARAMETERS`: a JSON object of strings (default `{}`).
-    pub hyperparameters: BTreeMap<String, String>,
-    /// `TRAINING_OUTPUT_S3` (default `s3://<TRAINING_BUCKET>/adapters/<ADAPTER_NAME>/`)
-    pub output_s3: String,
-    /// `TRAINING_MAX_RUNTIME_SECONDS` (default 86400)
-    pub max_runtime_seconds: i32,
 }
 
 impl Config {

@@ -1,29 +1,33 @@
 //! drift-scanner: how much of the product catalog is newer than the fine-tuned adapter's training
 //! cutoff? Past a threshold, export the catalog to S3 as JSON Lines and start one retraining job.
 //!
-//! schedule → cutoff → scan (parallel) → decide → export + train → record.
+//! schedule → cutoff → scan (parallel) → decide (pure) → the pipeline: export + train, record.
 
 pub mod config;
 pub mod coverage;
 pub mod dates;
 pub mod decide;
-pub mod export;
-pub mod training;
 
 use lambda_runtime::LambdaEvent;
 use lifecycle::aws::Clients;
+use lifecycle::catalog::CatalogExport;
+use lifecycle::decision::{Decision, Subject};
 use lifecycle::endpoints;
 use lifecycle::error::{Error, Result};
 use lifecycle::events::Schedule;
-use lifecycle::ledger::{self, Ledger};
+use lifecycle::executor::Executor;
+use lifecycle::ledger::Ledger;
+use lifecycle::outcome::Outcome;
+use lifecycle::pipeline::Pipeline;
 use lifecycle::registry;
+use lifecycle::training::{self, TrainingJob};
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tracing::{error, info};
 
 pub use config::Config;
-use decide::Verdict;
+use coverage::Tally;
+use decide::Retraining;
 
 pub const FUNCTION: &str = "drift-scanner";
 
@@ -42,13 +46,15 @@ impl Scanner {
             config,
         }
     }
+
+    fn subject(&self) -> Subject {
+        Subject::Adapter(self.config.adapter.clone())
+    }
 }
 
-/// The handler's answer (also kept in the ledger, under `adapter#<name>`).
+/// What the scan measured: the decision's evidence.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub outcome: &'static str,
-    pub reason: String,
+pub struct Measurement {
     pub cutoff: String,
     pub cutoff_source: String,
     pub items: u64,
@@ -57,9 +63,21 @@ pub struct Report {
     pub missing_date: u64,
     pub bad_date: u64,
     pub sample: Vec<String>,
-    pub export: Option<export::Export>,
-    pub training_job: Option<String>,
     pub scan_seconds: f64,
+}
+
+/// The handler's answer (the decision is kept in the ledger, under `adapter#<name>`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanReport {
+    pub outcome: Outcome,
+    pub reason: String,
+    #[serde(flatten)]
+    pub measurement: Measurement,
+    /// Where the catalog was (or, in a dry run, would have been) exported, when retraining.
+    pub export_uri: Option<String>,
+    pub training_job: Option<String>,
+    /// What each step of the plan did.
+    pub results: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -70,22 +88,38 @@ pub struct Cutoff {
     pub source: String,
 }
 
-pub async fn handle(scanner: &Scanner, event: LambdaEvent<Value>) -> Result<Report> {
+pub async fn handle(scanner: &Scanner, event: LambdaEvent<Value>) -> Result<ScanReport> {
     let schedule = Schedule::parse(&event.payload)?;
     let request_id = lifecycle::telemetry::request_id(&event.context);
-    let result = scan_and_decide(scanner, &request_id, &schedule).await;
+    let pipeline = Pipeline {
+        function: FUNCTION,
+        request_id: &request_id,
+        trigger: format!("schedule {}", schedule.event_id),
+        executor: Executor {
+            clients: &scanner.clients,
+            ledger: &scanner.ledger,
+            execution_role_arn: "",
+            dry_run: scanner.config.dry_run,
+        },
+    };
+    let result = scan(scanner, &pipeline).await;
     lifecycle::metrics::flush(&request_id);
     result
 }
 
-async fn scan_and_decide(
-    scanner: &Scanner,
-    request_id: &str,
-    schedule: &Schedule,
-) -> Result<Report> {
+/// A read that failed before anything was decided: recorded like any other failure.
+async fn failed(scanner: &Scanner, pipeline: &Pipeline<'_>, e: Error) -> Error {
+    let _ = pipeline.fail(scanner.subject(), None, e.clone()).await;
+    e
+}
+
+async fn scan(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Result<ScanReport> {
     let c = &scanner.config;
-    let trigger = format!("schedule {}", schedule.event_id);
-    let Some(cutoff) = cutoff(scanner).await? else {
+    let cutoff = match cutoff(scanner).await {
+        Ok(c) => c,
+        Err(e) => return Err(failed(scanner, pipeline, e).await),
+    };
+    let Some(cutoff) = cutoff else {
         let reason = format!(
             "no training cutoff: {} and TRAINING_CUTOFF is not set; nothing scanned, nothing started",
             match &c.endpoint {
@@ -96,16 +130,8 @@ async fn scan_and_decide(
                 None => "no ENDPOINT_NAME".to_string(),
             }
         );
-        record(
-            scanner,
-            request_id,
-            &trigger,
-            "no_cutoff",
-            &reason,
-            json!({}),
-        )
-        .await?;
-        error!(%reason, "drift scan impossible");
+        let decision = Decision::new(Outcome::NoCutoff, reason.clone());
+        pipeline.run(scanner.subject(), decision).await?;
         return Err(Error::InvalidData(reason));
     };
 
@@ -119,137 +145,117 @@ async fn scan_and_decide(
         c.page_size,
         cutoff.at,
     )
-    .await?;
-    let scan_seconds = started.elapsed().as_secs_f64();
-    let gap = tally.gap_pct();
-    metrics::gauge!("CatalogCoverageGapPct").set(gap);
-    metrics::gauge!("CatalogItems").set(tally.items as f64);
-    metrics::gauge!("CatalogItemsAfterCutoff").set(tally.after_cutoff as f64);
-    metrics::gauge!("CatalogItemsWithoutDate").set((tally.missing_date + tally.bad_date) as f64);
+    .await;
+    let tally = match tally {
+        Ok(t) => t,
+        Err(e) => return Err(failed(scanner, pipeline, e).await),
+    };
+    let measurement = measure(&tally, &cutoff, started.elapsed().as_secs_f64());
+    publish(&tally);
 
-    let now = OffsetDateTime::now_utc();
-    let snapshot = dates::snapshot_date(now);
-    let job = training::job_name(&c.adapter, &snapshot);
+    let snapshot = dates::snapshot_date(OffsetDateTime::now_utc());
+    let retraining = retraining(c, &snapshot);
+    let gap = tally.gap_pct();
     // Only past the threshold is SageMaker asked about jobs.
-    let (todays, running) = if tally.items > 0 && gap > c.threshold_pct {
-        let sm = &scanner.clients.sagemaker;
-        (
-            training::status(sm, &job).await?,
-            training::running(sm, &c.adapter).await?,
-        )
+    let jobs = if tally.items > 0 && gap > c.threshold_pct {
+        jobs(&scanner.clients.sagemaker, &retraining.job.name, &c.adapter).await
     } else {
-        (None, vec![])
+        Ok((None, vec![]))
+    };
+    let (todays, running) = match jobs {
+        Ok(j) => j,
+        Err(e) => return Err(failed(scanner, pipeline, e).await),
     };
     let verdict = decide::decide(
         &tally,
         c.threshold_pct,
-        todays.as_deref().map(|s| (job.as_str(), s)),
+        todays.as_deref().map(|s| (retraining.job.name.as_str(), s)),
         &running,
     );
+    let measured = format!(
+        "{} of {} catalog items ({gap:.2}%) are newer than the adapter's cutoff {}; threshold {}%",
+        tally.after_cutoff, tally.items, cutoff.raw, c.threshold_pct
+    );
+    let caveat = if tally.missing_date + tally.bad_date > 0 {
+        format!(
+            "; {} items have no {} and {} an unreadable one (counted, not new)",
+            tally.missing_date, c.created_attribute, tally.bad_date
+        )
+    } else {
+        String::new()
+    };
+    let retrain = verdict == decide::Verdict::Retrain;
+    let (export_uri, job) = (retraining.export.uri(), retraining.job.name.clone());
+    let decision = decide::decision(&verdict, &measured, &caveat, retraining)
+        .with_evidence(json!(measurement));
+    let summary = pipeline.run(scanner.subject(), decision).await?;
+    if let Some(e) = summary.error {
+        return Err(e);
+    }
+    Ok(ScanReport {
+        outcome: summary.outcome,
+        reason: summary.reason,
+        measurement,
+        export_uri: retrain.then_some(export_uri),
+        training_job: retrain.then_some(job),
+        results: summary.results,
+        dry_run: summary.dry_run,
+    })
+}
 
-    let cutoff_text = cutoff.raw.clone();
-    let mut report = Report {
-        outcome: verdict.outcome(),
-        reason: String::new(),
-        cutoff: cutoff_text.clone(),
+/// Today's job's status, if it exists, and the adapter's jobs in progress.
+async fn jobs(
+    sm: &aws_sdk_sagemaker::Client,
+    todays: &str,
+    adapter: &str,
+) -> Result<(Option<String>, Vec<String>)> {
+    Ok((
+        training::status(sm, todays).await?,
+        training::running(sm, adapter).await?,
+    ))
+}
+
+fn measure(tally: &Tally, cutoff: &Cutoff, scan_seconds: f64) -> Measurement {
+    Measurement {
+        cutoff: cutoff.raw.clone(),
         cutoff_source: cutoff.source.clone(),
         items: tally.items,
         after_cutoff: tally.after_cutoff,
-        gap_pct: (gap * 100.0).round() / 100.0,
+        gap_pct: (tally.gap_pct() * 100.0).round() / 100.0,
         missing_date: tally.missing_date,
         bad_date: tally.bad_date,
         sample: tally.sample(),
-        export: None,
-        training_job: None,
         scan_seconds,
-        dry_run: c.dry_run,
-    };
-    let measured = format!(
-        "{} of {} catalog items ({:.2}%) are newer than the adapter's cutoff {cutoff_text}; threshold {}%",
-        tally.after_cutoff, tally.items, gap, c.threshold_pct
-    );
-    report.reason = match &verdict {
-        Verdict::EmptyCatalog => format!(
-            "{} is empty: nothing to measure or train on",
-            c.products_table
-        ),
-        Verdict::WithinThreshold => format!("{measured}: no retraining"),
-        Verdict::AlreadyStarted { job, status } => {
-            format!("{measured}; {job} for today's snapshot already exists ({status}): nothing new")
-        }
-        Verdict::TrainingInProgress { jobs } => {
-            format!(
-                "{measured}; {} still running: never two at once",
-                jobs.join(", ")
-            )
-        }
-        Verdict::Retrain => format!("{measured}: exporting the catalog and starting {job}"),
-    };
-    if verdict == Verdict::Retrain {
-        if c.dry_run {
-            report.outcome = "would_retrain";
-        } else {
-            retrain(scanner, &mut report, &job, &snapshot).await?;
-        }
     }
-    if tally.missing_date + tally.bad_date > 0 {
-        report.reason.push_str(&format!(
-            "; {} items have no {} and {} an unreadable one (counted, not new)",
-            tally.missing_date, c.created_attribute, tally.bad_date
-        ));
-    }
-    info!(outcome = report.outcome, reason = %report.reason, "decided");
-    lifecycle::metrics::decision(report.outcome);
-    let evidence = serde_json::to_value(&report).unwrap_or_default();
-    record(
-        scanner,
-        request_id,
-        &trigger,
-        report.outcome,
-        &report.reason,
-        evidence,
-    )
-    .await?;
-    Ok(report)
 }
 
-async fn retrain(scanner: &Scanner, report: &mut Report, job: &str, snapshot: &str) -> Result<()> {
-    let c = &scanner.config;
-    let key = format!(
-        "{}{}/snapshot={snapshot}/catalog.jsonl",
-        c.prefix, c.adapter
-    );
-    let exported = export::export(
-        &scanner.clients.dynamodb,
-        &scanner.clients.s3,
-        &c.products_table,
-        c.segments,
-        c.page_size,
-        &c.bucket,
-        &key,
-    )
-    .await?;
-    lifecycle::metrics::mutation("ExportCatalog");
-    let created = training::start(
-        &scanner.clients.sagemaker,
-        training::Start {
-            spec: &c.training,
-            name: job,
-            adapter: &c.adapter,
-            snapshot_date: snapshot,
-            export_uri: &exported.uri,
-        },
-    )
-    .await?;
-    if created {
-        lifecycle::metrics::mutation("CreateTrainingJob");
-    } else {
-        // A concurrent run won the race: same name, same day.
-        report.outcome = "already_started";
-    }
-    report.export = Some(exported);
-    report.training_job = Some(job.to_string());
-    Ok(())
+fn publish(tally: &Tally) {
+    metrics::gauge!("CatalogCoverageGapPct").set(tally.gap_pct());
+    metrics::gauge!("CatalogItems").set(tally.items as f64);
+    metrics::gauge!("CatalogItemsAfterCutoff").set(tally.after_cutoff as f64);
+    metrics::gauge!("CatalogItemsWithoutDate").set((tally.missing_date + tally.bad_date) as f64);
+}
+
+/// Today's export and job: one key and one job name per snapshot date.
+fn retraining(c: &Config, snapshot: &str) -> Retraining {
+    let export = CatalogExport {
+        table: c.products_table.clone(),
+        segments: c.segments,
+        page_size: c.page_size,
+        bucket: c.bucket.clone(),
+        key: format!(
+            "{}{}/snapshot={snapshot}/catalog.jsonl",
+            c.prefix, c.adapter
+        ),
+    };
+    let job = TrainingJob {
+        name: training::job_name(&c.adapter, snapshot),
+        adapter: c.adapter.clone(),
+        snapshot_date: snapshot.to_string(),
+        export_uri: export.uri(),
+        spec: c.training.clone(),
+    };
+    Retraining { export, job }
 }
 
 /// The cutoff: the metadata of the package the endpoint serves, else the configured one.
@@ -283,30 +289,4 @@ async fn cutoff(scanner: &Scanner) -> Result<Option<Cutoff>> {
         at,
         source: "TRAINING_CUTOFF".into(),
     }))
-}
-
-async fn record(
-    scanner: &Scanner,
-    request_id: &str,
-    trigger: &str,
-    outcome: &'static str,
-    reason: &str,
-    evidence: Value,
-) -> Result<()> {
-    let decision = ledger::Decision::unplanned(
-        format!("adapter#{}", scanner.config.adapter),
-        FUNCTION,
-        request_id,
-        trigger.to_string(),
-        outcome,
-        reason.to_string(),
-    );
-    scanner
-        .ledger
-        .record(&ledger::Decision {
-            evidence,
-            dry_run: scanner.config.dry_run,
-            ..decision
-        })
-        .await
 }

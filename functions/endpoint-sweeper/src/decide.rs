@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use lifecycle::names::{fingerprint, sagemaker_name};
+use lifecycle::outcome::Outcome;
 use lifecycle::plan::{Action, Plan};
 use lifecycle::scaling::{ScalableTarget, resource_id};
 use lifecycle::targets::Targets;
@@ -29,6 +30,11 @@ pub struct Withheld {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EndpointPlan {
     pub endpoint: String,
+    /// What the plan does to the endpoint, the most consequential of its groups; `None` when it
+    /// plans nothing.
+    pub outcome: Option<Outcome>,
+    /// The groups the plan holds, in words (the decision's reason).
+    pub doing: Vec<String>,
     pub plan: Plan,
     pub withheld: Vec<Withheld>,
 }
@@ -42,22 +48,42 @@ pub struct Limits<'a> {
     pub now: OffsetDateTime,
 }
 
-/// Steps that go together, and what they are, in words.
+/// Steps that go together, what they are in words, and what doing them means for the endpoint.
 struct Group {
     what: String,
+    outcome: Outcome,
     steps: Vec<(Action, String)>,
 }
 
 impl Group {
-    fn new(what: impl Into<String>) -> Self {
+    fn new(outcome: Outcome, what: impl Into<String>) -> Self {
         Self {
             what: what.into(),
+            outcome,
             steps: vec![],
         }
     }
     fn push(mut self, action: Action, reason: impl Into<String>) -> Self {
         self.steps.push((action, reason.into()));
         self
+    }
+}
+
+/// Which outcome names an endpoint's decision when its plan holds several groups.
+fn weight(o: Outcome) -> u8 {
+    match o {
+        Outcome::Deleted => 4,
+        Outcome::ScaledDown => 3,
+        Outcome::Remediated => 2,
+        Outcome::MarkedIdle => 1,
+        _ => 0,
+    }
+}
+
+fn withhold(action: &str, why: impl Into<String>) -> Withheld {
+    Withheld {
+        action: action.to_string(),
+        why: why.into(),
     }
 }
 
@@ -78,36 +104,56 @@ pub fn decide(
         let Some(e) = facts.get(j.endpoint.as_str()) else {
             continue;
         };
-        let mut ep = EndpointPlan {
-            endpoint: j.endpoint.clone(),
-            ..Default::default()
-        };
         let shared_config = users.get(e.config.as_str()).copied().unwrap_or(0) > 1;
-        let (groups, mut withheld) = wanted(j, e, scaling, shared_config, l);
-        ep.withheld.append(&mut withheld);
-        for g in groups {
-            if j.protected {
-                ep.withheld.push(Withheld {
-                    action: g.what,
-                    why: format!("protected by {}=true", l.protection_tag),
-                });
-            } else if g.steps.len() > budget {
-                ep.withheld.push(Withheld {
-                    action: g.what,
-                    why: format!("MAX_ACTIONS_PER_RUN ({}) reached; next run", l.max_actions),
-                });
-            } else {
-                budget -= g.steps.len();
-                for (action, reason) in g.steps {
-                    ep.plan.push(action, reason);
-                }
-            }
-        }
+        let (groups, withheld) = wanted(j, e, scaling, shared_config, l);
+        let ep = within_rails(j, groups, withheld, &mut budget, l);
         if !ep.plan.is_empty() || !ep.withheld.is_empty() {
             out.push(ep);
         }
     }
     out
+}
+
+/// The groups that pass protection and the budget become the endpoint's plan; a group fits
+/// whole or waits for the next run.
+fn within_rails(
+    j: &Judgement,
+    groups: Vec<Group>,
+    mut withheld: Vec<Withheld>,
+    budget: &mut usize,
+    l: &Limits,
+) -> EndpointPlan {
+    let mut ep = EndpointPlan {
+        endpoint: j.endpoint.clone(),
+        ..Default::default()
+    };
+    for g in groups {
+        if j.protected {
+            withheld.push(withhold(
+                &g.what,
+                format!("protected by {}=true", l.protection_tag),
+            ));
+        } else if g.steps.len() > *budget {
+            withheld.push(withhold(
+                &g.what,
+                format!("MAX_ACTIONS_PER_RUN ({}) reached; next run", l.max_actions),
+            ));
+        } else {
+            *budget -= g.steps.len();
+            if ep.outcome.is_none_or(|o| weight(g.outcome) > weight(o)) {
+                ep.outcome = Some(g.outcome);
+            }
+            ep.doing.push(match g.steps.first() {
+                Some((_, why)) => format!("{} ({why})", g.what),
+                None => g.what,
+            });
+            for (action, reason) in g.steps {
+                ep.plan.push(action, reason);
+            }
+        }
+    }
+    ep.withheld = withheld;
+    ep
 }
 
 /// Everything the findings ask for, before protection and budget; and what is withheld outright.
@@ -120,18 +166,12 @@ fn wanted(
 ) -> (Vec<Group>, Vec<Withheld>) {
     let mut groups = vec![];
     let mut withheld = vec![];
-    let withhold = |action: &str, why: String| Withheld {
-        action: action.to_string(),
-        why,
-    };
     if j.not_judged.is_some() {
         return (groups, withheld);
     }
-    let is_target = l.targets.by_endpoint(&e.name).is_some();
-
     // Traffic came back: the idle mark goes.
     if !j.idle() && j.idle_since.is_some() && j.invocations.is_some() {
-        groups.push(Group::new("remove the idle mark").push(
+        groups.push(Group::new(Outcome::Unmarked, "remove the idle mark").push(
             Action::UntagResource {
                 arn: e.arn.clone(),
                 key: IDLE_TAG.into(),
@@ -139,91 +179,126 @@ fn wanted(
             "traffic returned",
         ));
     }
-
     if j.idle() {
-        if j.production {
-            withheld.push(withhold(
-                "DeleteEndpoint",
-                "production: never deleted; at most scaled down to the HA floor".into(),
-            ));
-            groups.extend(scale_down(e, scaling));
-        } else if is_target {
-            withheld.push(withhold(
-                "DeleteEndpoint",
-                "a deployment target's endpoint: the deployer would recreate it; remove it from DEPLOY_TARGETS first".into(),
-            ));
-        } else {
-            match j.idle_since {
-                None => groups.push(Group::new("mark idle").push(
-                    Action::TagResource {
-                        arn: e.arn.clone(),
-                        key: IDLE_TAG.into(),
-                        value: l.now.format(&Rfc3339).unwrap_or_default(),
-                    },
-                    format!(
-                        "idle: deleted on a later run if still idle after {} h",
-                        l.grace_hours
-                    ),
-                )),
-                Some(since) if l.now - since >= time::Duration::hours(l.grace_hours) => {
-                    let mut g = Group::new("delete the idle endpoint").push(
-                        Action::DeleteEndpoint {
-                            endpoint: e.name.clone(),
-                        },
-                        format!(
-                            "idle since {} (grace {} h); models and older configs are kept for a rollback",
-                            since.format(&Rfc3339).unwrap_or_default(),
-                            l.grace_hours
-                        ),
-                    );
-                    if shared_config {
-                        withheld.push(withhold(
-                            "DeleteEndpointConfig",
-                            format!("{} is also used by another endpoint", e.config),
-                        ));
-                    } else {
-                        g = g.push(
-                            Action::DeleteEndpointConfig {
-                                config: e.config.clone(),
-                            },
-                            "the config of the deleted endpoint",
-                        );
-                    }
-                    groups.push(g);
-                }
-                Some(since) => withheld.push(withhold(
-                    "DeleteEndpoint",
-                    format!(
-                        "marked idle at {}; deleted after {} h if still idle",
-                        since.format(&Rfc3339).unwrap_or_default(),
-                        l.grace_hours
-                    ),
-                )),
-            }
-        }
+        idle(j, e, scaling, shared_config, l, &mut groups, &mut withheld);
     }
     if j.stale() {
         withheld.push(withhold(
             "DeleteEndpoint",
-            "stale: reported with its cost; a person retires it (users may still be on it)".into(),
+            "stale: reported with its cost; a person retires it (users may still be on it)",
         ));
     }
+    let fixes = fixes(j, e, scaling, &mut withheld);
+    if l.remediate {
+        groups.extend(fixes);
+    } else {
+        withheld.extend(fixes.into_iter().map(|g| {
+            withhold(
+                &g.what,
+                "remediation disabled (REMEDIATE=false): reported only",
+            )
+        }));
+    }
+    (groups, withheld)
+}
 
+/// An idle endpoint: production shrinks to the HA floor; a target's endpoint stays; the rest is
+/// marked, and deleted on a later run once the grace period has passed.
+fn idle(
+    j: &Judgement,
+    e: &EndpointFacts,
+    scaling: &HashMap<String, Scaling>,
+    shared_config: bool,
+    l: &Limits,
+    groups: &mut Vec<Group>,
+    withheld: &mut Vec<Withheld>,
+) {
+    let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    if j.production {
+        withheld.push(withhold(
+            "DeleteEndpoint",
+            "production: never deleted; at most scaled down to the HA floor",
+        ));
+        groups.extend(scale_down(e, scaling));
+        return;
+    }
+    if l.targets.by_endpoint(&e.name).is_some() {
+        withheld.push(withhold(
+            "DeleteEndpoint",
+            "a deployment target's endpoint: the deployer would recreate it; remove it from DEPLOY_TARGETS first",
+        ));
+        return;
+    }
+    match j.idle_since {
+        None => groups.push(Group::new(Outcome::MarkedIdle, "mark idle").push(
+            Action::TagResource {
+                arn: e.arn.clone(),
+                key: IDLE_TAG.into(),
+                value: fmt(l.now),
+            },
+            format!(
+                "idle: deleted on a later run if still idle after {} h",
+                l.grace_hours
+            ),
+        )),
+        Some(since) if l.now - since >= time::Duration::hours(l.grace_hours) => {
+            let mut g = Group::new(Outcome::Deleted, "delete the idle endpoint").push(
+                Action::DeleteEndpoint {
+                    endpoint: e.name.clone(),
+                },
+                format!(
+                    "idle since {} (grace {} h); models and older configs are kept for a rollback",
+                    fmt(since),
+                    l.grace_hours
+                ),
+            );
+            if shared_config {
+                withheld.push(withhold(
+                    "DeleteEndpointConfig",
+                    format!("{} is also used by another endpoint", e.config),
+                ));
+            } else {
+                g = g.push(
+                    Action::DeleteEndpointConfig {
+                        config: e.config.clone(),
+                    },
+                    "the config of the deleted endpoint",
+                );
+            }
+            groups.push(g);
+        }
+        Some(since) => withheld.push(withhold(
+            "DeleteEndpoint",
+            format!(
+                "marked idle at {}; deleted after {} h if still idle",
+                fmt(since),
+                l.grace_hours
+            ),
+        )),
+    }
+}
+
+/// The fixes the risk findings ask for (applied only with `REMEDIATE`).
+fn fixes(
+    j: &Judgement,
+    e: &EndpointFacts,
+    scaling: &HashMap<String, Scaling>,
+    withheld: &mut Vec<Withheld>,
+) -> Vec<Group> {
     let mut fixes = vec![];
     for f in &j.findings {
         match f {
             // A stale endpoint is to be retired, not given more capacity.
             Finding::UnderReplicated { .. } if j.stale() => withheld.push(withhold(
                 "CreateEndpointConfig",
-                "under-replicated but stale: retire it rather than pay for a second instance"
-                    .into(),
+                "under-replicated but stale: retire it rather than pay for a second instance",
             )),
             Finding::UnderReplicated { variant, instances } => {
                 fixes.push(under_replicated(e, variant, *instances, scaling))
             }
             Finding::ScaleToZeroRisk { variant } => {
                 let s = &scaling[&resource_id(&e.name, variant)];
-                fixes.push(Group::new("raise MinCapacity from 0").push(
+                fixes.push(Group::new(Outcome::Remediated, "raise MinCapacity from 0").push(
                     Action::SetScalingBounds {
                         target: ScalableTarget {
                             resource_id: resource_id(&e.name, variant),
@@ -238,33 +313,30 @@ fn wanted(
                 variant,
                 policy,
                 seconds,
-            } => fixes.push(Group::new("lengthen the scale-in cooldown").push(
-                Action::SetScaleInCooldown {
-                    resource_id: resource_id(&e.name, variant),
-                    policy_name: policy.clone(),
-                    seconds: MIN_SCALE_IN_COOLDOWN,
-                },
-                format!("scale-in cooldown {seconds} s -> {MIN_SCALE_IN_COOLDOWN} s"),
-            )),
+            } => fixes.push(
+                Group::new(Outcome::Remediated, "lengthen the scale-in cooldown").push(
+                    Action::SetScaleInCooldown {
+                        resource_id: resource_id(&e.name, variant),
+                        policy_name: policy.clone(),
+                        seconds: MIN_SCALE_IN_COOLDOWN,
+                    },
+                    format!("scale-in cooldown {seconds} s -> {MIN_SCALE_IN_COOLDOWN} s"),
+                ),
+            ),
             _ => {}
         }
     }
-    if l.remediate {
-        groups.extend(fixes);
-    } else {
-        withheld.extend(fixes.into_iter().map(|g| Withheld {
-            action: g.what,
-            why: "remediation disabled (REMEDIATE=false): reported only".into(),
-        }));
-    }
-    (groups, withheld)
+    fixes
 }
 
 /// Idle production: down to the HA floor, never below.
 fn scale_down(e: &EndpointFacts, scaling: &HashMap<String, Scaling>) -> Vec<Group> {
     let mut groups = vec![];
     for v in &e.variants {
-        let mut g = Group::new(format!("scale {} down to {HA_FLOOR}", v.name));
+        let mut g = Group::new(
+            Outcome::ScaledDown,
+            format!("scale {} down to {HA_FLOOR}", v.name),
+        );
         if let Some(s) = scaling.get(&resource_id(&e.name, &v.name))
             && s.min > HA_FLOOR
         {
@@ -307,26 +379,29 @@ fn under_replicated(
         &e.name,
         &format!("ha{HA_FLOOR}-{}", fingerprint(&[&e.config])),
     );
-    let mut g = Group::new(format!("give {variant} {HA_FLOOR} instances"))
-        .push(
-            Action::CopyEndpointConfig {
-                from: e.config.clone(),
-                name: name.clone(),
-                min_instances: HA_FLOOR,
-            },
-            format!(
-                "{} with at least {HA_FLOOR} instances per variant",
-                e.config
-            ),
-        )
-        .push(
-            Action::UpdateEndpoint {
-                endpoint: e.name.clone(),
-                config: name,
-                rollout: None,
-            },
-            format!("{instances} instance(s) in production is a single point of failure"),
-        );
+    let mut g = Group::new(
+        Outcome::Remediated,
+        format!("give {variant} {HA_FLOOR} instances"),
+    )
+    .push(
+        Action::CopyEndpointConfig {
+            from: e.config.clone(),
+            name: name.clone(),
+            min_instances: HA_FLOOR,
+        },
+        format!(
+            "{} with at least {HA_FLOOR} instances per variant",
+            e.config
+        ),
+    )
+    .push(
+        Action::UpdateEndpoint {
+            endpoint: e.name.clone(),
+            config: name,
+            rollout: None,
+        },
+        format!("{instances} instance(s) in production is a single point of failure"),
+    );
     if let Some(s) = scaling.get(&resource_id(&e.name, variant))
         && s.min < HA_FLOOR
     {
@@ -352,6 +427,7 @@ mod tests {
     use super::*;
     use crate::inventory::Variant;
     use lifecycle::endpoints::EndpointStatus;
+    use lifecycle::plan::ActionKind;
     use std::collections::BTreeMap;
 
     fn now() -> OffsetDateTime {
@@ -423,8 +499,8 @@ mod tests {
         )
     }
 
-    fn names(p: &EndpointPlan) -> Vec<&'static str> {
-        p.plan.steps.iter().map(|s| s.action.name()).collect()
+    fn names(p: &EndpointPlan) -> Vec<ActionKind> {
+        p.plan.kinds()
     }
 
     #[test]
@@ -433,7 +509,7 @@ mod tests {
         let mut j = judgement("staging", false, vec![Finding::Idle]);
         assert_eq!(
             names(&run(std::slice::from_ref(&j), &f, 10, false)[0]),
-            ["AddTags"]
+            [ActionKind::TagResource]
         );
         j.idle_since = Some(now() - time::Duration::hours(2));
         let p = &run(std::slice::from_ref(&j), &f, 10, false)[0];
@@ -441,7 +517,7 @@ mod tests {
         j.idle_since = Some(now() - time::Duration::hours(25));
         assert_eq!(
             names(&run(&[j], &f, 10, false)[0]),
-            ["DeleteEndpoint", "DeleteEndpointConfig"]
+            [ActionKind::DeleteEndpoint, ActionKind::DeleteEndpointConfig]
         );
     }
 
@@ -453,7 +529,7 @@ mod tests {
         let mut j = judgement("staging-a", false, vec![Finding::Idle]);
         j.idle_since = Some(now() - time::Duration::hours(25));
         let p = &run(&[j], &f, 10, false)[0];
-        assert_eq!(names(p), ["DeleteEndpoint"]);
+        assert_eq!(names(p), [ActionKind::DeleteEndpoint]);
         assert!(p.withheld[0].why.contains("also used by another endpoint"));
     }
 
@@ -469,7 +545,7 @@ mod tests {
             10,
             false,
         );
-        assert_eq!(names(&p[0]), ["UpdateEndpointWeightsAndCapacities"]);
+        assert_eq!(names(&p[0]), [ActionKind::SetInstanceCount]);
         let Action::SetInstanceCount { count, .. } = &p[0].plan.steps[0].action else {
             panic!()
         };
@@ -486,7 +562,10 @@ mod tests {
         let mut b = a.clone();
         b.endpoint = "b".into();
         let p = run(&[a.clone(), b.clone()], &f, 3, false);
-        assert_eq!(names(&p[0]), ["DeleteEndpoint", "DeleteEndpointConfig"]);
+        assert_eq!(
+            names(&p[0]),
+            [ActionKind::DeleteEndpoint, ActionKind::DeleteEndpointConfig]
+        );
         assert!(p[1].plan.is_empty() && p[1].withheld[0].why.contains("MAX_ACTIONS_PER_RUN"));
         a.protected = true;
         let p = run(&[a], &f, 10, false);
@@ -550,6 +629,9 @@ mod tests {
         let p = run(std::slice::from_ref(&j), &f, 10, false);
         assert!(p[0].plan.is_empty() && p[0].withheld[0].why.contains("REMEDIATE"));
         let p = run(&[j], &f, 10, true);
-        assert_eq!(names(&p[0]), ["CreateEndpointConfig", "UpdateEndpoint"]);
+        assert_eq!(
+            names(&p[0]),
+            [ActionKind::CopyEndpointConfig, ActionKind::UpdateEndpoint]
+        );
     }
 }

@@ -15,18 +15,23 @@ use std::collections::{BTreeMap, HashMap};
 
 use lambda_runtime::LambdaEvent;
 use lifecycle::aws::Clients;
+use lifecycle::decision::{Decision, Subject};
 use lifecycle::error::{Error, Result};
 use lifecycle::events::Schedule;
-use lifecycle::executor::{Applied, Executor};
-use lifecycle::ledger::{self, Ledger};
+use lifecycle::executor::Executor;
+use lifecycle::ledger::Ledger;
+use lifecycle::outcome::Outcome;
+use lifecycle::pipeline::Pipeline;
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tracing::{error, info};
+use tracing::error;
 
 pub use config::Config;
 
+use crate::decide::EndpointPlan;
+use crate::findings::Judgement;
 use crate::report::{EndpointReport, SweepReport, Totals};
 
 pub const FUNCTION: &str = "endpoint-sweeper";
@@ -51,36 +56,39 @@ impl Sweeper {
 
 /// The handler's answer; the full report is in S3.
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub outcome: &'static str,
+pub struct SweepSummary {
+    pub outcome: Outcome,
     pub reason: String,
     pub report_uri: String,
     pub totals: Totals,
     pub api_calls: BTreeMap<&'static str, usize>,
 }
 
-pub async fn handle(sweeper: &Sweeper, event: LambdaEvent<Value>) -> Result<Summary> {
+pub async fn handle(sweeper: &Sweeper, event: LambdaEvent<Value>) -> Result<SweepSummary> {
     let schedule = Schedule::parse(&event.payload)?;
     let request_id = lifecycle::telemetry::request_id(&event.context);
-    let result = sweep(sweeper, &request_id, &schedule).await;
+    let pipeline = Pipeline {
+        function: FUNCTION,
+        request_id: &request_id,
+        trigger: format!("schedule {}", schedule.event_id),
+        executor: Executor {
+            clients: &sweeper.clients,
+            ledger: &sweeper.ledger,
+            execution_role_arn: "",
+            dry_run: sweeper.config.dry_run,
+        },
+    };
+    let result = sweep(sweeper, &pipeline).await;
     if let Err(e) = &result {
-        // Nothing was changed: the sweep acts only on a complete inventory.
-        error!(error = %e, "sweep stopped before acting");
-        let _ = record(
-            sweeper,
-            &request_id,
-            &schedule,
-            "stopped",
-            &e.to_string(),
-            json!({}),
-        )
-        .await;
+        // The sweep acts only on a complete inventory: a failed read stops it before acting.
+        error!(error = %e, "sweep stopped");
+        let _ = pipeline.fail(Subject::Sweep, None, e.clone()).await;
     }
     lifecycle::metrics::flush(&request_id);
     result
 }
 
-async fn sweep(sweeper: &Sweeper, request_id: &str, schedule: &Schedule) -> Result<Summary> {
+async fn sweep(sweeper: &Sweeper, pipeline: &Pipeline<'_>) -> Result<SweepSummary> {
     let c = &sweeper.config;
     let clients = &sweeper.clients;
     let now = OffsetDateTime::now_utc();
@@ -146,7 +154,7 @@ async fn sweep(sweeper: &Sweeper, request_id: &str, schedule: &Schedule) -> Resu
     let mut endpoints = vec![];
     for (j, e) in judgements.into_iter().zip(&facts) {
         let plan = plans.remove(&j.endpoint).unwrap_or_default();
-        let results = act(sweeper, request_id, &plan).await;
+        let results = act(sweeper, pipeline, &j, &plan).await;
         endpoints.push(EndpointReport {
             actions: report::taken(&plan, &results),
             withheld: plan.withheld,
@@ -158,14 +166,14 @@ async fn sweep(sweeper: &Sweeper, request_id: &str, schedule: &Schedule) -> Resu
     let totals = report::totals(&endpoints);
     let report = SweepReport {
         run_at: now.format(&Rfc3339).unwrap_or_default(),
-        request_id: request_id.to_string(),
+        request_id: pipeline.request_id.to_string(),
         window_minutes: c.window_minutes,
         dry_run: c.dry_run,
         totals: totals.clone(),
         api_calls: calls.clone(),
         endpoints,
     };
-    let uri = write_report(sweeper, &report, now).await?;
+    let uri = write_report(sweeper, pipeline, &report, now).await?;
     publish(&totals);
     let reason = format!(
         "{} endpoints ({} judged): {} idle (${:.0}/month), {} stale (${:.0}/month), {} under-replicated, {} scale-to-zero risks, {} short cooldowns; {} actions{}, {} withheld",
@@ -186,46 +194,50 @@ async fn sweep(sweeper: &Sweeper, request_id: &str, schedule: &Schedule) -> Resu
         },
         totals.actions_withheld,
     );
-    info!(%reason, report = %uri, "swept");
     let evidence = json!({"report": uri, "totals": totals, "api_calls": calls});
-    record(sweeper, request_id, schedule, "swept", &reason, evidence).await?;
-    lifecycle::metrics::decision("swept");
-    Ok(Summary {
-        outcome: "swept",
-        reason,
+    let decision = Decision::new(Outcome::Swept, reason).with_evidence(evidence);
+    let summary = pipeline.run(Subject::Sweep, decision).await?;
+    Ok(SweepSummary {
+        outcome: summary.outcome,
+        reason: summary.reason,
         report_uri: uri,
         totals,
         api_calls: calls,
     })
 }
 
-/// Applies one endpoint's plan under its lease (the deployer and the responder take the same one).
-async fn act(sweeper: &Sweeper, request_id: &str, plan: &decide::EndpointPlan) -> Vec<String> {
-    if plan.plan.is_empty() {
+/// One endpoint's decision through the pipeline, under the endpoint's lease (the deployer and
+/// the responder take the same one). Returns what each step did, for the report.
+async fn act(
+    sweeper: &Sweeper,
+    pipeline: &Pipeline<'_>,
+    judgement: &Judgement,
+    plan: &EndpointPlan,
+) -> Vec<String> {
+    let Some(outcome) = plan.outcome else {
         return vec![];
-    }
-    let executor = Executor {
-        clients: &sweeper.clients,
-        ledger: &sweeper.ledger,
-        execution_role_arn: "",
-        dry_run: sweeper.config.dry_run,
     };
-    if sweeper.config.dry_run {
-        return executor.apply(&plan.plan).await.results;
-    }
-    let applied = sweeper
+    let subject = Subject::Endpoint(plan.endpoint.clone());
+    let decision = Decision::new(outcome, plan.doing.join("; "))
+        .with_plan(plan.plan.clone())
+        .with_evidence(json!({"judgement": judgement, "withheld": plan.withheld}));
+    let leased = sweeper
         .ledger
-        .with_lease(&plan.endpoint, request_id, LEASE_SECONDS, async || {
-            executor.apply(&plan.plan).await
-        })
+        .with_lease(
+            &plan.endpoint,
+            pipeline.request_id,
+            LEASE_SECONDS,
+            async || pipeline.run(subject.clone(), decision.clone()).await,
+        )
         .await;
-    match applied {
-        Ok(Some(Applied { results, error })) => {
-            if let Some(e) = error {
+    match leased {
+        Ok(Some(Ok(summary))) => {
+            if let Some(e) = &summary.error {
                 error!(endpoint = %plan.endpoint, error = %e, "sweep action failed");
             }
-            results
+            summary.results
         }
+        Ok(Some(Err(e))) => vec![format!("applied but not recorded: {e}")],
         Ok(None) => vec!["not applied: another function holds the endpoint; next run".into()],
         Err(e) => vec![format!("not applied: {e}")],
     }
@@ -233,6 +245,7 @@ async fn act(sweeper: &Sweeper, request_id: &str, plan: &decide::EndpointPlan) -
 
 async fn write_report(
     sweeper: &Sweeper,
+    pipeline: &Pipeline<'_>,
     report: &SweepReport,
     now: OffsetDateTime,
 ) -> Result<String> {
@@ -250,18 +263,7 @@ async fn write_report(
         report.request_id
     );
     let body = serde_json::to_vec(report).map_err(|e| Error::InvalidData(e.to_string()))?;
-    sweeper
-        .clients
-        .s3
-        .put_object()
-        .bucket(&c.report_bucket)
-        .key(&key)
-        .content_type("application/json")
-        .body(body.into())
-        .send()
-        .await
-        .map_err(|e| Error::aws("PutObject", e))?;
-    Ok(format!("s3://{}/{key}", c.report_bucket))
+    pipeline.put_report(&c.report_bucket, &key, body).await
 }
 
 fn publish(t: &Totals) {
@@ -272,30 +274,4 @@ fn publish(t: &Totals) {
     metrics::gauge!("ScaleToZeroRisks").set(t.scale_to_zero_risk as f64);
     metrics::gauge!("IdleMonthlyUSD").set(t.idle_monthly_usd);
     metrics::gauge!("StaleMonthlyUSD").set(t.stale_monthly_usd);
-}
-
-async fn record(
-    sweeper: &Sweeper,
-    request_id: &str,
-    schedule: &Schedule,
-    outcome: &'static str,
-    reason: &str,
-    evidence: Value,
-) -> Result<()> {
-    let decision = ledger::Decision::unplanned(
-        "sweep#endpoints".into(),
-        FUNCTION,
-        request_id,
-        format!("schedule {}", schedule.event_id),
-        outcome,
-        reason.to_string(),
-    );
-    sweeper
-        .ledger
-        .record(&ledger::Decision {
-            evidence,
-            dry_run: sweeper.config.dry_run,
-            ..decision
-        })
-        .await
 }

@@ -1,6 +1,7 @@
 //! The sweep's report: every endpoint, its findings, what was done or withheld and why, and the
 //! estimated monthly cost of idle and stale capacity. One JSON object in S3 per run.
 
+use lifecycle::plan::ActionKind;
 use serde::Serialize;
 
 use crate::decide::{EndpointPlan, Withheld};
@@ -9,7 +10,7 @@ use crate::inventory::Variant;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionTaken {
-    pub action: &'static str,
+    pub action: ActionKind,
     pub reason: String,
     pub result: String,
 }
@@ -96,7 +97,7 @@ pub fn taken(plan: &EndpointPlan, results: &[String]) -> Vec<ActionTaken> {
         .iter()
         .enumerate()
         .map(|(i, s)| ActionTaken {
-            action: s.action.name(),
+            action: s.action.kind(),
             reason: s.reason.clone(),
             result: results
                 .get(i)

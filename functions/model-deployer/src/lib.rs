@@ -123,12 +123,15 @@ async fn reconcile(
     let subject = Subject::Endpoint(target.endpoint.clone());
     let leased = deployer
         .ledger
-        .with_lease(&target.endpoint, pipeline.request_id, LEASE_SECONDS, async || {
-            match decide(deployer, target, trigger).await {
+        .with_lease(
+            &target.endpoint,
+            pipeline.request_id,
+            LEASE_SECONDS,
+            async || match decide(deployer, target, trigger).await {
                 Ok(decision) => pipeline.run(subject.clone(), decision).await,
                 Err(e) => pipeline.fail(subject.clone(), None, e).await,
-            }
-        })
+            },
+        )
         .await;
     match leased {
         Ok(Some(summary)) => summary,

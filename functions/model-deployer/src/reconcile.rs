@@ -243,7 +243,11 @@ fn guardrail_rollback(
 fn choose<'o>(obs: &'o Observed, p: &mut Progress, evidence: &mut Value) -> Option<&'o Candidate> {
     let mut gates = Vec::new();
     let mut desired = None;
-    for c in obs.candidates.iter().filter(|c| !p.excluded.contains(&c.arn)) {
+    for c in obs
+        .candidates
+        .iter()
+        .filter(|c| !p.excluded.contains(&c.arn))
+    {
         let Some(report) = &c.gates else {
             desired = Some(c);
             break;
@@ -254,7 +258,8 @@ fn choose<'o>(obs: &'o Observed, p: &mut Progress, evidence: &mut Value) -> Opti
             break;
         }
         let description = report.failure_description(c.version);
-        p.news.push(format!("version {} failed its gates", c.version));
+        p.news
+            .push(format!("version {} failed its gates", c.version));
         p.plan.push(
             Action::RejectPackage {
                 package_arn: c.arn.clone(),
@@ -292,11 +297,13 @@ fn nothing_to_deploy(obs: &Observed, p: &Progress) -> Decision {
 }
 
 fn in_sync(obs: &Observed, desired: &Candidate, p: &Progress) -> Decision {
-    let outcome = p.verdict.unwrap_or(if p.plan.has(ActionKind::RejectPackage) {
-        Outcome::Rejected
-    } else {
-        Outcome::InSync
-    });
+    let outcome = p
+        .verdict
+        .unwrap_or(if p.plan.has(ActionKind::RejectPackage) {
+            Outcome::Rejected
+        } else {
+            Outcome::InSync
+        });
     let reason = format!(
         "{} serves version {}, the newest approved package that passes its gates",
         obs.target.endpoint, desired.version
@@ -735,7 +742,10 @@ mod tests {
         obs.endpoint = Some(endpoint(EndpointStatus::Failed, "cfg-v2", 1_000));
         let d = endpoint_owner(&obs).unwrap();
         assert_eq!(d.outcome, Outcome::Blocked);
-        assert_eq!(d.outcome.severity(), lifecycle::outcome::Severity::NeedsPerson);
+        assert_eq!(
+            d.outcome.severity(),
+            lifecycle::outcome::Severity::NeedsPerson
+        );
     }
 
     #[test]
@@ -747,7 +757,10 @@ mod tests {
         // Moved on to something else since the request: abandoned, no verdict.
         obs.endpoint = Some(endpoint(EndpointStatus::InService, "cfg-other", 6_000));
         let p = verdict(&obs, &mut evidence);
-        assert_eq!((p.verdict, p.plan.kinds()), (None, vec![ActionKind::FinishDeployment]));
+        assert_eq!(
+            (p.verdict, p.plan.kinds()),
+            (None, vec![ActionKind::FinishDeployment])
+        );
         // Back on the previous config after the request: a guardrail rollback.
         obs.endpoint = Some(endpoint(EndpointStatus::InService, "cfg-v2", 6_000));
         let p = verdict(&obs, &mut evidence);

@@ -134,7 +134,9 @@ mod tests {
     #[test]
     fn both_schedule_shapes_are_ticks() {
         assert!(matches!(
-            Trigger::parse(&json!({"detail-type": "Scheduled Event", "source": "aws.events", "id": "s", "detail": {}})),
+            Trigger::parse(
+                &json!({"detail-type": "Scheduled Event", "source": "aws.events", "id": "s", "detail": {}})
+            ),
             Ok(Trigger::Tick { .. })
         ));
         assert!(matches!(

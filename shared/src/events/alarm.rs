@@ -154,7 +154,9 @@ impl AlarmStateChange {
         what: &str,
     ) -> Result<Self, Error> {
         if wire.alarm_name.trim().is_empty() {
-            return Err(Error::MalformedEvent(format!("{what} has an empty alarmName")));
+            return Err(Error::MalformedEvent(format!(
+                "{what} has an empty alarmName"
+            )));
         }
         let state = wire
             .state
@@ -371,7 +373,10 @@ mod tests {
             "alarmData": {"alarmName": "a", "state": state("ALARM"), "previousState": state("OK")}});
         let a = AlarmStateChange::from_alarm_action(&action).unwrap();
         assert!(a.entered_alarm());
-        assert_eq!(a.alarm_arn.as_deref(), Some("arn:aws:cloudwatch:us-east-1:1:alarm:a"));
+        assert_eq!(
+            a.alarm_arn.as_deref(),
+            Some("arn:aws:cloudwatch:us-east-1:1:alarm:a")
+        );
         assert_eq!(a.state.timestamp.unix_timestamp(), 1772344800);
         // An alarm-action payload is not an EventBridge detail.
         let err = AlarmStateChange::parse(&action).unwrap_err().to_string();
