@@ -14,7 +14,7 @@ export PATH := $(abspath $(VENV)/bin):$(PATH)
 ARCH ?= x86_64
 FUNCTIONS := model-deployer alarm-responder drift-scanner endpoint-sweeper
 
-.PHONY: help tools test lint unit integration cfn-lint package demo bench clean-venv
+.PHONY: help tools test lint unit integration cfn-lint build package demo bench clean-venv
 
 help:
 	@echo "make demo     run the suite on a local AWS and show what it did"
@@ -45,15 +45,21 @@ integration: tools
 cfn-lint: tools
 	$(VENV)/bin/cfn-lint template.yaml
 
+# The functions as the tests build them (dev profile, the same dependency builds as `make test`):
+# quick to build, and what the demo runs. Release builds are for `make package` and `make bench`.
+build:
+	cargo build --workspace --bins --quiet
+
 # Release artifacts with cargo-lambda, linked by the pinned zig against an old glibc so they run
 # on provided.al2023. arm64 needs the aarch64-unknown-linux-gnu Rust target installed.
 package: tools
 	cargo lambda build --release --$(subst _,-,$(ARCH)) $(foreach f,$(FUNCTIONS),--bin $(f)) \
 	  --output-format zip --lambda-dir dist
 	@ls -l dist/*/bootstrap.zip
+	@if [ "$(ARCH)" != arm64 ]; then echo "note: built for $(ARCH); template.yaml deploys arm64 unless you pass Architecture=$(ARCH)"; fi
 
-demo: tools package
-	$(PY) tests/demo/demo.py --dist dist
+demo: tools build
+	$(PY) tests/demo/demo.py --bin-dir $(CARGO_TARGET_DIR)/debug
 
 bench: tools package
 	$(PY) tests/demo/bench.py --dist dist

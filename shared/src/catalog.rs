@@ -142,18 +142,14 @@ pub async fn export(
     } = spec;
     let (segments, page_size) = (*segments, *page_size);
     let uri = spec.uri();
-    match s3.head_object().bucket(bucket).key(key).send().await {
-        Ok(out) => {
-            return Ok(Exported {
-                uri,
-                items: 0,
-                bytes: out.content_length().unwrap_or_default().max(0) as u64,
-                parts: 0,
-                reused: true,
-            });
-        }
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => {}
-        Err(e) => return Err(Error::aws("HeadObject", e)),
+    if let Some(bytes) = already_exported(s3, bucket, key).await? {
+        return Ok(Exported {
+            uri,
+            items: 0,
+            bytes,
+            parts: 0,
+            reused: true,
+        });
     }
     let created = s3
         .create_multipart_upload()
@@ -212,6 +208,15 @@ pub async fn export(
                 .await;
             Err(e)
         }
+    }
+}
+
+/// The size of the object when an earlier run the same day already wrote it.
+async fn already_exported(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Option<u64>> {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Ok(Some(out.content_length().unwrap_or_default().max(0) as u64)),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+        Err(e) => Err(Error::aws("HeadObject", e)),
     }
 }
 

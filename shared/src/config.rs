@@ -160,4 +160,43 @@ mod tests {
             Environment::Production
         );
     }
+
+    /// Standalone upper-case string literals of a source file: the variable names it reads.
+    fn variables(source: &str) -> Vec<&str> {
+        let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+        code.split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                s.len() > 2
+                    && s.starts_with(|c: char| c.is_ascii_uppercase())
+                    && s.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect()
+    }
+
+    /// The README's configuration reference names every variable a config module reads.
+    #[test]
+    fn the_readme_documents_every_variable_the_code_reads() {
+        let readme = include_str!("../../README.md");
+        let reference = readme
+            .split("## Configuration")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("the README has a \"## Configuration\" section");
+        let sources = [
+            include_str!("config.rs"),
+            include_str!("targets.rs"),
+            include_str!("../../functions/drift-scanner/src/config.rs"),
+            include_str!("../../functions/endpoint-sweeper/src/config.rs"),
+        ];
+        let read: Vec<&str> = sources.iter().flat_map(|s| variables(s)).collect();
+        assert!(read.contains(&"SCAN_PAGE_SIZE") && read.contains(&"DEPLOY_TARGETS"));
+        let missing: Vec<_> = read
+            .iter()
+            .filter(|v| !reference.contains(&format!("`{v}`")))
+            .collect();
+        assert!(missing.is_empty(), "not in the README: {missing:?}");
+    }
 }

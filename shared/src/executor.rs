@@ -84,7 +84,8 @@ fn deleted(gone_now: bool) -> Effect {
     }
 }
 
-fn done() -> Effect {
+/// A call that either does what it was asked or fails.
+fn done(_: ()) -> Effect {
     Effect::Done("done".into())
 }
 
@@ -135,17 +136,18 @@ impl Executor<'_> {
     }
 
     async fn run(&self, action: &Action) -> Result<Effect> {
-        let sm = &self.clients.sagemaker;
-        let aas = &self.clients.autoscaling;
+        let (sm, aas, ledger) = (
+            &self.clients.sagemaker,
+            &self.clients.autoscaling,
+            self.ledger,
+        );
+        let role = self.execution_role_arn;
         Ok(match action {
             Action::CreateModel {
                 name,
                 package_arn,
                 tags,
-            } => created(
-                endpoints::create_model(sm, name, package_arn, self.execution_role_arn, tags)
-                    .await?,
-            ),
+            } => created(endpoints::create_model(sm, name, package_arn, role, tags).await?),
             Action::CreateEndpointConfig { spec } => {
                 created(endpoints::create_config(sm, spec).await?)
             }
@@ -156,46 +158,33 @@ impl Executor<'_> {
                 endpoint,
                 config,
                 rollout,
-            } => {
-                endpoints::update_endpoint(sm, endpoint, config, rollout.as_ref()).await?;
-                done()
-            }
+            } => done(endpoints::update_endpoint(sm, endpoint, config, rollout.as_ref()).await?),
             Action::RejectPackage {
                 package_arn,
                 description,
-            } => {
-                registry::reject(sm, package_arn, description).await?;
-                done()
-            }
+            } => done(registry::reject(sm, package_arn, description).await?),
             Action::BeginDeployment { record, expected } => {
-                self.ledger.begin_deployment(record, *expected).await?;
-                done()
+                done(ledger.begin_deployment(record, *expected).await?)
             }
             Action::FinishDeployment {
                 endpoint,
                 requested_at,
                 status,
-            } => {
-                self.ledger
+            } => done(
+                ledger
                     .finish_deployment(endpoint, *requested_at, *status)
-                    .await?;
-                done()
-            }
+                    .await?,
+            ),
             Action::NoteAlarm { endpoint, alarm } => {
-                if self.ledger.note_alarm(endpoint, alarm).await? {
-                    Effect::Done("noted".into())
-                } else {
-                    Effect::AlreadyDone("no deployment in progress to note it on")
+                match ledger.note_alarm(endpoint, alarm).await? {
+                    true => Effect::Done("noted".into()),
+                    false => Effect::AlreadyDone("no deployment in progress to note it on"),
                 }
             }
             Action::TagResource { arn, key, value } => {
-                endpoints::tag(sm, arn, key, value).await?;
-                done()
+                done(endpoints::tag(sm, arn, key, value).await?)
             }
-            Action::UntagResource { arn, key } => {
-                endpoints::untag(sm, arn, key).await?;
-                done()
-            }
+            Action::UntagResource { arn, key } => done(endpoints::untag(sm, arn, key).await?),
             Action::DeleteEndpoint { endpoint } => {
                 deleted(endpoints::delete_endpoint(sm, endpoint).await?)
             }
@@ -219,33 +208,29 @@ impl Executor<'_> {
                 policy_name,
                 seconds,
             } => {
-                scaling::set_scale_in_cooldown(aas, resource_id, policy_name, *seconds).await?;
-                done()
+                done(scaling::set_scale_in_cooldown(aas, resource_id, policy_name, *seconds).await?)
             }
-            Action::SetScalingBounds { target } => {
-                scaling::register(aas, target).await?;
-                done()
-            }
+            Action::SetScalingBounds { target } => done(scaling::register(aas, target).await?),
             Action::SetInstanceCount {
                 endpoint,
                 variant,
                 count,
-            } => {
-                endpoints::set_instance_count(sm, endpoint, variant, *count).await?;
-                done()
-            }
+            } => done(endpoints::set_instance_count(sm, endpoint, variant, *count).await?),
             Action::ExportCatalog { export } => {
-                let out = catalog::export(&self.clients.dynamodb, &self.clients.s3, export).await?;
-                if out.reused {
-                    Effect::AlreadyDone("already exported")
-                } else {
-                    Effect::Done(format!(
-                        "{} items, {} bytes in {} parts to {}",
-                        out.items, out.bytes, out.parts, out.uri
-                    ))
-                }
+                exported(catalog::export(&self.clients.dynamodb, &self.clients.s3, export).await?)
             }
             Action::StartTrainingJob { job } => created(training::start(sm, job).await?),
         })
+    }
+}
+
+fn exported(out: catalog::Exported) -> Effect {
+    if out.reused {
+        Effect::AlreadyDone("already exported")
+    } else {
+        Effect::Done(format!(
+            "{} items, {} bytes in {} parts to {}",
+            out.items, out.bytes, out.parts, out.uri
+        ))
     }
 }

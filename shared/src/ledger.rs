@@ -101,10 +101,6 @@ impl Ledger {
         }
     }
 
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// Keeps one decision.
     pub async fn record(&self, d: &DecisionRecord) -> Result<()> {
         let at = d.at.format(&Rfc3339).unwrap_or_default();

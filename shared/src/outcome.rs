@@ -104,7 +104,6 @@ outcomes! {
     ScaledDown => "scaled_down", Acted;
     Remediated => "remediated", Acted;
     Swept => "swept", Routine;
-    Stopped => "stopped", NeedsPerson;
 }
 
 impl Outcome {
@@ -149,7 +148,7 @@ mod tests {
     #[test]
     fn what_cannot_be_undone_or_decided_alone_needs_a_person() {
         use Outcome::*;
-        for o in [RollbackImpossible, Failed, Blocked, NoCutoff, Stopped] {
+        for o in [RollbackImpossible, Failed, Blocked, NoCutoff, Inconclusive] {
             assert_eq!(o.severity(), Severity::NeedsPerson, "{o}");
         }
         for o in [

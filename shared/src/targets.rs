@@ -209,87 +209,79 @@ impl DeploymentTarget {
     }
 
     fn validate(&self, env: Environment) -> Result<(), ConfigError> {
-        let fail = |what: String| {
-            Err(ConfigError::new(
-                VAR,
-                format!("target {}: {what}", self.endpoint),
-            ))
-        };
+        self.check_placement(env)
+            .and_then(|()| self.check_rollout())
+            .and_then(|()| self.check_alarms_and_gates(env))
+            .map_err(|what| ConfigError::new(VAR, format!("target {}: {what}", self.endpoint)))
+    }
+
+    /// Names, instance type and count.
+    fn check_placement(&self, env: Environment) -> Result<(), String> {
         if !is_sagemaker_name(&self.endpoint) {
-            return fail("endpoint must be 1-63 letters, digits or hyphens".into());
+            return Err("endpoint must be 1-63 letters, digits or hyphens".into());
         }
         if !is_sagemaker_name(&self.variant) {
-            return fail("variant must be 1-63 letters, digits or hyphens".into());
+            return Err("variant must be 1-63 letters, digits or hyphens".into());
         }
         if self.model_package_group.is_empty() {
-            return fail("model_package_group is empty".into());
+            return Err("model_package_group is empty".into());
         }
         if !self.instance_type.starts_with("ml.") {
-            return fail(format!(
+            return Err(format!(
                 "instance_type {:?} is not a SageMaker instance type (ml.*)",
                 self.instance_type
             ));
         }
         let floor = if env.is_production() { 2 } else { 1 };
         if self.instance_count < floor {
-            return fail(format!(
+            return Err(format!(
                 "instance_count is {}, expected at least {floor} in {env:?}",
                 self.instance_count
             ));
         }
+        Ok(())
+    }
+
+    /// SageMaker's bounds on the blue/green deployment config.
+    fn check_rollout(&self) -> Result<(), String> {
+        let within = |name: &str, v: i32, lo: i32, hi: i32| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} is {v}, expected {lo}..={hi}"))
+            }
+        };
         if !(1..=10).contains(&self.rollback_alarms.len()) {
-            return fail(format!(
+            return Err(format!(
                 "rollback_alarms has {} alarms, expected 1 to 10",
                 self.rollback_alarms.len()
             ));
         }
-        if !(0..=3600).contains(&self.bake_seconds) {
-            return fail(format!(
-                "bake_seconds is {}, expected 0..=3600",
-                self.bake_seconds
-            ));
-        }
-        if !(600..=28800).contains(&self.timeout_seconds) {
-            return fail(format!(
-                "timeout_seconds is {}, expected 600..=28800",
-                self.timeout_seconds
-            ));
-        }
+        within("bake_seconds", self.bake_seconds, 0, 3600)?;
+        within("timeout_seconds", self.timeout_seconds, 600, 28800)?;
         match self.strategy {
-            TrafficStrategy::AllAtOnce => {}
+            TrafficStrategy::AllAtOnce => Ok(()),
             TrafficStrategy::Canary {
                 percent,
                 wait_seconds,
-            } => {
-                if !(1..=50).contains(&percent) {
-                    return fail(format!("canary percent is {percent}, expected 1..=50"));
-                }
-                if !(0..=3600).contains(&wait_seconds) {
-                    return fail(format!(
-                        "canary wait_seconds is {wait_seconds}, expected 0..=3600"
-                    ));
-                }
-            }
+            } => within("canary percent", percent, 1, 50)
+                .and_then(|()| within("canary wait_seconds", wait_seconds, 0, 3600)),
             TrafficStrategy::Linear {
                 step_percent,
                 wait_seconds,
-            } => {
-                if !(10..=50).contains(&step_percent) {
-                    return fail(format!(
-                        "linear step_percent is {step_percent}, expected 10..=50"
-                    ));
-                }
-                if !(0..=3600).contains(&wait_seconds) {
-                    return fail(format!(
-                        "linear wait_seconds is {wait_seconds}, expected 0..=3600"
-                    ));
-                }
-            }
+            } => within("linear step_percent", step_percent, 10, 50)
+                .and_then(|()| within("linear wait_seconds", wait_seconds, 0, 3600)),
         }
-        for g in &self.gates {
-            if g.min.is_none() && g.max.is_none() {
-                return fail(format!("gate {} has neither min nor max", g.metric));
-            }
+    }
+
+    /// Gates need a bound; each alarm has one meaning; KPI windows and the scale-up floor.
+    fn check_alarms_and_gates(&self, env: Environment) -> Result<(), String> {
+        if let Some(g) = self
+            .gates
+            .iter()
+            .find(|g| g.min.is_none() && g.max.is_none())
+        {
+            return Err(format!("gate {} has neither min nor max", g.metric));
         }
         let mut alarms = HashSet::new();
         let all = self
@@ -299,33 +291,31 @@ impl DeploymentTarget {
             .chain(self.kpi_alarms.iter().map(|k| &k.alarm));
         for alarm in all {
             if alarm.trim().is_empty() {
-                return fail("an alarm name is empty".into());
+                return Err("an alarm name is empty".into());
             }
             // One alarm, one meaning: "roll back" and "scale up" must not race for the same alarm.
             if !alarms.insert(alarm) {
-                return fail(format!("alarm {alarm} is listed twice"));
+                return Err(format!("alarm {alarm} is listed twice"));
             }
         }
         for k in &self.kpi_alarms {
             if k.min_samples.is_nan() || k.min_samples < 0.0 {
-                return fail(format!("kpi alarm {}: min_samples must be >= 0", k.alarm));
+                return Err(format!("kpi alarm {}: min_samples must be >= 0", k.alarm));
             }
             if !(1..=1440).contains(&k.window_minutes) {
-                return fail(format!(
+                return Err(format!(
                     "kpi alarm {}: window_minutes is {}, expected 1..=1440",
                     k.alarm, k.window_minutes
                 ));
             }
         }
-        if let Some(f) = self.scale_up_floor {
-            let least = if env.is_production() { 2 } else { 1 };
-            if !(least..=100).contains(&f) {
-                return fail(format!(
-                    "scale_up_floor is {f}, expected {least}..=100 in {env:?}"
-                ));
-            }
+        let least = if env.is_production() { 2 } else { 1 };
+        match self.scale_up_floor {
+            Some(f) if !(least..=100).contains(&f) => Err(format!(
+                "scale_up_floor is {f}, expected {least}..=100 in {env:?}"
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

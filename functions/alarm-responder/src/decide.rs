@@ -239,7 +239,7 @@ fn rollback(obs: &Observed, ep: &Endpoint, evidence: &mut Value) -> Decision {
                                              "reused_config": obs.candidate_config});
             rollback_plan(obs, ep, served, candidate)
         }
-        Err(refused) => refused,
+        Err(why) => Decision::new(Outcome::RollbackImpossible, why),
     }
     .with_package(package)
 }
@@ -280,11 +280,11 @@ fn pinned_live(obs: &Observed, served: &ModelPackage) -> Option<Decision> {
     })
 }
 
-/// The newest older Approved version, never past a pinned one.
+/// The newest older Approved version, never past a pinned one; or why there is none.
 fn rollback_candidate<'o>(
     obs: &'o Observed,
     served: &ModelPackage,
-) -> Result<&'o ModelPackage, Decision> {
+) -> Result<&'o ModelPackage, String> {
     let alarm = &obs.alarm.alarm_name;
     match obs
         .older
@@ -292,19 +292,13 @@ fn rollback_candidate<'o>(
         .find(|p| p.status == Approval::Approved || p.is_pinned())
     {
         Some(p) if p.status == Approval::Approved => Ok(p),
-        Some(p) => Err(Decision::new(
-            Outcome::RollbackImpossible,
-            format!(
-                "{alarm} fired on version {} but version {} is pinned and {:?}; refusing to roll back past it. Endpoint left as it is",
-                served.version, p.version, p.status
-            ),
+        Some(p) => Err(format!(
+            "{alarm} fired on version {} but version {} is pinned and {:?}; refusing to roll back past it. Endpoint left as it is",
+            served.version, p.version, p.status
         )),
-        None => Err(Decision::new(
-            Outcome::RollbackImpossible,
-            format!(
-                "{alarm} fired on version {} and no earlier Approved version exists; endpoint left as it is, a person must decide",
-                served.version
-            ),
+        None => Err(format!(
+            "{alarm} fired on version {} and no earlier Approved version exists; endpoint left as it is, a person must decide",
+            served.version
         )),
     }
 }

@@ -27,7 +27,7 @@ pub struct Config {
     /// `CUTOFF_PROPERTY` (default `catalog_snapshot_date`): that metadata key.
     pub cutoff_property: String,
     /// `TRAINING_CUTOFF`: the cutoff when no endpoint or package says (as written, and parsed).
-    pub fallback_cutoff: Option<(String, OffsetDateTime)>,
+    pub fallback_cutoff: Option<WrittenCutoff>,
     /// `DRIFT_THRESHOLD_PCT` (default 5): retrain past this share of the catalog.
     pub threshold_pct: f64,
     /// `SCAN_SEGMENTS` (default 8): parallel scan segments (1 = sequential).
@@ -55,20 +55,7 @@ impl Config {
                 ),
             ));
         }
-        let fallback_cutoff = match src.get("TRAINING_CUTOFF") {
-            None => None,
-            Some(raw) => Some((
-                raw.trim().to_string(),
-                parse_cutoff(&raw).map_err(|e| ConfigError::new("TRAINING_CUTOFF", e))?,
-            )),
-        };
-        let endpoint = src.get("ENDPOINT_NAME");
-        if endpoint.is_none() && fallback_cutoff.is_none() {
-            return Err(ConfigError::new(
-                "ENDPOINT_NAME",
-                "is not set, and neither is TRAINING_CUTOFF: one of them must give the training cutoff",
-            ));
-        }
+        let (endpoint, fallback_cutoff) = cutoff_sources(src)?;
         let threshold_pct = parsed(src, "DRIFT_THRESHOLD_PCT", 5.0, "a percentage")?;
         if !(0.0..=100.0).contains(&threshold_pct) {
             return Err(ConfigError::new(
@@ -96,49 +83,7 @@ impl Config {
             },
         };
         let bucket = required(src, "TRAINING_BUCKET", "an S3 bucket name")?;
-        let hyperparameters = match src.get("TRAINING_HYPERPARAMETERS") {
-            None => BTreeMap::new(),
-            Some(raw) => serde_json::from_str(&raw).map_err(|e| {
-                ConfigError::new(
-                    "TRAINING_HYPERPARAMETERS",
-                    format!("expected a JSON object of strings: {e}"),
-                )
-            })?,
-        };
-        let instance_count = parsed(src, "TRAINING_INSTANCE_COUNT", 1, "a number of instances")?;
-        if !(1..=16).contains(&instance_count) {
-            return Err(ConfigError::new(
-                "TRAINING_INSTANCE_COUNT",
-                format!("is {instance_count}, expected 1 to 16"),
-            ));
-        }
-        let role_arn = required(src, "TRAINING_ROLE_ARN", "an IAM role ARN")?;
-        if !role_arn.contains(":role/") {
-            return Err(ConfigError::new(
-                "TRAINING_ROLE_ARN",
-                format!("expected an IAM role ARN, got {role_arn:?}"),
-            ));
-        }
-        let instance_type = src
-            .get("TRAINING_INSTANCE_TYPE")
-            .unwrap_or_else(|| "ml.g5.2xlarge".into());
-        if !instance_type.starts_with("ml.") {
-            return Err(ConfigError::new(
-                "TRAINING_INSTANCE_TYPE",
-                format!("{instance_type:?} is not a SageMaker instance type (ml.*)"),
-            ));
-        }
-        let training = TrainingSpec {
-            image: required(src, "TRAINING_IMAGE", "a training image URI")?,
-            instance_type,
-            instance_count,
-            role_arn,
-            hyperparameters,
-            output_s3: src
-                .get("TRAINING_OUTPUT_S3")
-                .unwrap_or_else(|| format!("s3://{bucket}/adapters/{adapter}/")),
-            max_runtime_seconds: parsed(src, "TRAINING_MAX_RUNTIME_SECONDS", 86_400, "seconds")?,
-        };
+        let training = training_spec(src, &bucket, &adapter)?;
         let mut prefix = src
             .get("TRAINING_PREFIX")
             .unwrap_or_else(|| "catalog-snapshots/".into());
@@ -168,6 +113,81 @@ impl Config {
             dry_run: flag(src, "DRY_RUN", false)?,
         })
     }
+}
+
+/// The retraining job's settings (`TRAINING_*`).
+fn training_spec(
+    src: &impl Source,
+    bucket: &str,
+    adapter: &str,
+) -> Result<TrainingSpec, ConfigError> {
+    let hyperparameters = match src.get("TRAINING_HYPERPARAMETERS") {
+        None => BTreeMap::new(),
+        Some(raw) => serde_json::from_str(&raw).map_err(|e| {
+            ConfigError::new(
+                "TRAINING_HYPERPARAMETERS",
+                format!("expected a JSON object of strings: {e}"),
+            )
+        })?,
+    };
+    let instance_count = parsed(src, "TRAINING_INSTANCE_COUNT", 1, "a number of instances")?;
+    if !(1..=16).contains(&instance_count) {
+        return Err(ConfigError::new(
+            "TRAINING_INSTANCE_COUNT",
+            format!("is {instance_count}, expected 1 to 16"),
+        ));
+    }
+    let role_arn = required(src, "TRAINING_ROLE_ARN", "an IAM role ARN")?;
+    if !role_arn.contains(":role/") {
+        return Err(ConfigError::new(
+            "TRAINING_ROLE_ARN",
+            format!("expected an IAM role ARN, got {role_arn:?}"),
+        ));
+    }
+    let instance_type = src
+        .get("TRAINING_INSTANCE_TYPE")
+        .unwrap_or_else(|| "ml.g5.2xlarge".into());
+    if !instance_type.starts_with("ml.") {
+        return Err(ConfigError::new(
+            "TRAINING_INSTANCE_TYPE",
+            format!("{instance_type:?} is not a SageMaker instance type (ml.*)"),
+        ));
+    }
+    Ok(TrainingSpec {
+        image: required(src, "TRAINING_IMAGE", "a training image URI")?,
+        instance_type,
+        instance_count,
+        role_arn,
+        hyperparameters,
+        output_s3: src
+            .get("TRAINING_OUTPUT_S3")
+            .unwrap_or_else(|| format!("s3://{bucket}/adapters/{adapter}/")),
+        max_runtime_seconds: parsed(src, "TRAINING_MAX_RUNTIME_SECONDS", 86_400, "seconds")?,
+    })
+}
+
+/// A cutoff as written, and as the instant it means.
+type WrittenCutoff = (String, OffsetDateTime);
+
+/// Where the cutoff comes from: `ENDPOINT_NAME`'s package, else `TRAINING_CUTOFF`; one is needed.
+fn cutoff_sources(
+    src: &impl Source,
+) -> Result<(Option<String>, Option<WrittenCutoff>), ConfigError> {
+    let fallback_cutoff = match src.get("TRAINING_CUTOFF") {
+        None => None,
+        Some(raw) => Some((
+            raw.trim().to_string(),
+            parse_cutoff(&raw).map_err(|e| ConfigError::new("TRAINING_CUTOFF", e))?,
+        )),
+    };
+    let endpoint = src.get("ENDPOINT_NAME");
+    if endpoint.is_none() && fallback_cutoff.is_none() {
+        return Err(ConfigError::new(
+            "ENDPOINT_NAME",
+            "is not set, and neither is TRAINING_CUTOFF: one of them must give the training cutoff",
+        ));
+    }
+    Ok((endpoint, fallback_cutoff))
 }
 
 #[cfg(test)]

@@ -107,74 +107,31 @@ pub async fn handle(scanner: &Scanner, event: LambdaEvent<Value>) -> Result<Scan
     result
 }
 
-/// A read that failed before anything was decided: recorded like any other failure.
-async fn failed(scanner: &Scanner, pipeline: &Pipeline<'_>, e: Error) -> Error {
-    let _ = pipeline.fail(scanner.subject(), None, e.clone()).await;
-    e
-}
-
 async fn scan(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Result<ScanReport> {
+    let seen = match observe(scanner).await {
+        Ok(Some(seen)) => seen,
+        Ok(None) => return Err(no_cutoff(scanner, pipeline).await),
+        // A read that failed before anything was decided: recorded like any other failure.
+        Err(e) => {
+            let _ = pipeline.fail(scanner.subject(), None, e.clone()).await;
+            return Err(e);
+        }
+    };
     let c = &scanner.config;
-    let cutoff = match cutoff(scanner).await {
-        Ok(c) => c,
-        Err(e) => return Err(failed(scanner, pipeline, e).await),
-    };
-    let Some(cutoff) = cutoff else {
-        let reason = format!(
-            "no training cutoff: {} and TRAINING_CUTOFF is not set; nothing scanned, nothing started",
-            match &c.endpoint {
-                Some(ep) => format!(
-                    "the package {ep} serves has no {} property",
-                    c.cutoff_property
-                ),
-                None => "no ENDPOINT_NAME".to_string(),
-            }
-        );
-        let decision = Decision::new(Outcome::NoCutoff, reason.clone());
-        pipeline.run(scanner.subject(), decision).await?;
-        return Err(Error::InvalidData(reason));
-    };
-
-    let started = std::time::Instant::now();
-    let tally = coverage::scan(
-        &scanner.clients.dynamodb,
-        &c.products_table,
-        &c.created_attribute,
-        &c.title_attribute,
-        c.segments,
-        c.page_size,
-        cutoff.at,
-    )
-    .await;
-    let tally = match tally {
-        Ok(t) => t,
-        Err(e) => return Err(failed(scanner, pipeline, e).await),
-    };
-    let measurement = measure(&tally, &cutoff, started.elapsed().as_secs_f64());
-    publish(&tally);
-
-    let snapshot = dates::snapshot_date(OffsetDateTime::now_utc());
-    let retraining = retraining(c, &snapshot);
-    let gap = tally.gap_pct();
-    // Only past the threshold is SageMaker asked about jobs.
-    let jobs = if tally.items > 0 && gap > c.threshold_pct {
-        jobs(&scanner.clients.sagemaker, &retraining.job.name, &c.adapter).await
-    } else {
-        Ok((None, vec![]))
-    };
-    let (todays, running) = match jobs {
-        Ok(j) => j,
-        Err(e) => return Err(failed(scanner, pipeline, e).await),
-    };
-    let verdict = decide::decide(
-        &tally,
-        c.threshold_pct,
-        todays.as_deref().map(|s| (retraining.job.name.as_str(), s)),
-        &running,
-    );
+    let Seen {
+        cutoff,
+        tally,
+        measurement,
+        retraining,
+        verdict,
+    } = seen;
     let measured = format!(
-        "{} of {} catalog items ({gap:.2}%) are newer than the adapter's cutoff {}; threshold {}%",
-        tally.after_cutoff, tally.items, cutoff.raw, c.threshold_pct
+        "{} of {} catalog items ({:.2}%) are newer than the adapter's cutoff {}; threshold {}%",
+        tally.after_cutoff,
+        tally.items,
+        tally.gap_pct(),
+        cutoff.raw,
+        c.threshold_pct
     );
     let caveat = if tally.missing_date + tally.bad_date > 0 {
         format!(
@@ -201,6 +158,77 @@ async fn scan(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Result<ScanReport> 
         results: summary.results,
         dry_run: summary.dry_run,
     })
+}
+
+/// What the scan read and concluded before anything is done.
+struct Seen {
+    cutoff: Cutoff,
+    tally: Tally,
+    measurement: Measurement,
+    retraining: Retraining,
+    verdict: decide::Verdict,
+}
+
+/// The cutoff, the catalog against it, and (past the threshold) the adapter's jobs. `None`: no
+/// cutoff to measure against.
+async fn observe(scanner: &Scanner) -> Result<Option<Seen>> {
+    let c = &scanner.config;
+    let Some(cutoff) = cutoff(scanner).await? else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let tally = coverage::scan(
+        &scanner.clients.dynamodb,
+        &c.products_table,
+        &c.created_attribute,
+        &c.title_attribute,
+        c.segments,
+        c.page_size,
+        cutoff.at,
+    )
+    .await?;
+    let measurement = measure(&tally, &cutoff, started.elapsed().as_secs_f64());
+    publish(&tally);
+    let retraining = retraining(c, &dates::snapshot_date(OffsetDateTime::now_utc()));
+    // Only past the threshold is SageMaker asked about jobs.
+    let (todays, running) = if tally.items > 0 && tally.gap_pct() > c.threshold_pct {
+        jobs(&scanner.clients.sagemaker, &retraining.job.name, &c.adapter).await?
+    } else {
+        (None, vec![])
+    };
+    let verdict = decide::decide(
+        &tally,
+        c.threshold_pct,
+        todays.as_deref().map(|s| (retraining.job.name.as_str(), s)),
+        &running,
+    );
+    Ok(Some(Seen {
+        cutoff,
+        tally,
+        measurement,
+        retraining,
+        verdict,
+    }))
+}
+
+/// No cutoff to measure against: recorded for a person, and a clear error.
+async fn no_cutoff(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Error {
+    let c = &scanner.config;
+    let reason = format!(
+        "no training cutoff: {} and TRAINING_CUTOFF is not set; nothing scanned, nothing started",
+        match &c.endpoint {
+            Some(ep) => format!(
+                "the package {ep} serves has no {} property",
+                c.cutoff_property
+            ),
+            None => "no ENDPOINT_NAME".to_string(),
+        }
+    );
+    let decision = Decision::new(Outcome::NoCutoff, reason.clone());
+    match pipeline.run(scanner.subject(), decision).await {
+        Ok(_) => Error::InvalidData(reason),
+        Err(e) => e,
+    }
 }
 
 /// Today's job's status, if it exists, and the adapter's jobs in progress.

@@ -129,24 +129,10 @@ pub fn judge(
         monthly_usd,
         idle_since,
     };
-    if let Some(err) = &e.error {
-        j.not_judged = Some(format!("could not be read: {err}"));
+    j.not_judged = not_judged(e, r);
+    if j.not_judged.is_some() {
         return j;
     }
-    if e.status != EndpointStatus::InService {
-        j.not_judged = Some(format!("{:?}, not InService", e.status));
-        return j;
-    }
-    if e.created
-        .is_none_or(|c| c > r.now - time::Duration::minutes(r.window_minutes))
-    {
-        j.not_judged = Some(format!(
-            "younger than the {}-minute window",
-            r.window_minutes
-        ));
-        return j;
-    }
-
     j.invocations = e
         .variants
         .iter()
@@ -163,32 +149,53 @@ pub fn judge(
     if let Some(stale) = stale(e, j.invocations, r) {
         j.findings.push(stale);
     }
+    j.findings.extend(risks(e, scaling, production));
+    j
+}
+
+/// Why an endpoint cannot be judged: unreadable, not InService, or younger than the window.
+fn not_judged(e: &EndpointFacts, r: &Rules) -> Option<String> {
+    if let Some(err) = &e.error {
+        return Some(format!("could not be read: {err}"));
+    }
+    if e.status != EndpointStatus::InService {
+        return Some(format!("{:?}, not InService", e.status));
+    }
+    e.created
+        .is_none_or(|c| c > r.now - time::Duration::minutes(r.window_minutes))
+        .then(|| format!("younger than the {}-minute window", r.window_minutes))
+}
+
+/// Capacity risks per variant: one instance in production, MinCapacity 0 on a standard
+/// endpoint, a scale-in cooldown too short for a cold start.
+fn risks(e: &EndpointFacts, scaling: &HashMap<String, Scaling>, production: bool) -> Vec<Finding> {
+    let mut out = vec![];
     for v in &e.variants {
-        let scaling = scaling.get(&resource_id(&e.name, &v.name));
         if production && v.instances.is_some_and(|n| n < HA_FLOOR) {
-            j.findings.push(Finding::UnderReplicated {
+            out.push(Finding::UnderReplicated {
                 variant: v.name.clone(),
                 instances: v.instances.unwrap_or_default(),
             });
         }
-        if let Some(s) = scaling {
-            if s.min == 0 && !v.inference_components && production {
-                j.findings.push(Finding::ScaleToZeroRisk {
+        let Some(s) = scaling.get(&resource_id(&e.name, &v.name)) else {
+            continue;
+        };
+        if s.min == 0 && !v.inference_components && production {
+            out.push(Finding::ScaleToZeroRisk {
+                variant: v.name.clone(),
+            });
+        }
+        for p in &s.policies {
+            if let Some(seconds) = p.scale_in_cooldown.filter(|s| *s < MIN_SCALE_IN_COOLDOWN) {
+                out.push(Finding::ShortScaleInCooldown {
                     variant: v.name.clone(),
+                    policy: p.name.clone(),
+                    seconds,
                 });
-            }
-            for p in &s.policies {
-                if let Some(seconds) = p.scale_in_cooldown.filter(|s| *s < MIN_SCALE_IN_COOLDOWN) {
-                    j.findings.push(Finding::ShortScaleInCooldown {
-                        variant: v.name.clone(),
-                        policy: p.name.clone(),
-                        seconds,
-                    });
-                }
             }
         }
     }
-    j
+    out
 }
 
 /// An endpoint serving a target's group that is not the target's endpoint.

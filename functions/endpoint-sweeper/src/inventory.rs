@@ -221,83 +221,14 @@ pub async fn invocations(
 ) -> (Invocations, usize) {
     let mut out = HashMap::new();
     let mut calls = 0;
-    let start = now - time::Duration::minutes(window_minutes);
-    let ts = |t: OffsetDateTime| aws_smithy_types::DateTime::from_secs(t.unix_timestamp());
     for batch in variants.chunks(METRIC_BATCH) {
         let queries = batch
             .iter()
             .enumerate()
-            .map(|(i, (endpoint, variant))| {
-                MetricDataQuery::builder()
-                    .id(format!("q{i}"))
-                    .metric_stat(
-                        MetricStat::builder()
-                            .metric(
-                                Metric::builder()
-                                    .namespace("AWS/SageMaker")
-                                    .metric_name("Invocations")
-                                    .dimensions(
-                                        Dimension::builder()
-                                            .name("EndpointName")
-                                            .value(endpoint)
-                                            .build(),
-                                    )
-                                    .dimensions(
-                                        Dimension::builder()
-                                            .name("VariantName")
-                                            .value(variant)
-                                            .build(),
-                                    )
-                                    .build(),
-                            )
-                            .period((window_minutes * 60) as i32)
-                            .stat("Sum")
-                            .build(),
-                    )
-                    .return_data(true)
-                    .build()
-            })
+            .map(|(i, (endpoint, variant))| query(i, endpoint, variant, window_minutes))
             .collect::<Vec<_>>();
-        // Per query: the sum so far, and whether every page answered it in full.
-        let mut sums: HashMap<String, (f64, bool)> = HashMap::new();
-        let mut token: Option<String> = None;
-        let mut failed = false;
-        loop {
-            calls += 1;
-            let res = cw
-                .get_metric_data()
-                .set_metric_data_queries(Some(queries.clone()))
-                .start_time(ts(start))
-                .end_time(ts(now))
-                .set_next_token(token.clone())
-                .send()
-                .await;
-            let page = match res {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %Error::aws("GetMetricData", e), "invocations unreadable: those variants are not judged idle");
-                    failed = true;
-                    break;
-                }
-            };
-            token = page.next_token().map(str::to_string);
-            for r in page.metric_data_results() {
-                let entry = sums
-                    .entry(r.id().unwrap_or_default().to_string())
-                    .or_insert((0.0, true));
-                entry.0 += r.values().iter().sum::<f64>();
-                // PartialData means "more on the next page"; on the last page it means "not all".
-                let complete = match r.status_code() {
-                    Some(StatusCode::Complete) | None => true,
-                    Some(StatusCode::PartialData) => token.is_some(),
-                    _ => false,
-                };
-                entry.1 &= complete;
-            }
-            if token.is_none() {
-                break;
-            }
-        }
+        let (sums, failed, n) = sums(cw, queries, now, window_minutes).await;
+        calls += n;
         for (i, key) in batch.iter().enumerate() {
             // A query missing from the answer, or not answered in full, was not read. A complete
             // answer without datapoints is zero invocations.
@@ -309,6 +240,78 @@ pub async fn invocations(
         }
     }
     (out, calls)
+}
+
+/// Invocations of one variant over the window: SageMaker publishes them per endpoint and variant.
+fn query(i: usize, endpoint: &str, variant: &str, window_minutes: i64) -> MetricDataQuery {
+    let dimension = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+    let metric = Metric::builder()
+        .namespace("AWS/SageMaker")
+        .metric_name("Invocations")
+        .dimensions(dimension("EndpointName", endpoint))
+        .dimensions(dimension("VariantName", variant))
+        .build();
+    MetricDataQuery::builder()
+        .id(format!("q{i}"))
+        .metric_stat(
+            MetricStat::builder()
+                .metric(metric)
+                .period((window_minutes * 60) as i32)
+                .stat("Sum")
+                .build(),
+        )
+        .return_data(true)
+        .build()
+}
+
+/// Per query id: the sum over every page, and whether every page answered it in full; whether a
+/// call failed; how many calls it took.
+async fn sums(
+    cw: &aws_sdk_cloudwatch::Client,
+    queries: Vec<MetricDataQuery>,
+    now: OffsetDateTime,
+    window_minutes: i64,
+) -> (HashMap<String, (f64, bool)>, bool, usize) {
+    let ts = |t: OffsetDateTime| aws_smithy_types::DateTime::from_secs(t.unix_timestamp());
+    let start = now - time::Duration::minutes(window_minutes);
+    let mut sums: HashMap<String, (f64, bool)> = HashMap::new();
+    let mut token: Option<String> = None;
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        let res = cw
+            .get_metric_data()
+            .set_metric_data_queries(Some(queries.clone()))
+            .start_time(ts(start))
+            .end_time(ts(now))
+            .set_next_token(token.clone())
+            .send()
+            .await;
+        let page = match res {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %Error::aws("GetMetricData", e), "invocations unreadable: those variants are not judged idle");
+                return (sums, true, calls);
+            }
+        };
+        token = page.next_token().map(str::to_string);
+        for r in page.metric_data_results() {
+            let entry = sums
+                .entry(r.id().unwrap_or_default().to_string())
+                .or_insert((0.0, true));
+            entry.0 += r.values().iter().sum::<f64>();
+            // PartialData means "more on the next page"; on the last page it means "not all".
+            let complete = match r.status_code() {
+                Some(StatusCode::Complete) | None => true,
+                Some(StatusCode::PartialData) => token.is_some(),
+                _ => false,
+            };
+            entry.1 &= complete;
+        }
+        if token.is_none() {
+            return (sums, false, calls);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use lambda_runtime::LambdaEvent;
 use lifecycle::aws::Clients;
 use lifecycle::decision::{Decision, Subject};
+use lifecycle::endpoints::EndpointStatus;
 use lifecycle::error::{Error, Result};
 use lifecycle::events::Schedule;
 use lifecycle::executor::Executor;
@@ -90,69 +91,13 @@ pub async fn handle(sweeper: &Sweeper, event: LambdaEvent<Value>) -> Result<Swee
 
 async fn sweep(sweeper: &Sweeper, pipeline: &Pipeline<'_>) -> Result<SweepSummary> {
     let c = &sweeper.config;
-    let clients = &sweeper.clients;
     let now = OffsetDateTime::now_utc();
-    let mut calls: BTreeMap<&'static str, usize> = BTreeMap::new();
-
-    // Account-wide reads first: if any fails, the sweep stops here, having changed nothing.
-    let listed = inventory::list(&clients.sagemaker).await?;
-    let scaling = inventory::scaling(&clients.autoscaling).await?;
-    let deployer_config = |config: &str| {
-        c.targets.iter().any(|t| {
-            config
-                .strip_prefix(t.endpoint.as_str())
-                .is_some_and(|rest| rest.starts_with('-'))
-        })
-    };
-    let facts =
-        inventory::endpoints(&clients.sagemaker, listed, c.concurrency, &deployer_config).await;
-    let candidates: Vec<(String, String)> = facts
-        .iter()
-        .filter(|e| {
-            e.error.is_none() && e.status == lifecycle::endpoints::EndpointStatus::InService
-        })
-        .filter(|e| {
-            e.created
-                .is_some_and(|t| t <= now - time::Duration::minutes(c.window_minutes))
-        })
-        .flat_map(|e| e.variants.iter().map(|v| (e.name.clone(), v.name.clone())))
-        .collect();
-    let (invocations, metric_calls) =
-        inventory::invocations(&clients.cloudwatch, &candidates, now, c.window_minutes).await;
-    calls.insert("GetMetricData", metric_calls);
-
-    let rules = findings::Rules {
-        targets: &c.targets,
-        protection_tag: &c.protection_tag,
-        environment_tag: &c.environment_tag,
-        window_minutes: c.window_minutes,
-        stale_threshold: c.stale_threshold,
-        now,
-    };
-    let judgements: Vec<_> = facts
-        .iter()
-        .map(|e| findings::judge(e, &scaling, &invocations, &rules))
-        .collect();
-    let by_name: HashMap<&str, &inventory::EndpointFacts> =
-        facts.iter().map(|e| (e.name.as_str(), e)).collect();
-    let plans = decide::decide(
-        &judgements,
-        &by_name,
-        &scaling,
-        &decide::Limits {
-            targets: &c.targets,
-            max_actions: c.max_actions,
-            remediate: c.remediate,
-            grace_hours: c.grace_hours,
-            protection_tag: &c.protection_tag,
-            now,
-        },
-    );
-
-    let mut plans: HashMap<String, decide::EndpointPlan> =
+    let seen = observe(sweeper, now).await?;
+    let (judgements, plans) = judge_and_plan(c, &seen, now);
+    let mut plans: HashMap<String, EndpointPlan> =
         plans.into_iter().map(|p| (p.endpoint.clone(), p)).collect();
     let mut endpoints = vec![];
-    for (j, e) in judgements.into_iter().zip(&facts) {
+    for (j, e) in judgements.into_iter().zip(&seen.facts) {
         let plan = plans.remove(&j.endpoint).unwrap_or_default();
         let results = act(sweeper, pipeline, &j, &plan).await;
         endpoints.push(EndpointReport {
@@ -170,40 +115,96 @@ async fn sweep(sweeper: &Sweeper, pipeline: &Pipeline<'_>) -> Result<SweepSummar
         window_minutes: c.window_minutes,
         dry_run: c.dry_run,
         totals: totals.clone(),
-        api_calls: calls.clone(),
+        api_calls: seen.calls.clone(),
         endpoints,
     };
     let uri = write_report(sweeper, pipeline, &report, now).await?;
     publish(&totals);
-    let reason = format!(
-        "{} endpoints ({} judged): {} idle (${:.0}/month), {} stale (${:.0}/month), {} under-replicated, {} scale-to-zero risks, {} short cooldowns; {} actions{}, {} withheld",
-        totals.endpoints,
-        totals.judged,
-        totals.idle,
-        totals.idle_monthly_usd,
-        totals.stale + totals.stale_with_traffic,
-        totals.stale_monthly_usd,
-        totals.under_replicated,
-        totals.scale_to_zero_risk,
-        totals.short_scale_in_cooldown,
-        totals.actions_taken,
-        if c.dry_run {
-            " (dry run: none applied)"
-        } else {
-            ""
-        },
-        totals.actions_withheld,
-    );
-    let evidence = json!({"report": uri, "totals": totals, "api_calls": calls});
-    let decision = Decision::new(Outcome::Swept, reason).with_evidence(evidence);
+    let evidence = json!({"report": uri, "totals": totals, "api_calls": seen.calls});
+    let decision =
+        Decision::new(Outcome::Swept, totals.describe(c.dry_run)).with_evidence(evidence);
     let summary = pipeline.run(Subject::Sweep, decision).await?;
     Ok(SweepSummary {
         outcome: summary.outcome,
         reason: summary.reason,
         report_uri: uri,
         totals,
-        api_calls: calls,
+        api_calls: seen.calls,
     })
+}
+
+/// What the sweep read of the account.
+struct Seen {
+    facts: Vec<inventory::EndpointFacts>,
+    scaling: HashMap<String, inventory::Scaling>,
+    invocations: inventory::Invocations,
+    calls: BTreeMap<&'static str, usize>,
+}
+
+/// Account-wide reads first: if any fails, the sweep stops here, having changed nothing. Then
+/// each endpoint (a failed describe leaves it unjudged) and the invocations of the old enough.
+async fn observe(sweeper: &Sweeper, now: OffsetDateTime) -> Result<Seen> {
+    let c = &sweeper.config;
+    let clients = &sweeper.clients;
+    let listed = inventory::list(&clients.sagemaker).await?;
+    let scaling = inventory::scaling(&clients.autoscaling).await?;
+    let deployer_config = |config: &str| {
+        c.targets.iter().any(|t| {
+            config
+                .strip_prefix(t.endpoint.as_str())
+                .is_some_and(|rest| rest.starts_with('-'))
+        })
+    };
+    let facts =
+        inventory::endpoints(&clients.sagemaker, listed, c.concurrency, &deployer_config).await;
+    let window_start = now - time::Duration::minutes(c.window_minutes);
+    let candidates: Vec<(String, String)> = facts
+        .iter()
+        .filter(|e| e.error.is_none() && e.status == EndpointStatus::InService)
+        .filter(|e| e.created.is_some_and(|t| t <= window_start))
+        .flat_map(|e| e.variants.iter().map(|v| (e.name.clone(), v.name.clone())))
+        .collect();
+    let (invocations, metric_calls) =
+        inventory::invocations(&clients.cloudwatch, &candidates, now, c.window_minutes).await;
+    Ok(Seen {
+        facts,
+        scaling,
+        invocations,
+        calls: BTreeMap::from([("GetMetricData", metric_calls)]),
+    })
+}
+
+/// Findings per endpoint, then what to do about them within the rails. Pure.
+fn judge_and_plan(
+    c: &Config,
+    seen: &Seen,
+    now: OffsetDateTime,
+) -> (Vec<Judgement>, Vec<EndpointPlan>) {
+    let rules = findings::Rules {
+        targets: &c.targets,
+        protection_tag: &c.protection_tag,
+        environment_tag: &c.environment_tag,
+        window_minutes: c.window_minutes,
+        stale_threshold: c.stale_threshold,
+        now,
+    };
+    let judgements: Vec<_> = seen
+        .facts
+        .iter()
+        .map(|e| findings::judge(e, &seen.scaling, &seen.invocations, &rules))
+        .collect();
+    let by_name: HashMap<&str, &inventory::EndpointFacts> =
+        seen.facts.iter().map(|e| (e.name.as_str(), e)).collect();
+    let limits = decide::Limits {
+        targets: &c.targets,
+        max_actions: c.max_actions,
+        remediate: c.remediate,
+        grace_hours: c.grace_hours,
+        protection_tag: &c.protection_tag,
+        now,
+    };
+    let plans = decide::decide(&judgements, &by_name, &seen.scaling, &limits);
+    (judgements, plans)
 }
 
 /// One endpoint's decision through the pipeline, under the endpoint's lease (the deployer and

@@ -90,6 +90,31 @@ pub fn totals(endpoints: &[EndpointReport]) -> Totals {
     t
 }
 
+impl Totals {
+    /// The sweep in one sentence: what was found, what it costs, what was done.
+    pub fn describe(&self, dry_run: bool) -> String {
+        format!(
+            "{} endpoints ({} judged): {} idle (${:.0}/month), {} stale (${:.0}/month), {} under-replicated, {} scale-to-zero risks, {} short cooldowns; {} actions{}, {} withheld",
+            self.endpoints,
+            self.judged,
+            self.idle,
+            self.idle_monthly_usd,
+            self.stale + self.stale_with_traffic,
+            self.stale_monthly_usd,
+            self.under_replicated,
+            self.scale_to_zero_risk,
+            self.short_scale_in_cooldown,
+            self.actions_taken,
+            if dry_run {
+                " (dry run: none applied)"
+            } else {
+                ""
+            },
+            self.actions_withheld,
+        )
+    }
+}
+
 /// Pairs each step of a plan with what applying it did.
 pub fn taken(plan: &EndpointPlan, results: &[String]) -> Vec<ActionTaken> {
     plan.plan
