@@ -1,5 +1,6 @@
 //! drift-scanner against the local AWS, through the same handler the Lambda runs.
 
+use lifecycle::ledger::Ledger;
 use lifecycle::outcome::Outcome;
 use std::collections::HashMap;
 
@@ -459,6 +460,18 @@ async fn parallel_and_sequential_scans_agree_and_large_exports_go_in_parts() {
         0,
         "dry run exports nothing"
     );
+    // Recorded with the plan it would have applied.
+    let recorded = Ledger::new(fx.clients.dynamodb.clone(), fx.table.clone())
+        .decisions(&format!("adapter#{}", catalog.adapter))
+        .await
+        .unwrap();
+    let last = recorded.last().unwrap();
+    assert_eq!(
+        (&last["outcome"], &last["dry_run"]),
+        (&json!("retraining"), &json!(true))
+    );
+    assert_eq!(last["plan"][0]["action"], "export_catalog");
+    assert_eq!(last["plan"][1]["action"], "start_training_job");
     let par = scan(
         &fx,
         &catalog.scanner(&[
@@ -527,6 +540,24 @@ async fn a_failed_export_is_aborted_and_starts_no_job() {
     assert!(err.is_retryable(), "S3 SlowDown is worth another try");
     assert_eq!(fx.count("AbortMultipartUpload"), 1);
     assert_eq!(fx.count("CreateTrainingJob"), 0);
+    // Recorded like any other failure: the plan, and where it stopped.
+    let recorded = Ledger::new(fx.clients.dynamodb.clone(), fx.table.clone())
+        .decisions(&format!("adapter#{}", catalog.adapter))
+        .await
+        .unwrap();
+    let last = recorded.last().unwrap();
+    assert_eq!(last["outcome"], "retrying");
+    assert!(
+        last["reason"].as_str().unwrap().contains("UploadPart"),
+        "{last}"
+    );
+    assert!(
+        last["results"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("export_catalog: failed"),
+        "{last}"
+    );
 
     // Tomorrow's run (or a retry) starts clean.
     let r = scan(&fx, &scanner, "again").await.unwrap();

@@ -483,6 +483,38 @@ async fn idle_staging_is_marked_then_deleted_and_a_mark_goes_when_traffic_return
     assert_eq!(actions(&r, "staging-b"), ["untag_resource"]);
     assert!(!fleet.exists("staging-a").await);
     assert!(fleet.exists("staging-b").await);
+    // Who changed staging-a, when and why: the ledger under the endpoint, as for the deployer.
+    let ledger =
+        lifecycle::ledger::Ledger::new(fleet.fx.clients.dynamodb.clone(), fleet.fx.table.clone());
+    let history = ledger.decisions("endpoint#staging-a").await.unwrap();
+    let said: Vec<(&str, &str, &str)> = history
+        .iter()
+        .map(|d| {
+            (
+                d["function"].as_str().unwrap(),
+                d["outcome"].as_str().unwrap(),
+                d["severity"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("endpoint-sweeper", "marked_idle", "acted"),
+            ("endpoint-sweeper", "deleted", "acted")
+        ]
+    );
+    assert_eq!(history[1]["plan"][0]["action"], "delete_endpoint");
+    assert!(
+        history[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("idle since"),
+        "{}",
+        history[1]["reason"]
+    );
+    let b = ledger.decisions("endpoint#staging-b").await.unwrap();
+    assert_eq!(b.last().unwrap()["outcome"], "unmarked");
     // The model stays: a rollback or a re-create needs it.
     assert!(
         fleet

@@ -441,3 +441,35 @@ async fn a_tick_heals_a_lost_approval_event() {
     assert_eq!(report.decisions[0].outcome, Outcome::Deploying);
     assert_eq!(report.decisions[0].package.as_deref(), Some(v2.as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tick_answers_for_every_target_even_when_the_ledger_cannot_be_written() {
+    let s = Scenario::new("ledgerdown").await;
+    let mut second = s.deployer.config.targets.0[0].clone();
+    second.model_package_group = "ledgerdown-other-mpg".into();
+    second.endpoint = "ledgerdown-other-ep".into();
+    let mut config = s.deployer.config.clone();
+    config.targets.0.push(second);
+    let deployer = model_deployer::Deployer::new(s.fx.clients.clone(), config);
+
+    // Every write to the ledger is throttled, beyond the SDK's retries.
+    local_aws().control(
+        "faults",
+        Some(json!({"throttle_share": 1.0, "operations": ["PutItem"], "access_key": s.fx.key})),
+    );
+    let tick = s.fx.event(event_file("deployer-tick.json"), "tick");
+    let reply = model_deployer::handle(&deployer, tick).await;
+    local_aws().control("faults", Some(json!({})));
+
+    let reply = reply.expect("a tick is retried by the next tick, not by Lambda");
+    let outcomes: Vec<_> = reply.decisions.iter().map(|d| d.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Retrying, Outcome::Retrying]);
+    for d in &reply.decisions {
+        assert!(d.reason.contains("PutItem"), "{}", d.reason);
+    }
+    assert_eq!(
+        s.fx.count("CreateEndpoint"),
+        0,
+        "nothing acted without its lease"
+    );
+}

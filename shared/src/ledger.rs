@@ -2,7 +2,8 @@
 //!
 //! Items (partition key `pk`, sort key `sk`, both strings):
 //! - `<subject>` / `decision#<time>#<request id>`: every decision, its trigger, plan, outcome,
-//!   severity and evidence. Routine decisions expire after 30 days (`expires_at`, a TTL attribute).
+//!   severity and evidence. Those that changed nothing and need nobody expire after 30 days
+//!   (`expires_at`, a TTL attribute).
 //! - `endpoint#<name>` / `deployment`: the deployment in flight (or the last one) on the endpoint.
 //! - `endpoint#<name>` / `lease`: who may mutate the endpoint right now. The deployer and the
 //!   alarm responder take it before acting, so they never change one endpoint at the same time.
@@ -41,12 +42,16 @@ pub struct DecisionRecord {
     pub results: Vec<String>,
     pub evidence: Value,
     pub dry_run: bool,
+    /// Whether a step of the plan changed something (a partial plan that stopped counts).
+    pub changed: bool,
 }
 
 impl DecisionRecord {
-    /// Routine decisions (nothing changed, nobody needs to look) expire; the rest are kept.
+    /// Decisions that changed nothing and need nobody expire: routine ones, dry runs, plans
+    /// that found their work done. What changed something, even half-way, or needs a person is
+    /// kept.
     pub fn expires(&self) -> bool {
-        self.outcome.severity() == Severity::Routine
+        !self.changed && self.outcome.severity() != Severity::NeedsPerson
     }
 }
 
@@ -127,6 +132,7 @@ impl Ledger {
             ),
             ("evidence".to_string(), s(d.evidence.to_string())),
             ("dry_run".to_string(), AttributeValue::Bool(d.dry_run)),
+            ("changed".to_string(), AttributeValue::Bool(d.changed)),
         ]);
         if let Some(p) = &d.package {
             item.insert("package".into(), s(p));
@@ -418,5 +424,41 @@ impl Ledger {
             .await
             .map_err(|e| Error::aws("PutItem", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: Outcome, changed: bool) -> DecisionRecord {
+        DecisionRecord {
+            subject: "endpoint#e".into(),
+            at: OffsetDateTime::now_utc(),
+            function: "f",
+            request_id: "r".into(),
+            trigger: "t".into(),
+            package: None,
+            outcome,
+            reason: "why".into(),
+            plan: Plan::default(),
+            results: vec![],
+            evidence: Value::Null,
+            dry_run: false,
+            changed,
+        }
+    }
+
+    #[test]
+    fn what_changed_something_or_needs_a_person_is_kept() {
+        assert!(record(Outcome::InSync, false).expires());
+        assert!(
+            record(Outcome::Deleted, false).expires(),
+            "a dry run changed nothing"
+        );
+        // A plan that stopped half-way on a throttle: the rejection it made stays on record.
+        assert!(!record(Outcome::Retrying, true).expires());
+        assert!(!record(Outcome::Noted, true).expires());
+        assert!(!record(Outcome::RollbackImpossible, false).expires());
     }
 }

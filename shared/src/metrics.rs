@@ -33,10 +33,16 @@ pub fn flush(request_id: &str) {
     }
 }
 
-/// Counts one decision by its outcome; those that need a person also in `NeedsPerson`, the
-/// metric one alarm can watch for every function.
-pub fn decision(outcome: Outcome) {
-    metrics::counter!("Decisions", "Outcome" => outcome.as_str()).increment(1);
+/// Counts one decision by its outcome (a dry run's in `DryRunDecisions`, so alarms on
+/// `Decisions` see only what happened); those that need a person also in `NeedsPerson`, the
+/// metric one alarm can watch for every function, dry run or not.
+pub fn decision(outcome: Outcome, dry_run: bool) {
+    let name = if dry_run {
+        "DryRunDecisions"
+    } else {
+        "Decisions"
+    };
+    metrics::counter!(name, "Outcome" => outcome.as_str()).increment(1);
     if outcome.severity() == Severity::NeedsPerson {
         metrics::counter!("NeedsPerson").increment(1);
     }

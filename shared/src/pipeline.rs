@@ -12,7 +12,7 @@ use tracing::{error, info};
 
 use crate::decision::{Decision, Subject};
 use crate::error::{Error, Result};
-use crate::executor::{Applied, Executor};
+use crate::executor::{Applied, Executor, StepStatus};
 use crate::ledger::DecisionRecord;
 use crate::outcome::{Outcome, Severity};
 use crate::plan::{ActionKind, Plan};
@@ -41,6 +41,25 @@ pub struct Summary {
     /// whether the invocation should fail so Lambda retries it.
     #[serde(skip)]
     pub error: Option<Error>,
+}
+
+impl Summary {
+    /// A decision that could not be recorded (the ledger itself failed): answered all the same,
+    /// so the handler can still tell Lambda whether to retry.
+    pub fn unrecorded(subject: Subject, dry_run: bool, error: Error) -> Self {
+        let outcome = Outcome::of_error(&error);
+        Summary {
+            subject,
+            outcome,
+            severity: outcome.severity(),
+            reason: format!("not recorded: {error}"),
+            package: None,
+            actions: vec![],
+            results: vec![],
+            dry_run,
+            error: Some(error),
+        }
+    }
 }
 
 /// What a handler answers: one summary per decision.
@@ -81,6 +100,7 @@ impl Pipeline<'_> {
             (None, Some((kind, instead))) if applied.already_done(kind) => instead,
             (None, _) => decision.outcome,
         };
+        let changed = applied.results.iter().any(|r| r.status == StepStatus::Done);
         let Applied { results, error } = applied;
         let reason = match &error {
             Some(e) => format!("{} — stopped: {e}", decision.reason),
@@ -99,6 +119,7 @@ impl Pipeline<'_> {
             results: results.iter().map(ToString::to_string).collect(),
             evidence: decision.evidence,
             dry_run: self.executor.dry_run,
+            changed,
         };
         self.conclude(subject, record, error).await
     }
@@ -123,6 +144,7 @@ impl Pipeline<'_> {
             results: vec![],
             evidence: Value::Null,
             dry_run: self.executor.dry_run,
+            changed: false,
         };
         match self.conclude(subject, record, Some(error.clone())).await {
             Ok(summary) => Ok(summary),
@@ -162,7 +184,7 @@ impl Pipeline<'_> {
             }
             _ => info!(subject = %subject, %outcome, %severity, reason = %record.reason, "decided"),
         }
-        crate::metrics::decision(outcome);
+        crate::metrics::decision(outcome, record.dry_run);
         self.executor.ledger.record(&record).await?;
         Ok(Summary {
             subject,
@@ -175,5 +197,41 @@ impl Pipeline<'_> {
             dry_run: record.dry_run,
             error,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(error: Option<Error>) -> Summary {
+        let e = error.clone().unwrap_or(Error::InvalidData("x".into()));
+        Summary {
+            error,
+            ..Summary::unrecorded(Subject::Sweep, false, e)
+        }
+    }
+
+    #[test]
+    fn only_a_retryable_error_fails_the_invocation_and_only_when_retrying_is_allowed() {
+        let busy = || Some(Error::Busy("e".into()));
+        let denied = || {
+            Some(Error::Aws {
+                operation: "UpdateEndpoint",
+                message: "AccessDeniedException: no".into(),
+                retryable: false,
+            })
+        };
+        let reply = |errors: Vec<Option<Error>>| Reply {
+            decisions: errors.into_iter().map(summary).collect(),
+        };
+        assert!(matches!(
+            reply(vec![None, busy()]).or_retryable_error(true),
+            Err(Error::Busy(_))
+        ));
+        assert!(reply(vec![busy()]).or_retryable_error(false).is_ok());
+        let answered = reply(vec![denied()]).or_retryable_error(true).unwrap();
+        assert_eq!(answered.decisions[0].outcome, Outcome::Failed);
+        assert_eq!(answered.decisions[0].severity, Severity::NeedsPerson);
     }
 }

@@ -63,7 +63,9 @@ pub fn local_aws() -> &'static LocalAws {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start the local AWS with {}: {e} (run `make test`, which installs it)",
+                    "cannot start the local AWS with {}: {e}. The integration tests need it: run \
+                     `make test` (it installs moto into .venv), or `make tools` and then \
+                     `cargo test -p integration`. A bare `cargo test` runs only the unit tests.",
                     python.display()
                 )
             });

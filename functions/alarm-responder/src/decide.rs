@@ -603,4 +603,68 @@ mod tests {
         assert_eq!(triage(&muted).unwrap().0, Outcome::Muted);
         assert!(triage(&alarm("recs-5xx")).is_none());
     }
+
+    #[test]
+    fn rollback_candidate_is_the_newest_older_approved_and_never_past_a_pin() {
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let mut o = observed(&t, &a);
+        let served = package(3, Approval::Approved, false);
+        assert_eq!(rollback_candidate(&o, &served).unwrap().version, 1);
+        o.older = vec![
+            package(2, Approval::Rejected, true),
+            package(1, Approval::Approved, false),
+        ];
+        let why = rollback_candidate(&o, &served).unwrap_err();
+        assert!(why.contains("version 2 is pinned"), "{why}");
+        o.older = vec![];
+        assert!(rollback_candidate(&o, &served).is_err());
+    }
+
+    #[test]
+    fn a_kpi_check_passes_only_with_enough_readable_samples() {
+        let (t, a) = (targets(), alarm("recs-ctr"));
+        let mut o = observed(&t, &a);
+        let served = package(3, Approval::Approved, false);
+        let mut evidence = json!({});
+        o.samples = Some(1000.0);
+        assert!(kpi_check(&o, &served, &mut evidence).is_none());
+        assert_eq!(evidence["samples"]["required"], 1000.0);
+        o.samples = None;
+        let d = kpi_check(&o, &served, &mut evidence).unwrap();
+        assert_eq!(d.outcome, Outcome::Inconclusive);
+        // Not a KPI alarm: nothing to check.
+        let a5 = alarm("recs-5xx");
+        let o5 = observed(&t, &a5);
+        assert!(kpi_check(&o5, &served, &mut evidence).is_none());
+    }
+
+    #[test]
+    fn during_an_update_the_alarm_is_noted_and_after_a_change_it_is_superseded() {
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let o = observed(&t, &a);
+        let mut ep = endpoint(EndpointStatus::InService, 2);
+        assert!(during_update(&o, &ep).is_none());
+        assert!(
+            superseded(&o, &ep).is_none(),
+            "changed before the alarm fired"
+        );
+        ep.last_modified = Some(a.state.timestamp + time::Duration::seconds(1));
+        assert_eq!(superseded(&o, &ep).unwrap().outcome, Outcome::Superseded);
+        ep.status = EndpointStatus::RollingBack;
+        let d = during_update(&o, &ep).unwrap();
+        assert_eq!(
+            (d.outcome, d.plan.kinds()),
+            (Outcome::Noted, vec![ActionKind::NoteAlarm])
+        );
+    }
+
+    #[test]
+    fn a_pinned_live_version_stays() {
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let o = observed(&t, &a);
+        assert!(pinned_live(&o, &package(3, Approval::Approved, false)).is_none());
+        let d = pinned_live(&o, &package(3, Approval::Approved, true)).unwrap();
+        assert_eq!(d.outcome, Outcome::RollbackRefused);
+        assert_eq!(d.outcome.severity(), Severity::NeedsPerson);
+    }
 }

@@ -54,6 +54,14 @@ impl Responder {
 /// an alarm action that invokes the function directly (`alarmData`, no envelope). Everything about
 /// the event is checked before the first AWS call.
 pub fn parse(payload: &Value) -> Result<(AlarmStateChange, String)> {
+    if payload.is_object()
+        && payload.get("detail-type").is_none()
+        && payload.get("alarmData").is_none()
+    {
+        return Err(Error::MalformedEvent(
+            "neither an EventBridge event (no \"detail-type\") nor an alarm action payload (no \"alarmData\")".into(),
+        ));
+    }
     if payload.get("detail-type").is_none() && payload.get("alarmData").is_some() {
         let alarm = AlarmStateChange::from_alarm_action(payload)?;
         let trigger = format!("alarm action {} -> {}", alarm.alarm_name, alarm.state.value);
@@ -101,10 +109,13 @@ pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<
             },
         },
     };
-    let summary = ctx.triage_and_respond().await;
+    let summary = ctx.triage_and_respond().await.unwrap_or_else(|e| {
+        let subject = Subject::Alarm(alarm.alarm_name.clone());
+        Summary::unrecorded(subject, responder.config.dry_run, e)
+    });
     lifecycle::metrics::flush(&request_id);
     // Busy and transient AWS errors are retried by Lambda; the rest is answered.
-    Reply::one(summary?).or_retryable_error(true)
+    Reply::one(summary).or_retryable_error(true)
 }
 
 struct Context<'a> {
@@ -234,7 +245,7 @@ impl Context<'_> {
             r.config.environment,
         )
         .await?;
-        let summary = self
+        let mut summary = self
             .pipeline
             .run(subject.clone(), decide::decide(&observed))
             .await?;
@@ -245,9 +256,15 @@ impl Context<'_> {
             Outcome::Noted | Outcome::Failed | Outcome::Retrying
         );
         if !r.config.dry_run && judged {
-            r.ledger
+            let marked = r
+                .ledger
                 .mark_handled(&subject.key(), &self.occurrence(), self.pipeline.request_id)
-                .await?;
+                .await;
+            // The decision is recorded; only the mark is missing. A retry finds the endpoint
+            // changing or changed since the alarm (noted, superseded), never acts twice.
+            if let Err(e) = marked {
+                summary.error = Some(e);
+            }
         }
         Ok(summary)
     }

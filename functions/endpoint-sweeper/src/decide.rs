@@ -634,4 +634,49 @@ mod tests {
             [ActionKind::CopyEndpointConfig, ActionKind::UpdateEndpoint]
         );
     }
+
+    #[test]
+    fn an_endpoint_plan_is_named_after_its_most_consequential_group() {
+        let f = [facts("staging", 1)];
+        let mut j = judgement("staging", false, vec![Finding::Idle]);
+        assert_eq!(
+            run(std::slice::from_ref(&j), &f, 10, false)[0].outcome,
+            Some(Outcome::MarkedIdle)
+        );
+        j.idle_since = Some(now() - time::Duration::hours(25));
+        let p = &run(&[j], &f, 10, false)[0];
+        assert_eq!(p.outcome, Some(Outcome::Deleted));
+        assert!(
+            p.doing[0].starts_with("delete the idle endpoint (idle since"),
+            "{:?}",
+            p.doing
+        );
+        // Idle production that is also under-replicated: a fix and no shrink (already one).
+        let f = [facts("prod", 1)];
+        let j = judgement(
+            "prod",
+            true,
+            vec![
+                Finding::Idle,
+                Finding::UnderReplicated {
+                    variant: "AllTraffic".into(),
+                    instances: 1,
+                },
+            ],
+        );
+        assert_eq!(
+            run(&[j], &f, 10, true)[0].outcome,
+            Some(Outcome::Remediated)
+        );
+    }
+
+    #[test]
+    fn withheld_groups_leave_no_outcome() {
+        let f = [facts("a", 1)];
+        let mut a = judgement("a", false, vec![Finding::Idle]);
+        a.protected = true;
+        let p = &run(&[a], &f, 10, false)[0];
+        assert_eq!((p.outcome, p.plan.is_empty()), (None, true));
+        assert!(p.doing.is_empty());
+    }
 }

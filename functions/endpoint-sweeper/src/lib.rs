@@ -81,7 +81,8 @@ pub async fn handle(sweeper: &Sweeper, event: LambdaEvent<Value>) -> Result<Swee
     };
     let result = sweep(sweeper, &pipeline).await;
     if let Err(e) = &result {
-        // The sweep acts only on a complete inventory: a failed read stops it before acting.
+        // A failed account-wide read stops the sweep before it acts; a failure after acting
+        // (the report, the record) leaves the per-endpoint decisions already recorded.
         error!(error = %e, "sweep stopped");
         let _ = pipeline.fail(Subject::Sweep, None, e.clone()).await;
     }
@@ -222,6 +223,13 @@ async fn act(
     let decision = Decision::new(outcome, plan.doing.join("; "))
         .with_plan(plan.plan.clone())
         .with_evidence(json!({"judgement": judgement, "withheld": plan.withheld}));
+    // A dry run changes nothing: no lease, so it never makes the deployer or the responder wait.
+    if sweeper.config.dry_run {
+        return match pipeline.run(subject, decision).await {
+            Ok(summary) => summary.results,
+            Err(e) => vec![format!("dry run, not recorded: {e}")],
+        };
+    }
     let leased = sweeper
         .ledger
         .with_lease(

@@ -69,30 +69,33 @@ pub async fn handle(deployer: &Deployer, event: LambdaEvent<Value>) -> Result<Re
     let reply = reconcile_all(deployer, &pipeline, &trigger).await;
     lifecycle::metrics::flush(&request_id);
     // A tick is retried by the next tick; an event is retried by Lambda when that can help.
-    reply?.or_retryable_error(!matches!(trigger, Trigger::Tick { .. }))
+    reply.or_retryable_error(!matches!(trigger, Trigger::Tick { .. }))
 }
 
-/// Every target the trigger concerns, one decision each; an event for no target is recorded.
-async fn reconcile_all(
-    deployer: &Deployer,
-    pipeline: &Pipeline<'_>,
-    trigger: &Trigger,
-) -> Result<Reply> {
+/// Every target the trigger concerns, one decision each (a failure on one does not stop the
+/// others); an event for no target is recorded as ignored.
+async fn reconcile_all(deployer: &Deployer, pipeline: &Pipeline<'_>, trigger: &Trigger) -> Reply {
     let targets = &deployer.config.targets;
+    let dry_run = deployer.config.dry_run;
+    let one = async |target: &DeploymentTarget| {
+        reconcile(deployer, pipeline, target, trigger)
+            .await
+            .unwrap_or_else(|e| {
+                Summary::unrecorded(Subject::Endpoint(target.endpoint.clone()), dry_run, e)
+            })
+    };
     let (subject, package, reason) = match trigger {
         Trigger::Tick { .. } => {
             let mut reply = Reply::default();
             for target in targets.iter() {
-                reply
-                    .decisions
-                    .push(reconcile(deployer, pipeline, target, trigger).await?);
+                reply.decisions.push(one(target).await);
             }
-            return Ok(reply);
+            return reply;
         }
         Trigger::PackageChanged {
             group, package_arn, ..
         } => match targets.by_group(group) {
-            Some(t) => return Ok(Reply::one(reconcile(deployer, pipeline, t, trigger).await?)),
+            Some(t) => return Reply::one(one(t).await),
             None => (
                 Subject::Group(group.clone()),
                 Some(package_arn.clone()),
@@ -100,7 +103,7 @@ async fn reconcile_all(
             ),
         },
         Trigger::EndpointChanged { endpoint, .. } => match targets.by_endpoint(endpoint) {
-            Some(t) => return Ok(Reply::one(reconcile(deployer, pipeline, t, trigger).await?)),
+            Some(t) => return Reply::one(one(t).await),
             None => (
                 Subject::Endpoint(endpoint.clone()),
                 None,
@@ -110,7 +113,8 @@ async fn reconcile_all(
     };
     // Answered, kept, never retried.
     let decision = Decision::new(Outcome::Ignored, reason).with_package(package);
-    Ok(Reply::one(pipeline.run(subject, decision).await?))
+    let summary = pipeline.run(subject.clone(), decision).await;
+    Reply::one(summary.unwrap_or_else(|e| Summary::unrecorded(subject, dry_run, e)))
 }
 
 /// One target, under the endpoint's lease: observe, decide, and the pipeline applies and records.

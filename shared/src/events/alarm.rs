@@ -129,8 +129,8 @@ impl AlarmStateChange {
     /// From the detail of an EventBridge "CloudWatch Alarm State Change"; `alarm_arn` from the
     /// envelope's resources.
     pub fn parse(detail: &Value) -> Result<Self, Error> {
-        let wire: WireAlarm =
-            serde_json::from_value(with_configuration(detail)).map_err(|e| malformed(DETAIL, e))?;
+        let wire: WireAlarm = serde_json::from_value(normalised(detail, DETAIL)?)
+            .map_err(|e| malformed(DETAIL, e))?;
         let extras: Extras =
             serde_json::from_value(detail.clone()).map_err(|e| malformed(DETAIL, e))?;
         Self::from_wire(wire, extras, None, DETAIL)
@@ -140,7 +140,7 @@ impl AlarmStateChange {
     pub fn from_alarm_action(payload: &Value) -> Result<Self, Error> {
         let mut payload = payload.clone();
         if let Some(data) = payload.get_mut("alarmData") {
-            *data = with_configuration(data);
+            *data = normalised(data, ACTION)?;
         }
         let wire: CloudWatchAlarm<Value, Value> =
             serde_json::from_value(payload).map_err(|e| malformed(ACTION, e))?;
@@ -282,15 +282,28 @@ fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::
         .collect())
 }
 
-/// The alarm data with an empty configuration where it has none: aws_lambda_events requires the
-/// field, which CloudWatch always sends but hand-made events may leave out.
-fn with_configuration(data: &Value) -> Value {
+/// The alarm data as aws_lambda_events reads it: an empty configuration and an empty state reason
+/// where the event has none (CloudWatch always sends both; hand-made events may not). A state
+/// without a value is refused here: the crate would read it as OK.
+fn normalised(data: &Value, what: &str) -> Result<Value, Error> {
     let mut data = data.clone();
-    if let Some(o) = data.as_object_mut() {
-        o.entry("configuration")
-            .or_insert_with(|| Value::Object(Default::default()));
+    let Some(o) = data.as_object_mut() else {
+        return Ok(data); // the crate says what is wrong with it
+    };
+    o.entry("configuration")
+        .or_insert_with(|| Value::Object(Default::default()));
+    for key in ["state", "previousState"] {
+        let Some(state) = o.get_mut(key).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        if !state.get("value").is_some_and(Value::is_string) {
+            return Err(Error::MalformedEvent(format!("{what}: {key} has no value")));
+        }
+        state
+            .entry("reason")
+            .or_insert_with(|| Value::String(String::new()));
     }
-    data
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -390,5 +403,23 @@ mod tests {
         );
         let weird = json!({"alarmName": "a", "state": state("FIRE")});
         assert!(AlarmStateChange::parse(&weird).is_err());
+    }
+
+    #[test]
+    fn a_state_without_a_value_is_refused_and_one_without_a_reason_is_not() {
+        let no_value = json!({"alarmName": "a", "state": {"reason": "r",
+            "timestamp": "2026-03-01T06:00:00.000+0000"}});
+        let err = AlarmStateChange::parse(&no_value).unwrap_err().to_string();
+        assert!(err.contains("state has no value"), "{err}");
+        let prev = json!({"alarmName": "a", "state": state("ALARM"),
+            "previousState": {"timestamp": "2026-03-01T05:00:00.000+0000"}});
+        let err = AlarmStateChange::parse(&prev).unwrap_err().to_string();
+        assert!(err.contains("previousState has no value"), "{err}");
+        let no_reason = json!({"alarmName": "a", "state": {"value": "ALARM",
+            "timestamp": "2026-03-01T06:00:00.000+0000"}});
+        assert_eq!(
+            AlarmStateChange::parse(&no_reason).unwrap().state.reason,
+            ""
+        );
     }
 }
