@@ -59,7 +59,7 @@ async fn impressions(s: &Scenario, count: f64) {
                 )
                 .value(count)
                 .timestamp(aws_smithy_types::DateTime::from_secs(
-                    OffsetDateTime::now_utc().unix_timestamp() - 600,
+                    OffsetDateTime::now_utc().unix_timestamp(),
                 ))
                 .build(),
         )
@@ -107,7 +107,8 @@ async fn a_ctr_drop_after_promotion_rejects_the_version_and_brings_back_the_prev
         [
             ActionKind::RejectPackage,
             ActionKind::BeginDeployment,
-            ActionKind::UpdateEndpoint
+            ActionKind::UpdateEndpoint,
+            ActionKind::ConfirmDeployment
         ]
     );
     let mutations = &s.fx.sagemaker_mutations()[before..];
@@ -521,43 +522,10 @@ async fn an_alarm_is_routed_by_its_tags_when_the_event_carries_none() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_endpoint_made_by_hand_is_traced_to_its_package_through_its_model() {
-    use aws_sdk_sagemaker::types::{
-        ContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
-    };
     let s = Scenario::new("byhand").await;
     let v1 = s.registry().register("Approved", PASSING).await;
     let v2 = s.registry().register("Approved", PASSING).await;
-    let sm = &s.setup.sagemaker;
-    sm.create_model()
-        .model_name("byhand-model")
-        .execution_role_arn(ROLE_ARN)
-        .primary_container(
-            ContainerDefinition::builder()
-                .model_package_name(&v2)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    sm.create_endpoint_config()
-        .endpoint_config_name("byhand-config")
-        .production_variants(
-            ProductionVariant::builder()
-                .variant_name("AllTraffic")
-                .model_name("byhand-model")
-                .instance_type(ProductionVariantInstanceType::MlM5Xlarge)
-                .initial_instance_count(2)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    sm.create_endpoint()
-        .endpoint_name(&s.endpoint)
-        .endpoint_config_name("byhand-config")
-        .send()
-        .await
-        .unwrap();
+    s.endpoint_by_hand(&v2).await;
 
     let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
         .await
@@ -571,10 +539,59 @@ async fn an_endpoint_made_by_hand_is_traced_to_its_package_through_its_model() {
             ActionKind::CreateModel,
             ActionKind::CreateEndpointConfig,
             ActionKind::BeginDeployment,
-            ActionKind::UpdateEndpoint
+            ActionKind::UpdateEndpoint,
+            ActionKind::ConfirmDeployment
         ]
     );
     assert_eq!(status(&s.registry().package(&v2).await), "Rejected");
     s.fx.settle(&s.endpoint);
     assert_eq!(s.serving().await, v1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kpi_whose_samples_cannot_be_read_is_retried_not_dropped() {
+    let s = Scenario::new("kpiretry").await;
+    let (v1, v2) = v2_live(&s).await;
+    impressions(&s, 48_000.0).await;
+    let event = alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm);
+
+    local_aws().control(
+        "faults",
+        Some(
+            json!({"throttle_share": 1.0, "operations": ["GetMetricData"], "access_key": s.fx.key}),
+        ),
+    );
+    let err = s.respond(event.clone(), "unreadable").await.unwrap_err();
+    local_aws().control("faults", Some(json!({})));
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("judged again on retry"), "{err}");
+    assert_eq!(status(&s.registry().package(&v2).await), "Approved");
+    assert_eq!(s.outcomes().await.last().unwrap(), "retrying");
+
+    // Lambda's retry of the same event: judged, and rolled back.
+    let d = &respond(&s, event, "retry").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    s.fx.settle(&s.endpoint);
+    assert_eq!(s.serving().await, v1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_samples_of_a_kpi_count_only_since_the_live_version_went_live() {
+    let s = Scenario::new("kpilive").await;
+    s.with_v1_live().await;
+    // Traffic served by v1, before v2 went live.
+    impressions(&s, 48_000.0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    s.make_live(&v2, "v2").await;
+
+    let d = &respond(
+        &s,
+        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        "fire",
+    )
+    .await
+    .decisions[0];
+    assert_eq!(d.outcome, Outcome::Inconclusive, "{}", d.reason);
+    assert_eq!(status(&s.registry().package(&v2).await), "Approved");
 }

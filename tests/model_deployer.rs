@@ -44,7 +44,8 @@ async fn a_new_approval_is_deployed_with_the_configured_strategy_and_alarms() {
             ActionKind::CreateModel,
             ActionKind::CreateEndpointConfig,
             ActionKind::BeginDeployment,
-            ActionKind::UpdateEndpoint
+            ActionKind::UpdateEndpoint,
+            ActionKind::ConfirmDeployment
         ]
     );
     let ep = s.endpoint().await;
@@ -426,7 +427,7 @@ async fn dry_run_decides_and_records_but_changes_nothing() {
     assert_eq!(s.fx.sagemaker_mutations(), Vec::<String>::new());
     let kept = s.decisions().await;
     assert_eq!(kept[0]["dry_run"], true);
-    assert_eq!(kept[0]["plan"].as_array().unwrap().len(), 4);
+    assert_eq!(kept[0]["plan"].as_array().unwrap().len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -472,4 +473,81 @@ async fn a_tick_answers_for_every_target_even_when_the_ledger_cannot_be_written(
         0,
         "nothing acted without its lease"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_made_by_hand_that_serves_the_newest_version_is_adopted_in_sync() {
+    let s = Scenario::new("adopt").await;
+    let _v1 = s.registry().register("Approved", PASSING).await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    s.endpoint_by_hand(&v2).await;
+
+    let tick = s
+        .run(event_file("deployer-tick.json"), "tick")
+        .await
+        .unwrap();
+    let d = &tick.decisions[0];
+    assert_eq!(d.outcome, Outcome::InSync, "{}", d.reason);
+    assert_eq!(d.package.as_deref(), Some(v2.as_str()));
+    assert_eq!(
+        s.fx.count("UpdateEndpoint"),
+        0,
+        "the version it serves is not deployed again"
+    );
+    assert_eq!(s.fx.count("CreateModel"), 0);
+
+    // A newer approval goes forward through gates and guardrails as usual.
+    let v3 = s.registry().register("Approved", PASSING).await;
+    assert_eq!(
+        s.approve(&v3, "v3").await.decisions[0].outcome,
+        Outcome::Deploying
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_evaluation_report_blocks_the_deployment_and_rejects_nothing() {
+    let s = Scenario::new("gatesgone").await;
+    let v1 = s.with_v1_live().await;
+    let bucket = "gatesgone-evaluations";
+    let s3 = &s.setup.s3;
+    s3.create_bucket().bucket(bucket).send().await.unwrap();
+    let uri = format!("s3://{bucket}/v2/statistics.json");
+    let v2 = s
+        .registry()
+        .register_with("Approved", &[], Some(&uri))
+        .await;
+
+    // Missing object, then not JSON: cannot be judged, so not judged.
+    let d = &s.approve(&v2, "missing").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::GateUnreadable, "{}", d.reason);
+    assert!(d.reason.contains(&uri), "{}", d.reason);
+    let put = |body: String| {
+        s3.put_object()
+            .bucket(bucket)
+            .key("v2/statistics.json")
+            .body(body.into_bytes().into())
+            .send()
+    };
+    put("{not json".into()).await.unwrap();
+    let d = &s
+        .run(event_file("deployer-tick.json"), "garbled")
+        .await
+        .unwrap()
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::GateUnreadable, "{}", d.reason);
+    assert!(d.reason.contains("not JSON"), "{}", d.reason);
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Approved");
+    assert_eq!(s.fx.count("UpdateEndpoint"), 0);
+    assert_eq!(s.serving().await, v1);
+
+    // Readable, and passing: the next reconcile deploys it.
+    let stats = json!({"recommendation_metrics": {"validation_loss": {"value": 0.29}, "offline_ctr": {"value": 0.091}}});
+    put(stats.to_string()).await.unwrap();
+    let d = &s
+        .run(event_file("deployer-tick.json"), "readable")
+        .await
+        .unwrap()
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
 }

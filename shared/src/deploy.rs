@@ -10,9 +10,14 @@ use crate::names::{fingerprint, sagemaker_name};
 use crate::plan::{Action, Plan};
 use crate::targets::DeploymentTarget;
 
-/// The model a package version becomes on a target's endpoint.
-pub fn model_name(target: &DeploymentTarget, version: i64) -> String {
-    sagemaker_name(&target.endpoint, &format!("v{version}"))
+/// The model a package becomes on a target's endpoint. The package ARN is in the name (as a
+/// fingerprint, beside its version for people): a target moved to another group, or two groups'
+/// version 3, never reuse each other's model.
+pub fn model_name(target: &DeploymentTarget, arn: &str, version: i64) -> String {
+    sagemaker_name(
+        &target.endpoint,
+        &format!("v{version}-{}", fingerprint(&[arn])),
+    )
 }
 
 /// The endpoint config of a package version on a target; changes when the target's sizing does.
@@ -48,7 +53,7 @@ pub struct Deployment<'a> {
 /// Model, config, ledger record, then the endpoint call.
 pub fn plan(d: Deployment, plan: &mut Plan) {
     let target = d.target;
-    let model = model_name(target, d.version);
+    let model = model_name(target, d.package_arn, d.version);
     let reused = d.existing_config.is_some();
     let config = d
         .existing_config
@@ -80,6 +85,7 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
                 package_version: d.version,
                 previous_config: previous,
                 requested_at: d.now_ms,
+                finished_at: None,
                 status: DeploymentStatus::InProgress,
                 rollback_alarms: d
                     .rollout
@@ -87,6 +93,7 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
                     .map(|r| r.rollback_alarms.clone())
                     .unwrap_or_default(),
                 alarms_seen: vec![],
+                confirmed: false,
             },
             expected: d.expected,
         },
@@ -109,6 +116,13 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
             d.why,
         ),
     }
+    plan.push(
+        Action::ConfirmDeployment {
+            endpoint: target.endpoint.clone(),
+            requested_at: d.now_ms,
+        },
+        "the call answered success: SageMaker runs the deployment",
+    );
 }
 
 /// The model and the endpoint config of a version that has none on this endpoint yet.
@@ -158,4 +172,28 @@ fn create_model_and_config(
             target.instance_type, target.instance_count
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_never_collide_across_groups_or_targets() {
+        let a = crate::targets::Targets::parse(
+            r#"[{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge","instance_count":1,"rollback_alarms":["a"]},
+                {"model_package_group":"search","endpoint":"recs-prod-search","instance_type":"ml.m5.xlarge","instance_count":1,"rollback_alarms":["b"]}]"#,
+            crate::config::Environment::Staging,
+        )
+        .unwrap();
+        let (t1, t2) = (&a.0[0], &a.0[1]);
+        let recs3 = "arn:aws:sagemaker:us-east-1:1:model-package/recs/3";
+        let search3 = "arn:aws:sagemaker:us-east-1:1:model-package/search/3";
+        // The same target moved to another group: version 3 of each is a different model.
+        assert_ne!(model_name(t1, recs3, 3), model_name(t1, search3, 3));
+        assert_ne!(config_name(t1, recs3, 3), config_name(t1, search3, 3));
+        // Two targets, one version number: different names.
+        assert_ne!(model_name(t1, recs3, 3), model_name(t2, search3, 3));
+        assert_eq!(model_name(t1, recs3, 3), model_name(t1, recs3, 3), "stable");
+    }
 }

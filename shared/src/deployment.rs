@@ -43,8 +43,14 @@ pub struct DeploymentRecord {
     pub previous_config: Option<String>,
     /// Epoch milliseconds; also the record's version for conditional writes.
     pub requested_at: i64,
+    /// When its verdict was recorded (epoch milliseconds), once it has one.
+    pub finished_at: Option<i64>,
     pub status: DeploymentStatus,
     pub rollback_alarms: Vec<String>,
     /// Alarms the alarm responder saw fire while this deployment was in progress.
     pub alarms_seen: Vec<String>,
+    /// Set once the call that starts the deployment answered success. An unconfirmed record on
+    /// an endpoint back on its old config may be a call that failed (or whose answer was lost),
+    /// not a rollback: it is never read as SageMaker's verdict.
+    pub confirmed: bool,
 }

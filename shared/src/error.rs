@@ -1,6 +1,7 @@
 //! Typed errors. A handler returns an error only when a retry can help (see [`Error::is_retryable`]);
 //! everything else is answered, recorded and not retried.
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
@@ -61,21 +62,25 @@ impl Error {
         }
     }
 
-    /// Wraps an SDK error, keeping the service's error code and message.
-    pub fn aws<E, R>(operation: &'static str, err: SdkError<E, R>) -> Self
+    /// Wraps an SDK error, keeping the service's error code and message. Retryable: timeouts,
+    /// connection failures, unreadable answers, and service errors that mean "not now": a
+    /// throttling or internal-failure code, or any 5xx or 429 status whatever its code.
+    pub fn aws<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> Self
     where
         E: std::error::Error
             + aws_smithy_types::error::metadata::ProvideErrorMetadata
             + Send
             + Sync
             + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
     {
         let retryable = match &err {
             SdkError::TimeoutError(_)
             | SdkError::DispatchFailure(_)
             | SdkError::ResponseError(_) => true,
-            SdkError::ServiceError(e) => is_transient(e.err().code().unwrap_or_default()),
+            SdkError::ServiceError(e) => {
+                is_transient(e.err().code().unwrap_or_default())
+                    || is_transient_status(e.raw().status().as_u16())
+            }
             _ => false,
         };
         let message = match &err {
@@ -97,8 +102,9 @@ impl Error {
 }
 
 /// Service error codes that mean "not now" rather than "not this": throttling (each service
-/// spells it its own way) and the service's own failures.
+/// spells it its own way), timeouts, and the service's own failures.
 pub fn is_transient(code: &str) -> bool {
+    let code = code.strip_suffix("Exception").unwrap_or(code);
     code.contains("Throttl")
         || code.contains("TooManyRequests")
         || code.contains("ThroughputExceeded")
@@ -109,8 +115,17 @@ pub fn is_transient(code: &str) -> bool {
                 | "ServiceUnavailable"
                 | "InternalFailure"
                 | "InternalServerError"
+                | "InternalServer"
                 | "InternalError"
+                | "RequestTimeout"
+                | "BandwidthLimitExceeded"
+                | "PriorRequestNotComplete"
         )
+}
+
+/// HTTP statuses that mean "not now", whatever the body says (a bare 500 has no code at all).
+pub fn is_transient_status(status: u16) -> bool {
+    status == 429 || status >= 500
 }
 
 /// The service error code of an SDK error, if the service answered with one.
@@ -166,11 +181,22 @@ mod tests {
         for code in [
             "ThrottlingException",
             "Throttling",
+            "ThrottledException",
+            "RequestThrottled",
             "SlowDown",
             "ProvisionedThroughputExceededException",
             "RequestLimitExceeded",
             "TooManyRequestsException",
             "InternalError",
+            "InternalFailure",
+            "InternalServerError",
+            "InternalServerException",
+            "ServiceUnavailable",
+            "ServiceUnavailableException",
+            "RequestTimeout",
+            "RequestTimeoutException",
+            "BandwidthLimitExceeded",
+            "PriorRequestNotComplete",
         ] {
             assert!(is_transient(code), "{code}");
         }
@@ -178,8 +204,47 @@ mod tests {
             "ValidationException",
             "AccessDeniedException",
             "ResourceNotFound",
+            "ResourceLimitExceeded",
+            "ConditionalCheckFailedException",
+            "",
         ] {
             assert!(!is_transient(code), "{code}");
         }
+        for status in [429, 500, 502, 503, 504] {
+            assert!(is_transient_status(status), "{status}");
+        }
+        for status in [400, 403, 404, 409] {
+            assert!(!is_transient_status(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_bare_5xx_timeouts_and_lost_connections_are_retryable_and_a_4xx_is_not() {
+        use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let service = |status: u16, code: Option<&str>| {
+            let mut meta = ErrorMetadata::builder().message("m");
+            if let Some(c) = code {
+                meta = meta.code(c);
+            }
+            let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+            let err: SdkError<DescribeEndpointError, HttpResponse> =
+                SdkError::service_error(DescribeEndpointError::generic(meta.build()), raw);
+            Error::aws("DescribeEndpoint", err)
+        };
+        assert!(service(500, None).is_retryable(), "a bare 500");
+        assert!(service(503, Some("Unknown")).is_retryable());
+        assert!(service(400, Some("ThrottlingException")).is_retryable());
+        assert!(!service(400, Some("ValidationException")).is_retryable());
+        assert!(!service(403, None).is_retryable());
+        let timeout: SdkError<DescribeEndpointError, HttpResponse> =
+            SdkError::timeout_error("too slow");
+        assert!(Error::aws("DescribeEndpoint", timeout).is_retryable());
+        let lost: SdkError<DescribeEndpointError, HttpResponse> = SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io("reset".into()),
+        );
+        assert!(Error::aws("DescribeEndpoint", lost).is_retryable());
     }
 }

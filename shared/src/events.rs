@@ -94,9 +94,14 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t);
     }
-    // "2026-03-01T06:00:00.000+0000" -> insert the colon RFC 3339 wants.
+    // "2026-03-01T06:00:00.000+0000" -> insert the colon RFC 3339 wants. ASCII only: anything
+    // else is not a time, and slicing it could split a character.
     let b = s.as_bytes();
-    if s.len() > 5 && matches!(b[s.len() - 5], b'+' | b'-') && b[s.len() - 3] != b':' {
+    if s.is_ascii()
+        && s.len() > 5
+        && matches!(b[s.len() - 5], b'+' | b'-')
+        && b[s.len() - 3] != b':'
+    {
         let fixed = format!("{}:{}", &s[..s.len() - 2], &s[s.len() - 2..]);
         if let Ok(t) = OffsetDateTime::parse(&fixed, &Rfc3339) {
             return Ok(t);

@@ -166,6 +166,10 @@ impl Executor<'_> {
             Action::BeginDeployment { record, expected } => {
                 done(ledger.begin_deployment(record, *expected).await?)
             }
+            Action::ConfirmDeployment {
+                endpoint,
+                requested_at,
+            } => done(ledger.confirm_deployment(endpoint, *requested_at).await?),
             Action::FinishDeployment {
                 endpoint,
                 requested_at,

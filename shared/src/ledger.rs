@@ -284,9 +284,15 @@ impl Ledger {
             package_version: get_n(item, "package_version").unwrap_or_default(),
             previous_config: get_s(item, "previous_config"),
             requested_at: get_n(item, "requested_at").unwrap_or_default(),
+            finished_at: get_n(item, "finished_at"),
             status: DeploymentStatus::parse(&get_s(item, "status").unwrap_or_default()),
             rollback_alarms: string_set(item, "rollback_alarms"),
             alarms_seen: string_set(item, "alarms_seen"),
+            confirmed: item
+                .get("confirmed")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
         }))
     }
 
@@ -308,6 +314,7 @@ impl Ledger {
             .item("package_version", n(r.package_version))
             .item("requested_at", n(r.requested_at))
             .item("status", s(r.status.as_str()))
+            .item("confirmed", AttributeValue::Bool(false))
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":open", s(DeploymentStatus::InProgress.as_str()));
         if let Some(prev) = &r.previous_config {
@@ -333,6 +340,29 @@ impl Ledger {
                 Err(Error::Busy(r.endpoint.clone()))
             }
             Err(e) => Err(Error::aws("PutItem", e)),
+        }
+    }
+
+    /// Marks the deployment requested at `requested_at` as started: its call answered success.
+    pub async fn confirm_deployment(&self, endpoint: &str, requested_at: i64) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(endpoint_key(endpoint)))
+            .key("sk", s("deployment"))
+            .update_expression("SET confirmed = :yes")
+            .condition_expression("requested_at = :seen")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":seen", n(requested_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(Error::Busy(endpoint.to_string()))
+            }
+            Err(e) => Err(Error::aws("UpdateItem", e)),
         }
     }
 

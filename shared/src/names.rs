@@ -8,11 +8,21 @@ pub fn sagemaker_name(base: &str, suffix: &str) -> String {
         return full;
     }
     let hash = format!("{:08x}", fnv1a(full.as_bytes()) as u32);
-    let keep = 63 - suffix.len() - hash.len() - 2;
-    format!(
-        "{}-{hash}-{suffix}",
-        base[..keep.min(base.len())].trim_end_matches('-')
-    )
+    let keep = 63usize.saturating_sub(suffix.len() + hash.len() + 2);
+    let base = truncate(base, keep);
+    format!("{}-{hash}-{suffix}", base.trim_end_matches('-'))
+}
+
+/// Cuts a string to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A short, stable hash of what a resource is made of (FNV-1a; not for security).

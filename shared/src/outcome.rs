@@ -76,6 +76,12 @@ outcomes! {
     InSync => "in_sync", Routine;
     NothingApproved => "nothing_approved", Routine;
     Blocked => "blocked", NeedsPerson;
+    /// A rollback alarm is in ALARM: the deployment waits for it to be OK.
+    HeldByAlarm => "held_by_alarm", Routine;
+    /// ... for longer than the target allows.
+    HeldByAlarmTooLong => "held_by_alarm_too_long", NeedsPerson;
+    /// The newest approved package's evaluation report cannot be read: nothing deployed.
+    GateUnreadable => "gate_unreadable", NeedsPerson;
 
     // alarm-responder (also `rolled_back`)
     RollbackImpossible => "rollback_impossible", NeedsPerson;

@@ -83,6 +83,11 @@ pub enum Action {
         policy_name: String,
         seconds: i32,
     },
+    /// Mark the in-flight deployment as started: the call before it answered success.
+    ConfirmDeployment {
+        endpoint: String,
+        requested_at: i64,
+    },
     /// Close the in-flight deployment with its verdict.
     FinishDeployment {
         endpoint: String,
@@ -145,6 +150,7 @@ action_kinds! {
     DeleteEndpointConfig => "delete_endpoint_config";
     CopyEndpointConfig => "copy_endpoint_config";
     SetScaleInCooldown => "set_scale_in_cooldown";
+    ConfirmDeployment => "confirm_deployment";
     FinishDeployment => "finish_deployment";
     ExportCatalog => "export_catalog";
     StartTrainingJob => "start_training_job";

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::endpoints::{self, EndpointConfig};
 use crate::error::{Error, Result, error_message};
+use crate::names::truncate;
 
 /// ApprovalDescription is limited to 1024 characters by SageMaker.
 const MAX_DESCRIPTION: usize = 1024;
@@ -201,18 +202,6 @@ pub async fn reject(sm: &aws_sdk_sagemaker::Client, arn: &str, description: &str
         .await
         .map_err(|e| Error::aws("UpdateModelPackage", e))?;
     Ok(())
-}
-
-/// Cuts a string to at most `max` bytes on a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The version number at the end of a versioned package ARN (`.../model-package/group/7`).

@@ -50,6 +50,10 @@ pub struct DeploymentTarget {
     /// Instances a scale-up raises the variant to (default and minimum: 2 in production, else 1).
     #[serde(default)]
     pub scale_up_floor: Option<i32>,
+    /// A deployment waits while one of the rollback alarms is in ALARM (SageMaker would roll it
+    /// back at once, and blame the new version); past this many minutes the wait needs a person.
+    #[serde(default = "default_alarm_hold")]
+    pub max_alarm_hold_minutes: i64,
 }
 
 /// A business-KPI alarm and the traffic it needs before it is believed.
@@ -104,6 +108,10 @@ fn default_bake() -> i32 {
 }
 fn default_timeout() -> i32 {
     3600
+}
+
+fn default_alarm_hold() -> i64 {
+    60
 }
 
 /// How SageMaker's blue/green update shifts traffic to the new fleet.
@@ -308,6 +316,12 @@ impl DeploymentTarget {
                     k.alarm, k.window_minutes
                 ));
             }
+        }
+        if !(1..=10080).contains(&self.max_alarm_hold_minutes) {
+            return Err(format!(
+                "max_alarm_hold_minutes is {}, expected 1..=10080",
+                self.max_alarm_hold_minutes
+            ));
         }
         let least = if env.is_production() { 2 } else { 1 };
         match self.scale_up_floor {

@@ -270,7 +270,7 @@ class Demo:
         self.cw.put_metric_data(
             Namespace=KPI_NAMESPACE,
             MetricData=[{"MetricName": "Impressions", "Dimensions": [{"Name": "EndpointName", "Value": ENDPOINT}],
-                         "Value": count, "Timestamp": time.time() - 600}],
+                         "Value": count, "Timestamp": time.time()}],
         )
 
     def wait_for_update(self) -> None:

@@ -17,7 +17,8 @@ suite need that moto does not do:
 * A call log: every request is recorded with its access key, service, operation and the
   resource it names, so a test can count exactly the mutations its own handler made
   (GET /_localaws/calls?access_key=...).
-* Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults).
+* Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults): latency,
+  throttling, or a chosen error (code and HTTP status, or a bare status without a code).
 
 Run: python localaws.py --port 0  -> prints `READY http://127.0.0.1:<port>` on stdout.
 With --exit-with-stdin the server stops when its stdin closes, so a test process that spawned it
@@ -294,6 +295,8 @@ class Faults:
     def __init__(self) -> None:
         self.latency_ms = 0.0
         self.throttle_share = 0.0
+        # An error answered instead of the call (JSON services): {"code": ..., "status": 400}.
+        self.error: dict[str, Any] | None = None
         self.operations: set[str] = set()  # empty: every operation
         self.access_key: str | None = None  # None: every caller
         self.random = random.Random(7)
@@ -334,6 +337,14 @@ class LocalAws:
             if self.faults.throttle_share and self.faults.random.random() < self.faults.throttle_share:
                 call.status = 400
                 return self.throttled(service, cbor is not None, start_response)
+            if self.faults.error and cbor is None and service != "s3":
+                status = int(self.faults.error.get("status", 400))
+                call.status = status
+                code = self.faults.error.get("code")
+                body = {"message": self.faults.error.get("message", "injected by the local AWS")}
+                if code:
+                    body["__type"] = code
+                return self.json_response(start_response, f"{status} Injected", body)
 
         def recording_start_response(status: str, headers: list, *rest: Any) -> Any:
             call.status = int(status.split(" ", 1)[0])
@@ -531,6 +542,7 @@ class LocalAws:
             self.faults.throttle_share = float(body.get("throttle_share", 0))
             self.faults.operations = set(body.get("operations", []))
             self.faults.access_key = body.get("access_key")
+            self.faults.error = body.get("error")
             return self.json_response(start_response, "200 OK", {"ok": True})
         if path == "/_localaws/training-jobs":
             found = self.set_training_status(body["name"], body["status"])

@@ -102,6 +102,49 @@ impl Scenario {
         e
     }
 
+    /// The target's endpoint as a person makes it: a model from `package`, a config and an
+    /// endpoint without any of the suite's tags.
+    pub async fn endpoint_by_hand(&self, package: &str) {
+        use aws_sdk_sagemaker::types::{
+            ContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
+        };
+        let sm = &self.setup.sagemaker;
+        let (model, config) = (
+            format!("{}-model", self.endpoint),
+            format!("{}-config", self.endpoint),
+        );
+        sm.create_model()
+            .model_name(&model)
+            .execution_role_arn(ROLE_ARN)
+            .primary_container(
+                ContainerDefinition::builder()
+                    .model_package_name(package)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        sm.create_endpoint_config()
+            .endpoint_config_name(&config)
+            .production_variants(
+                ProductionVariant::builder()
+                    .variant_name("AllTraffic")
+                    .model_name(&model)
+                    .instance_type(ProductionVariantInstanceType::MlM5Xlarge)
+                    .initial_instance_count(2)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        sm.create_endpoint()
+            .endpoint_name(&self.endpoint)
+            .endpoint_config_name(&config)
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// The deployer's handler.
     pub async fn run(&self, event: Value, request_id: &str) -> Result<Reply, Error> {
         model_deployer::handle(&self.deployer, self.fx.event(event, request_id)).await

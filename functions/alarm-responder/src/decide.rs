@@ -38,7 +38,7 @@ pub struct Observed<'a> {
     pub older: Vec<ModelPackage>,
     /// A config that still exists and already serves the rollback candidate on this endpoint.
     pub candidate_config: Option<String>,
-    /// KPI alarms: samples in the window (`None`: the metric could not be read).
+    /// KPI alarms: samples in the window since the live version went live (`None`: not read).
     pub samples: Option<f64>,
     /// Scale-ups: the variant's autoscaling bounds, if registered.
     pub scaling: Option<ScalableTarget>,
@@ -327,7 +327,7 @@ fn rollback_plan(
         plan.push(
             Action::RejectPackage {
                 package_arn: served.arn.clone(),
-                description: registry::truncate(&description, MAX_DESCRIPTION).to_string(),
+                description: lifecycle::names::truncate(&description, MAX_DESCRIPTION).to_string(),
             },
             format!("version {} is bad: {alarm} fired on it", served.version),
         );
@@ -458,7 +458,8 @@ mod tests {
                 ActionKind::CreateModel,
                 ActionKind::CreateEndpointConfig,
                 ActionKind::BeginDeployment,
-                ActionKind::UpdateEndpoint
+                ActionKind::UpdateEndpoint,
+                ActionKind::ConfirmDeployment
             ]
         );
         let Action::RejectPackage { description, .. } = &d.plan.steps[0].action else {
@@ -488,7 +489,8 @@ mod tests {
             [
                 ActionKind::RejectPackage,
                 ActionKind::BeginDeployment,
-                ActionKind::UpdateEndpoint
+                ActionKind::UpdateEndpoint,
+                ActionKind::ConfirmDeployment
             ]
         );
     }

@@ -3,6 +3,7 @@
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use lifecycle::aws::Clients;
 use lifecycle::config::Environment;
+use lifecycle::deployment::{DeploymentRecord, DeploymentStatus};
 use lifecycle::endpoints::{self, EndpointConfig, tags};
 use lifecycle::error::{Error, Result};
 use lifecycle::events::AlarmStateChange;
@@ -10,6 +11,7 @@ use lifecycle::ledger::{Ledger, now_ms};
 use lifecycle::registry::{self, Approval, ModelPackage};
 use lifecycle::scaling;
 use lifecycle::targets::KpiAlarm;
+use time::OffsetDateTime;
 
 use crate::decide::Observed;
 use crate::route::{Response, Route};
@@ -63,7 +65,8 @@ pub async fn observe<'a>(
             if let Some(served) = &obs.served {
                 obs.older = older_versions(sm, served).await?;
                 if let Some(kpi) = obs.route.kpi {
-                    obs.samples = samples(clients, kpi, alarm).await;
+                    let live_since = live_since(obs.in_flight.as_ref(), &served.arn);
+                    obs.samples = Some(samples(clients, kpi, alarm, live_since).await?);
                 }
             }
             let candidate = obs
@@ -123,12 +126,27 @@ async fn reusable_config(
         .map(|c| c.name))
 }
 
-/// Samples of a KPI alarm's window, ending when the alarm fired. `None` when unreadable: the
-/// decision then treats the alarm as inconclusive rather than guessing.
-async fn samples(clients: &Clients, kpi: &KpiAlarm, alarm: &AlarmStateChange) -> Option<f64> {
+/// When the served version went live, if the ledger saw it: the samples of a KPI count from then,
+/// so the version before it is never judged as this one.
+fn live_since(last: Option<&DeploymentRecord>, served: &str) -> Option<OffsetDateTime> {
+    let d = last.filter(|d| d.package_arn == served && d.status == DeploymentStatus::Succeeded)?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.finished_at?) * 1_000_000).ok()
+}
+
+/// Samples of a KPI alarm's window, ending when the alarm fired and starting no earlier than when
+/// the live version went live. A metric that cannot be read is an error a retry can help, whatever
+/// the service said: the alarm is judged again on Lambda's retry, never dropped as inconclusive.
+async fn samples(
+    clients: &Clients,
+    kpi: &KpiAlarm,
+    alarm: &AlarmStateChange,
+    live_since: Option<OffsetDateTime>,
+) -> Result<f64> {
     let end = alarm.state.timestamp;
     let window = i64::from(kpi.window_minutes) * 60;
-    let start = end - time::Duration::seconds(window);
+    let start = (end - time::Duration::seconds(window))
+        .max(live_since.unwrap_or(OffsetDateTime::UNIX_EPOCH));
+    let period = ((end - start).whole_seconds().max(60) + 59) / 60 * 60;
     let dims = kpi
         .samples
         .dimensions
@@ -146,12 +164,12 @@ async fn samples(clients: &Clients, kpi: &KpiAlarm, alarm: &AlarmStateChange) ->
                         .set_dimensions(Some(dims))
                         .build(),
                 )
-                .period(window as i32)
+                .period(period as i32)
                 .stat(&kpi.samples.stat)
                 .build(),
         )
         .build();
-    let ts = |t: time::OffsetDateTime| aws_smithy_types::DateTime::from_secs(t.unix_timestamp());
+    let ts = |t: OffsetDateTime| aws_smithy_types::DateTime::from_secs(t.unix_timestamp());
     let out = clients
         .cloudwatch
         .get_metric_data()
@@ -159,17 +177,22 @@ async fn samples(clients: &Clients, kpi: &KpiAlarm, alarm: &AlarmStateChange) ->
         .start_time(ts(start))
         .end_time(ts(end + time::Duration::seconds(1)))
         .send()
-        .await;
-    match out {
-        Ok(out) => Some(
-            out.metric_data_results()
-                .iter()
-                .flat_map(|r| r.values())
-                .sum(),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %Error::aws("GetMetricData", e), "KPI samples unreadable");
-            None
-        }
-    }
+        .await
+        .map_err(|e| match Error::aws("GetMetricData", e) {
+            Error::Aws {
+                operation, message, ..
+            } => Error::Aws {
+                operation,
+                message: format!(
+                    "{message} (the KPI's samples; the alarm is judged again on retry)"
+                ),
+                retryable: true,
+            },
+            other => other,
+        })?;
+    Ok(out
+        .metric_data_results()
+        .iter()
+        .flat_map(|r| r.values())
+        .sum())
 }

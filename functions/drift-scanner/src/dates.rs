@@ -35,7 +35,9 @@ pub fn parse_created(value: &AttributeValue) -> Option<OffsetDateTime> {
             let v: f64 = n.parse().ok()?;
             // Below 10^11 is seconds (until the year 5138); above, milliseconds.
             let ms = if v.abs() < 1e11 { v * 1000.0 } else { v };
-            OffsetDateTime::from_unix_timestamp_nanos((ms as i128) * 1_000_000).ok()
+            // `as` saturates (NaN is 0); the product may not fit: no time, not a panic.
+            let nanos = (ms as i128).checked_mul(1_000_000)?;
+            OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
         }
         _ => None,
     }

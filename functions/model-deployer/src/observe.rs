@@ -1,15 +1,16 @@
 //! Reading what the decision needs from AWS. No writes here.
 
 use lifecycle::aws::Clients;
-use lifecycle::endpoints;
+use lifecycle::endpoints::{self, EndpointConfig};
 use lifecycle::error::{Error, Result};
 use lifecycle::ledger::{Ledger, now_ms};
 use lifecycle::registry::{self, Approval, ModelPackage};
 use lifecycle::targets::DeploymentTarget;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 use crate::gates::{self, Metrics};
-use crate::reconcile::{Candidate, Observed};
+use crate::reconcile::{AlarmNow, Candidate, Observed};
 
 /// At most this many not-yet-live approved versions are evaluated per decision; older ones wait.
 const MAX_CANDIDATES: usize = 5;
@@ -30,10 +31,10 @@ pub async fn observe<'a>(
         }
         _ => None,
     };
-    let served = live_config
-        .as_ref()
-        .and_then(|c| c.package_arn())
-        .map(str::to_string);
+    let served = match &live_config {
+        Some(c) => served_package(sm, c, &target.variant).await?,
+        None => None,
+    };
     let in_flight = ledger.deployment(&target.endpoint).await?;
 
     let mut candidates = Vec::new();
@@ -43,6 +44,7 @@ pub async fn observe<'a>(
                 arn: summary.arn,
                 version: summary.version,
                 gates: None,
+                unreadable: None,
             });
             break;
         }
@@ -55,45 +57,77 @@ pub async fn observe<'a>(
         if package.status != Approval::Approved {
             continue; // changed since it was listed
         }
-        let metrics = metrics_of(clients, &package).await?;
+        let (metrics, unreadable) = metrics_of(clients, &package).await?;
+        let report = gates::evaluate(&target.gates, &metrics);
+        // An unreadable report matters only where a gate finds no value without it.
+        let unreadable = unreadable.filter(|_| report.0.iter().any(|g| g.value.is_none()));
         candidates.push(Candidate {
             arn: package.arn,
             version: package.version,
-            gates: Some(gates::evaluate(&target.gates, &metrics)),
+            gates: Some(report),
+            unreadable,
         });
     }
 
-    let firing_alarms = firing(clients, &target.rollback_alarms).await?;
+    let alarms = alarm_states(clients, &target.rollback_alarms).await?;
     Ok(Observed {
         target,
         endpoint,
         live_config,
+        served,
         candidates,
         in_flight,
-        firing_alarms,
+        alarms,
         only_if_live,
         now_ms: now_ms(),
     })
 }
 
-/// A package's evaluation results: its metadata, and its ModelQuality statistics from S3.
-async fn metrics_of(clients: &Clients, package: &ModelPackage) -> Result<Metrics> {
-    let statistics = match &package.quality_statistics {
-        Some(uri) => read_statistics(&clients.s3, uri).await?,
-        None => None,
-    };
-    Ok(Metrics::collect(&package.metadata, statistics.as_ref()))
+/// The package the live config serves: its tag, for configs the suite made; else the package its
+/// variant's model was created from, for an endpoint the suite adopts (made by hand or by an
+/// earlier tool), so the version it already serves is recognised, not deployed again.
+async fn served_package(
+    sm: &aws_sdk_sagemaker::Client,
+    config: &EndpointConfig,
+    variant: &str,
+) -> Result<Option<String>> {
+    if let Some(arn) = config.package_arn() {
+        return Ok(Some(arn.to_string()));
+    }
+    match config.variant(variant).and_then(|v| v.model_name()) {
+        Some(model) => endpoints::model_package_of(sm, model).await,
+        None => Ok(None),
+    }
 }
 
-/// The statistics JSON. A document that cannot be read or parsed counts as no metrics (the gates
-/// then fail closed); a transient S3 error is returned so the invocation is retried.
-async fn read_statistics(s3: &aws_sdk_s3::Client, uri: &str) -> Result<Option<Value>> {
+/// A package's evaluation results: its metadata, and its ModelQuality statistics from S3; and why
+/// the statistics could not be read, when they could not.
+async fn metrics_of(
+    clients: &Clients,
+    package: &ModelPackage,
+) -> Result<(Metrics, Option<String>)> {
+    let (statistics, unreadable) = match &package.quality_statistics {
+        Some(uri) => match read_statistics(&clients.s3, uri).await? {
+            Ok(v) => (Some(v), None),
+            Err(why) => (None, Some(format!("its evaluation report {uri} {why}"))),
+        },
+        None => (None, None),
+    };
+    Ok((
+        Metrics::collect(&package.metadata, statistics.as_ref()),
+        unreadable,
+    ))
+}
+
+/// The statistics JSON, or why it cannot be read (access denied, a KMS error, no such object,
+/// too large, not JSON): unreadable is not failing, so the caller blocks rather than rejects. A
+/// transient S3 error is returned so the invocation is retried.
+async fn read_statistics(s3: &aws_sdk_s3::Client, uri: &str) -> Result<Result<Value, String>> {
     let Some((bucket, key)) = uri
         .strip_prefix("s3://")
         .and_then(|rest| rest.split_once('/'))
     else {
-        tracing::warn!(uri, "model quality statistics URI is not s3://bucket/key");
-        return Ok(None);
+        return Ok(Err("is not an s3://bucket/key URI".into()));
     };
     let out = match s3.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => out,
@@ -102,25 +136,30 @@ async fn read_statistics(s3: &aws_sdk_s3::Client, uri: &str) -> Result<Option<Va
             if err.is_retryable() {
                 return Err(err);
             }
-            tracing::warn!(uri, error = %err, "model quality statistics unreadable; gates fail closed");
-            return Ok(None);
+            return Ok(Err(format!("cannot be read: {err}")));
         }
     };
-    if out.content_length().unwrap_or(0) > MAX_STATISTICS_BYTES {
-        tracing::warn!(uri, "model quality statistics too large; gates fail closed");
-        return Ok(None);
+    let size = out.content_length().unwrap_or(0);
+    if size > MAX_STATISTICS_BYTES {
+        return Ok(Err(format!(
+            "is {size} bytes, more than the {MAX_STATISTICS_BYTES} an evaluation report may be"
+        )));
     }
-    let bytes = out
-        .body
-        .collect()
-        .await
-        .map_err(|e| Error::InvalidData(format!("reading {uri}: {e}")))?
-        .into_bytes();
-    Ok(serde_json::from_slice(&bytes).ok())
+    let bytes = match out.body.collect().await {
+        Ok(b) => b.into_bytes(),
+        Err(e) => {
+            return Err(Error::Aws {
+                operation: "GetObject",
+                message: format!("reading {uri}: {e}"),
+                retryable: true,
+            });
+        }
+    };
+    Ok(serde_json::from_slice(&bytes).map_err(|e| format!("is not JSON: {e}")))
 }
 
-/// Which of these alarms are in ALARM now.
-async fn firing(clients: &Clients, alarms: &[String]) -> Result<Vec<String>> {
+/// The state of each of these alarms, and since when.
+async fn alarm_states(clients: &Clients, alarms: &[String]) -> Result<Vec<AlarmNow>> {
     if alarms.is_empty() {
         return Ok(vec![]);
     }
@@ -128,16 +167,20 @@ async fn firing(clients: &Clients, alarms: &[String]) -> Result<Vec<String>> {
         .cloudwatch
         .describe_alarms()
         .set_alarm_names(Some(alarms.to_vec()))
-        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
         .send()
         .await
         .map_err(|e| Error::aws("DescribeAlarms", e))?;
-    // The state is checked again here: the filter is a request, the answer is the evidence
-    // (moto, for one, ignores StateValue when AlarmNames is given).
     Ok(out
         .metric_alarms()
         .iter()
-        .filter(|a| a.state_value() == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm))
-        .filter_map(|a| a.alarm_name().map(str::to_string))
+        .filter_map(|a| {
+            Some(AlarmNow {
+                name: a.alarm_name()?.to_string(),
+                in_alarm: a.state_value() == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm),
+                since: a
+                    .state_updated_timestamp()
+                    .and_then(|t| OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok()),
+            })
+        })
         .collect())
 }

@@ -14,8 +14,10 @@ use lifecycle::endpoints::{Endpoint, EndpointConfig, EndpointStatus, RolloutSpec
 use lifecycle::outcome::Outcome;
 use lifecycle::plan::{Action, ActionKind, Plan};
 use lifecycle::targets::DeploymentTarget;
+use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::gates::GateReport;
 
@@ -26,6 +28,28 @@ pub struct Candidate {
     pub version: i64,
     /// `None` for the package the endpoint serves now: it is live and is not gated again.
     pub gates: Option<GateReport>,
+    /// Why its evaluation report could not be read, when a gate needed it: it cannot be judged.
+    pub unreadable: Option<String>,
+}
+
+/// One rollback alarm as it is now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlarmNow {
+    pub name: String,
+    pub in_alarm: bool,
+    /// When it entered its current state.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+}
+
+impl AlarmNow {
+    /// Whether its state changed during a shift that began at `ms` (epoch milliseconds). To the
+    /// second: CloudWatch's timestamps may carry no more, and within the second the request was
+    /// made the change counts as during it.
+    fn changed_since(&self, ms: i64) -> bool {
+        self.since
+            .is_some_and(|t| t.unix_timestamp() >= ms.div_euclid(1000))
+    }
 }
 
 /// Everything the decision needs, read from AWS beforehand.
@@ -35,11 +59,13 @@ pub struct Observed<'a> {
     pub endpoint: Option<Endpoint>,
     /// The config the endpoint is on now, with its tags.
     pub live_config: Option<EndpointConfig>,
+    /// The package the live config serves (its tag, or its model's package).
+    pub served: Option<String>,
     /// Approved packages, newest first, down to the one the endpoint serves.
     pub candidates: Vec<Candidate>,
     pub in_flight: Option<DeploymentRecord>,
-    /// The target's rollback alarms that are in ALARM now (evidence for a guardrail rollback).
-    pub firing_alarms: Vec<String>,
+    /// The state of the target's rollback alarms now, and since when.
+    pub alarms: Vec<AlarmNow>,
     /// For a non-Approved registry event: act only if this package is served or in flight.
     pub only_if_live: Option<String>,
     pub now_ms: i64,
@@ -47,9 +73,7 @@ pub struct Observed<'a> {
 
 impl Observed<'_> {
     fn served_package(&self) -> Option<&str> {
-        self.live_config
-            .as_ref()
-            .and_then(EndpointConfig::package_arn)
+        self.served.as_deref()
     }
 
     fn open_deployment(&self) -> Option<&DeploymentRecord> {
@@ -73,6 +97,8 @@ struct Progress {
     excluded: Vec<String>,
     /// `requested_at` of the record the next BeginDeployment must find (or replace).
     expected: Option<i64>,
+    /// Why the newest approved package cannot be judged: nothing is deployed until it can.
+    unjudged: Option<String>,
 }
 
 pub fn decide(obs: &Observed) -> Decision {
@@ -87,11 +113,15 @@ pub fn decide(obs: &Observed) -> Decision {
     let mut progress = verdict(obs, &mut evidence);
     let desired = choose(obs, &mut progress, &mut evidence);
     let decision = match desired {
+        None if progress.unjudged.is_some() => unjudged(obs, &progress),
         None => nothing_to_deploy(obs, &progress),
         Some(c) if obs.endpoint.is_some() && obs.served_package() == Some(c.arn.as_str()) => {
             in_sync(obs, c, &progress)
         }
-        Some(c) => return deploy_step(obs, c, progress).with_evidence(evidence),
+        Some(c) => match held_by_alarm(obs, c, &progress) {
+            Some(held) => held,
+            None => return deploy_step(obs, c, progress).with_evidence(evidence),
+        },
     };
     decision.with_plan(progress.plan).with_evidence(evidence)
 }
@@ -179,9 +209,26 @@ fn verdict(obs: &Observed, evidence: &mut Value) -> Progress {
         }
         Some(ep)
             if modified_since(ep, d.requested_at)
-                && Some(&ep.config_name) == d.previous_config.as_ref() =>
+                && Some(&ep.config_name) == d.previous_config.as_ref()
+                && d.confirmed =>
         {
             guardrail_rollback(obs, ep, d, &mut p, evidence)
+        }
+        // Back on the old config, but the call that started the update never answered success:
+        // it failed, or its answer was lost, and something else (autoscaling, a person) changed
+        // the endpoint. No evidence SageMaker ran it, so no verdict on the package: try again.
+        Some(ep) if modified_since(ep, d.requested_at) && !d.confirmed => {
+            p.plan.push(
+                finish(DeploymentStatus::Abandoned),
+                format!(
+                    "{} is on {}, but the update to {} was never confirmed as started; not a rollback",
+                    ep.name, ep.config_name, d.config
+                ),
+            );
+            p.news.push(format!(
+                "the update to version {} was never confirmed as started (a failed call or a lost answer): no verdict on it",
+                d.package_version
+            ));
         }
         Some(ep) if modified_since(ep, d.requested_at) => p.plan.push(
             finish(DeploymentStatus::Abandoned),
@@ -197,7 +244,9 @@ fn verdict(obs: &Observed, evidence: &mut Value) -> Progress {
     p
 }
 
-/// SageMaker put the old config back: the package is rejected with the evidence.
+/// SageMaker put the old config back: the package is rejected with the evidence, unless every
+/// alarm that could explain it was already firing before the shift began (the package is never
+/// blamed for those; it deploys again once they are OK).
 fn guardrail_rollback(
     obs: &Observed,
     ep: &Endpoint,
@@ -205,7 +254,38 @@ fn guardrail_rollback(
     p: &mut Progress,
     evidence: &mut Value,
 ) {
-    let alarms = alarm_list(&obs.firing_alarms, &d.alarms_seen);
+    let during: Vec<&str> = obs
+        .alarms
+        .iter()
+        .filter(|a| a.changed_since(d.requested_at))
+        .map(|a| a.name.as_str())
+        .chain(d.alarms_seen.iter().map(String::as_str))
+        .collect();
+    let before: Vec<&AlarmNow> = obs
+        .alarms
+        .iter()
+        .filter(|a| a.in_alarm && !a.changed_since(d.requested_at))
+        .collect();
+    let finish = || Action::FinishDeployment {
+        endpoint: d.endpoint.clone(),
+        requested_at: d.requested_at,
+        status: DeploymentStatus::RolledBack,
+    };
+    evidence["rolled_back"] =
+        json!({"package": d.package_arn, "config": d.config, "alarms": obs.alarms});
+    p.verdict = Some(Outcome::RolledBack);
+    if during.is_empty() && !before.is_empty() {
+        let names: Vec<&str> = before.iter().map(|a| a.name.as_str()).collect();
+        let why = format!(
+            "SageMaker rolled back version {}, but {} was already in ALARM before its shift began: not blamed",
+            d.package_version,
+            names.join(", ")
+        );
+        p.plan.push(finish(), why.clone());
+        p.news.push(why);
+        return;
+    }
+    let alarms = alarm_list(&during);
     let description = format!(
         "Rolled back by SageMaker deployment guardrails: {} ended InService on {} instead of {} \
          (update requested at {}). Alarms that fired during the shift: {alarms}.",
@@ -214,14 +294,7 @@ fn guardrail_rollback(
         d.config,
         millis_rfc3339(d.requested_at),
     );
-    p.plan.push(
-        Action::FinishDeployment {
-            endpoint: d.endpoint.clone(),
-            requested_at: d.requested_at,
-            status: DeploymentStatus::RolledBack,
-        },
-        description.clone(),
-    );
+    p.plan.push(finish(), description.clone());
     p.plan.push(
         Action::RejectPackage {
             package_arn: d.package_arn.clone(),
@@ -233,10 +306,7 @@ fn guardrail_rollback(
         "SageMaker rolled back version {} (alarms: {alarms})",
         d.package_version
     ));
-    evidence["rolled_back"] =
-        json!({"package": d.package_arn, "config": d.config, "firing_alarms": obs.firing_alarms});
     p.excluded.push(d.package_arn.clone());
-    p.verdict = Some(Outcome::RolledBack);
 }
 
 /// Desired: the newest Approved package that passes its gates. Newer ones that fail are rejected.
@@ -252,7 +322,12 @@ fn choose<'o>(obs: &'o Observed, p: &mut Progress, evidence: &mut Value) -> Opti
             desired = Some(c);
             break;
         };
-        gates.push(json!({"package": c.arn, "results": report}));
+        gates.push(json!({"package": c.arn, "results": report, "unreadable": c.unreadable}));
+        if let Some(why) = &c.unreadable {
+            // Not a failure: the package stays Approved and deploys once its report can be read.
+            p.unjudged = Some(format!("version {} cannot be judged: {why}", c.version));
+            break;
+        }
         if report.passed() {
             desired = Some(c);
             break;
@@ -296,6 +371,17 @@ fn nothing_to_deploy(obs: &Observed, p: &Progress) -> Decision {
     Decision::new(p.verdict.unwrap_or(outcome), with_news(&p.news, reason))
 }
 
+/// The newest approved package's report cannot be read: the endpoint stays as it is and a person
+/// hears why (a bucket policy, a KMS key, a missing object).
+fn unjudged(obs: &Observed, p: &Progress) -> Decision {
+    let why = p.unjudged.clone().unwrap_or_default();
+    let reason = format!(
+        "{why}; {} unchanged until it can be read",
+        obs.target.endpoint
+    );
+    Decision::new(Outcome::GateUnreadable, with_news(&p.news, reason))
+}
+
 fn in_sync(obs: &Observed, desired: &Candidate, p: &Progress) -> Decision {
     let outcome = p
         .verdict
@@ -309,6 +395,54 @@ fn in_sync(obs: &Observed, desired: &Candidate, p: &Progress) -> Decision {
         obs.target.endpoint, desired.version
     );
     Decision::new(outcome, with_news(&p.news, reason)).with_package(Some(desired.arn.clone()))
+}
+
+/// No deployment starts while a rollback alarm is in ALARM: SageMaker would roll it back at once
+/// and the new version would be blamed for what was already wrong. It starts on the first
+/// reconcile after the alarm is OK; a wait longer than the target allows needs a person.
+fn held_by_alarm(obs: &Observed, desired: &Candidate, p: &Progress) -> Option<Decision> {
+    let now = OffsetDateTime::from_unix_timestamp_nanos(obs.now_ms as i128 * 1_000_000).ok()?;
+    let firing: Vec<&AlarmNow> = obs.alarms.iter().filter(|a| a.in_alarm).collect();
+    let oldest = firing.iter().filter_map(|a| a.since).min();
+    if firing.is_empty() {
+        return None;
+    }
+    let held_minutes = oldest.map_or(0, |t| (now - t).whole_minutes());
+    let limit = obs.target.max_alarm_hold_minutes;
+    let outcome = if held_minutes > limit {
+        Outcome::HeldByAlarmTooLong
+    } else {
+        Outcome::HeldByAlarm
+    };
+    let alarms: Vec<String> = firing
+        .iter()
+        .map(|a| match a.since {
+            Some(t) => format!(
+                "{} (in ALARM since {})",
+                a.name,
+                t.format(&Rfc3339).unwrap_or_default()
+            ),
+            None => format!("{} (in ALARM)", a.name),
+        })
+        .collect();
+    let reason = format!(
+        "version {} waits: {} {}; it deploys on the first reconcile after {}",
+        desired.version,
+        alarms.join(", "),
+        if held_minutes > limit {
+            format!(
+                "for {held_minutes} min, longer than the {limit} min a deployment may wait: a person must look"
+            )
+        } else {
+            format!("for {held_minutes} min")
+        },
+        if firing.len() == 1 {
+            "it is OK"
+        } else {
+            "they are OK"
+        },
+    );
+    Some(Decision::new(outcome, with_news(&p.news, reason)).with_package(Some(desired.arn.clone())))
 }
 
 /// One step toward the desired package: model, config, ledger record, then the endpoint call.
@@ -366,9 +500,9 @@ fn with_news(news: &[String], reason: String) -> String {
     }
 }
 
-/// The alarms that fired: in ALARM now, or reported by the alarm responder during the shift.
-fn alarm_list(firing: &[String], seen: &[String]) -> String {
-    let mut all: Vec<&str> = firing.iter().chain(seen).map(String::as_str).collect();
+/// The alarms that fired during the shift, in words.
+fn alarm_list(during: &[&str]) -> String {
+    let mut all = during.to_vec();
     all.sort_unstable();
     all.dedup();
     if all.is_empty() {
@@ -419,6 +553,7 @@ mod tests {
             kpi_alarms: vec![],
             scale_up_alarms: vec![],
             scale_up_floor: None,
+            max_alarm_hold_minutes: 60,
         }
     }
 
@@ -460,6 +595,7 @@ mod tests {
             arn: arn(v),
             version: v,
             gates: Some(GateReport::default()),
+            unreadable: None,
         }
     }
 
@@ -468,6 +604,7 @@ mod tests {
             arn: arn(v),
             version: v,
             gates: None,
+            unreadable: None,
         }
     }
 
@@ -476,9 +613,10 @@ mod tests {
             target: t,
             endpoint: Some(endpoint(EndpointStatus::InService, "cfg-v2", 1_000)),
             live_config: Some(config_serving(2)),
+            served: Some(arn(2)),
             candidates: vec![passing(3), live(2)],
             in_flight: None,
-            firing_alarms: vec![],
+            alarms: vec![],
             only_if_live: None,
             now_ms: 5_000,
         }
@@ -499,7 +637,8 @@ mod tests {
                 ActionKind::CreateModel,
                 ActionKind::CreateEndpointConfig,
                 ActionKind::BeginDeployment,
-                ActionKind::UpdateEndpoint
+                ActionKind::UpdateEndpoint,
+                ActionKind::ConfirmDeployment
             ]
         );
         let Action::UpdateEndpoint {
@@ -535,6 +674,7 @@ mod tests {
         let obs = Observed {
             endpoint: None,
             live_config: None,
+            served: None,
             candidates: vec![passing(1)],
             ..observed(&t)
         };
@@ -545,7 +685,8 @@ mod tests {
                 ActionKind::CreateModel,
                 ActionKind::CreateEndpointConfig,
                 ActionKind::BeginDeployment,
-                ActionKind::CreateEndpoint
+                ActionKind::CreateEndpoint,
+                ActionKind::ConfirmDeployment
             ]
         );
     }
@@ -577,6 +718,7 @@ mod tests {
                     arn: arn(3),
                     version: 3,
                     gates: Some(failing),
+                    unreadable: None,
                 },
                 live(2),
             ],
@@ -624,9 +766,11 @@ mod tests {
             package_version: 3,
             previous_config: Some("cfg-v2".into()),
             requested_at,
+            finished_at: None,
             status: DeploymentStatus::InProgress,
             rollback_alarms: t.rollback_alarms.clone(),
             alarms_seen: vec![],
+            confirmed: true,
         }
     }
 
@@ -638,6 +782,7 @@ mod tests {
         let obs = Observed {
             endpoint: Some(endpoint(EndpointStatus::InService, &cfg.name, 6_000)),
             live_config: Some(cfg),
+            served: Some(arn(3)),
             candidates: vec![live(3)],
             in_flight: Some(in_flight(&t, 5_000)),
             ..observed(&t)
@@ -653,7 +798,11 @@ mod tests {
         let obs = Observed {
             endpoint: Some(endpoint(EndpointStatus::InService, "cfg-v2", 6_000)),
             in_flight: Some(in_flight(&t, 5_000)),
-            firing_alarms: vec!["recs-5xx".into()],
+            alarms: vec![AlarmNow {
+                name: "recs-5xx".into(),
+                in_alarm: true,
+                since: OffsetDateTime::from_unix_timestamp_nanos(5_500 * 1_000_000).ok(),
+            }],
             ..observed(&t)
         };
         let d = decide(&obs);
@@ -709,6 +858,7 @@ mod tests {
         let obs = Observed {
             endpoint: Some(endpoint(EndpointStatus::InService, "cfg-v3", 1_000)),
             live_config: Some(cfg),
+            served: Some(arn(3)),
             only_if_live: Some(arn(3)),
             candidates: vec![passing(2)],
             ..observed(&t)
@@ -789,6 +939,7 @@ mod tests {
                 arn: arn(4),
                 version: 4,
                 gates: Some(failing),
+                unreadable: None,
             },
             passing(3),
             live(2),
@@ -800,5 +951,129 @@ mod tests {
         let chosen = choose(&obs, &mut p, &mut json!({})).unwrap();
         assert_eq!(chosen.arn, arn(2), "v4 fails its gates, v3 was rolled back");
         assert_eq!(p.plan.kinds(), [ActionKind::RejectPackage]);
+    }
+
+    #[test]
+    fn an_unreadable_report_blocks_and_rejects_nothing() {
+        let t = target();
+        let missing = GateReport(vec![crate::gates::GateResult {
+            metric: "validation_loss".into(),
+            value: None,
+            min: None,
+            max: Some(0.35),
+            passed: false,
+        }]);
+        let obs = Observed {
+            candidates: vec![
+                Candidate {
+                    arn: arn(3),
+                    version: 3,
+                    gates: Some(missing),
+                    unreadable: Some(
+                        "its evaluation report s3://b/k cannot be read: AccessDenied".into(),
+                    ),
+                },
+                live(2),
+            ],
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::GateUnreadable);
+        assert_eq!(
+            d.outcome.severity(),
+            lifecycle::outcome::Severity::NeedsPerson
+        );
+        assert!(
+            d.plan.is_empty(),
+            "not rejected, not deployed, not an older one instead"
+        );
+        assert!(d.reason.contains("AccessDenied"), "{}", d.reason);
+    }
+
+    fn firing_since(ms: i64) -> AlarmNow {
+        AlarmNow {
+            name: "recs-5xx".into(),
+            in_alarm: true,
+            since: OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok(),
+        }
+    }
+
+    #[test]
+    fn no_deployment_starts_while_a_rollback_alarm_fires_and_a_long_wait_needs_a_person() {
+        let t = target();
+        let obs = Observed {
+            alarms: vec![firing_since(1_000)],
+            now_ms: 1_000 + 5 * 60_000,
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::HeldByAlarm, true));
+        assert!(
+            d.reason.contains("recs-5xx (in ALARM since"),
+            "{}",
+            d.reason
+        );
+        let obs = Observed {
+            now_ms: 1_000 + 61 * 60_000,
+            ..obs
+        };
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::HeldByAlarmTooLong);
+        assert_eq!(
+            d.outcome.severity(),
+            lifecycle::outcome::Severity::NeedsPerson
+        );
+        // Back to OK: it deploys.
+        let obs = Observed {
+            alarms: vec![AlarmNow {
+                in_alarm: false,
+                ..firing_since(2_000)
+            }],
+            ..obs
+        };
+        assert_eq!(decide(&obs).outcome, Outcome::Deploying);
+    }
+
+    #[test]
+    fn a_package_is_not_blamed_for_an_alarm_that_fired_before_its_shift() {
+        let t = target();
+        let obs = Observed {
+            endpoint: Some(endpoint(EndpointStatus::InService, "cfg-v2", 6_000)),
+            in_flight: Some(in_flight(&t, 5_000)),
+            alarms: vec![firing_since(4_000)],
+            now_ms: 7_000,
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert!(!d.plan.has(ActionKind::RejectPackage), "{:?}", d.plan);
+        assert_eq!(d.plan.kinds(), [ActionKind::FinishDeployment]);
+        assert!(d.reason.contains("not blamed"), "{}", d.reason);
+        assert_eq!(
+            d.outcome,
+            Outcome::HeldByAlarm,
+            "v3 redeploys once the alarm is OK"
+        );
+    }
+
+    #[test]
+    fn an_unconfirmed_update_on_the_old_config_is_not_a_guardrail_rollback() {
+        let t = target();
+        let mut record = in_flight(&t, 5_000);
+        record.confirmed = false;
+        let obs = Observed {
+            // Autoscaling moved the instance count after the failed call: modified since.
+            endpoint: Some(endpoint(EndpointStatus::InService, "cfg-v2", 6_000)),
+            in_flight: Some(record),
+            now_ms: 7_000,
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert!(!d.plan.has(ActionKind::RejectPackage), "{:?}", d.plan);
+        assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+        assert!(d.reason.contains("never confirmed"), "{}", d.reason);
+        let Action::FinishDeployment { status, .. } = &d.plan.steps[0].action else {
+            panic!("{:?}", d.plan)
+        };
+        assert_eq!(*status, DeploymentStatus::Abandoned);
     }
 }
