@@ -595,3 +595,29 @@ async fn the_samples_of_a_kpi_count_only_since_the_live_version_went_live() {
     assert_eq!(d.outcome, Outcome::Inconclusive, "{}", d.reason);
     assert_eq!(status(&s.registry().package(&v2).await), "Approved");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_goes_back_to_what_served_and_a_late_approval_goes_forward_through_guardrails() {
+    let s = Scenario::new("worked").await;
+    let v1 = s.with_v1_live().await;
+    // v2 and v3 approved together: the deployer takes the newest, so v2 never serves.
+    let v2 = s.registry().register("Approved", PASSING).await;
+    let v3 = s.registry().register("Approved", PASSING).await;
+    s.make_live(&v3, "v3").await;
+    assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, Outcome::InSync);
+
+    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    assert!(d.reason.contains("version 1 brought back"), "{}", d.reason);
+    s.fx.settle(&s.endpoint);
+    assert_eq!(s.serving().await, v1);
+
+    // The deployer takes v2 forward as a deployment, with the target's rollout and alarms.
+    let d = &s.endpoint_settled("after").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+    assert_eq!(d.package.as_deref(), Some(v2.as_str()));
+    let pending = s.deployer.ledger.deployment(&s.endpoint).await.unwrap().unwrap();
+    assert_eq!(pending.rollback_alarms, [s.alarm.clone()], "guardrails on");
+}

@@ -5,6 +5,8 @@
 //!   severity and evidence. Those that changed nothing and need nobody expire after 30 days
 //!   (`expires_at`, a TTL attribute).
 //! - `endpoint#<name>` / `deployment`: the deployment in flight (or the last one) on the endpoint.
+//! - `endpoint#<name>` / `served#<requested at>`: each version that served the endpoint
+//!   successfully; a rollback goes back to the most recent one still Approved.
 //! - `endpoint#<name>` / `lease`: who may mutate the endpoint right now. The deployer and the
 //!   alarm responder take it before acting, so they never change one endpoint at the same time.
 
@@ -53,6 +55,14 @@ impl DecisionRecord {
     pub fn expires(&self) -> bool {
         !self.changed && self.outcome.severity() != Severity::NeedsPerson
     }
+}
+
+/// A version that served an endpoint successfully (its deployment's verdict was Succeeded).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Served {
+    pub package_arn: String,
+    pub package_version: i64,
+    pub config: String,
 }
 
 /// A held lease on one endpoint.
@@ -385,15 +395,75 @@ impl Ledger {
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":now", n(now_ms()))
             .expression_attribute_values(":seen", n(requested_at))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
+        let closed = match res {
+            Ok(out) => out.attributes().cloned().unwrap_or_default(),
             Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                Err(Error::Busy(endpoint.to_string()))
+                return Err(Error::Busy(endpoint.to_string()));
             }
-            Err(e) => Err(Error::aws("UpdateItem", e)),
+            Err(e) => return Err(Error::aws("UpdateItem", e)),
+        };
+        if status == DeploymentStatus::Succeeded {
+            self.record_served(endpoint, requested_at, &closed).await?;
         }
+        Ok(())
+    }
+
+    /// Keeps that a version served this endpoint successfully: a rollback goes back to what
+    /// worked, not merely to the next lower number. Keyed by the deployment, so a retry writes
+    /// the same item.
+    async fn record_served(
+        &self,
+        endpoint: &str,
+        requested_at: i64,
+        closed: &HashMap<String, AttributeValue>,
+    ) -> Result<()> {
+        let mut item = HashMap::from([
+            ("pk".to_string(), s(endpoint_key(endpoint))),
+            ("sk".to_string(), s(format!("served#{requested_at:015}"))),
+        ]);
+        for k in ["package_arn", "package_version", "config", "finished_at"] {
+            if let Some(v) = closed.get(k) {
+                item.insert(k.to_string(), v.clone());
+            }
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| Error::aws("PutItem", e))?;
+        Ok(())
+    }
+
+    /// The versions that served this endpoint successfully, the most recent deployment first.
+    pub async fn served(&self, endpoint: &str) -> Result<Vec<Served>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :s)")
+            .expression_attribute_values(":pk", s(endpoint_key(endpoint)))
+            .expression_attribute_values(":s", s("served#"))
+            .scan_index_forward(false)
+            .limit(50)
+            .send()
+            .await
+            .map_err(|e| Error::aws("Query", e))?;
+        Ok(out
+            .items()
+            .iter()
+            .filter_map(|i| {
+                Some(Served {
+                    package_arn: get_s(i, "package_arn")?,
+                    package_version: get_n(i, "package_version").unwrap_or_default(),
+                    config: get_s(i, "config").unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 
     /// Adds an alarm to the in-flight deployment's evidence, so the deployer's verdict carries it.

@@ -36,6 +36,11 @@ pub struct Observed<'a> {
     pub served: Option<ModelPackage>,
     /// Versions below the served one, newest first, down to the first Approved or pinned one.
     pub older: Vec<ModelPackage>,
+    /// Versions that served this endpoint successfully before the live one (the ledger's record),
+    /// most recent first.
+    pub worked: Vec<ModelPackage>,
+    /// Whether the ledger knows any version that served before (false: an adopted endpoint).
+    pub history_known: bool,
     /// A config that still exists and already serves the rollback candidate on this endpoint.
     pub candidate_config: Option<String>,
     /// KPI alarms: samples in the window since the live version went live (`None`: not read).
@@ -280,12 +285,35 @@ fn pinned_live(obs: &Observed, served: &ModelPackage) -> Option<Decision> {
     })
 }
 
-/// The newest older Approved version, never past a pinned one; or why there is none.
+/// What to roll back to: the most recent version that served this endpoint successfully and is
+/// still Approved (the ledger knows); only when the ledger knows none (an adopted endpoint), the
+/// newest older Approved version. Never past a pinned version; a version approved late that never
+/// served is not an emergency rollback (the deployer takes it forward through its guardrails).
 fn rollback_candidate<'o>(
     obs: &'o Observed,
     served: &ModelPackage,
 ) -> Result<&'o ModelPackage, String> {
     let alarm = &obs.alarm.alarm_name;
+    let pinned_past = |above: i64| {
+        obs.older
+            .iter()
+            .find(|p| p.version > above && p.is_pinned() && p.status != Approval::Approved)
+    };
+    if obs.history_known {
+        let Some(c) = obs.worked.iter().find(|p| p.status == Approval::Approved) else {
+            return Err(format!(
+                "{alarm} fired on version {} and no version that served this endpoint before is still Approved; endpoint left as it is, a person must decide",
+                served.version
+            ));
+        };
+        return match pinned_past(c.version) {
+            Some(p) => Err(format!(
+                "{alarm} fired on version {} but version {} is pinned and {:?}; refusing to roll back past it. Endpoint left as it is",
+                served.version, p.version, p.status
+            )),
+            None => Ok(c),
+        };
+    }
     match obs
         .older
         .iter()
@@ -332,11 +360,37 @@ fn rollback_plan(
             format!("version {} is bad: {alarm} fired on it", served.version),
         );
     }
-    let expected = obs
+    // A deployment whose verdict the deployer has not recorded yet is closed first, with the
+    // verdict the endpoint shows, so the rollback's record never replaces a pending one.
+    let pending = obs
         .in_flight
         .as_ref()
-        .filter(|d| d.status == DeploymentStatus::InProgress)
-        .map(|d| d.requested_at);
+        .filter(|d| d.status == DeploymentStatus::InProgress);
+    if let Some(d) = pending {
+        let (status, why) = if ep.config_name == d.config {
+            (
+                DeploymentStatus::Succeeded,
+                format!("version {} went live on {}", d.package_version, d.config),
+            )
+        } else {
+            (
+                DeploymentStatus::Abandoned,
+                format!(
+                    "{} is on {}, not on {}: superseded by the rollback",
+                    ep.name, ep.config_name, d.config
+                ),
+            )
+        };
+        plan.push(
+            Action::FinishDeployment {
+                endpoint: d.endpoint.clone(),
+                requested_at: d.requested_at,
+                status,
+            },
+            why,
+        );
+    }
+    let expected = pending.map(|d| d.requested_at);
     deploy::plan(
         Deployment {
             target,
@@ -435,6 +489,8 @@ mod tests {
                 package(2, Approval::Rejected, false),
                 package(1, Approval::Approved, false),
             ],
+            worked: vec![],
+            history_known: false,
             candidate_config: None,
             samples: Some(5000.0),
             scaling: None,
@@ -668,5 +724,74 @@ mod tests {
         let d = pinned_live(&o, &package(3, Approval::Approved, true)).unwrap();
         assert_eq!(d.outcome, Outcome::RollbackRefused);
         assert_eq!(d.outcome.severity(), Severity::NeedsPerson);
+    }
+
+    #[test]
+    fn a_pending_deployment_record_is_closed_before_the_rollback_writes_its_own() {
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let mut o = observed(&t, &a);
+        o.in_flight = Some(DeploymentRecord {
+            endpoint: "recs-prod".into(),
+            config: "recs-prod-v3-abc".into(),
+            package_arn: package(3, Approval::Approved, false).arn,
+            package_version: 3,
+            previous_config: Some("recs-prod-v1-old".into()),
+            requested_at: 42,
+            finished_at: None,
+            status: DeploymentStatus::InProgress,
+            rollback_alarms: vec![],
+            alarms_seen: vec![],
+            confirmed: true,
+        });
+        let d = decide(&o);
+        assert_eq!(d.outcome, Outcome::RolledBack);
+        let kinds = d.plan.kinds();
+        let finish = kinds
+            .iter()
+            .position(|k| *k == ActionKind::FinishDeployment)
+            .unwrap();
+        let begin = kinds
+            .iter()
+            .position(|k| *k == ActionKind::BeginDeployment)
+            .unwrap();
+        assert!(finish < begin, "{kinds:?}");
+        let Action::FinishDeployment { status, .. } = &d.plan.steps[finish].action else {
+            panic!()
+        };
+        assert_eq!(
+            *status,
+            DeploymentStatus::Succeeded,
+            "v3 was live: that fact stays"
+        );
+    }
+
+    #[test]
+    fn a_rollback_goes_back_to_what_served_not_to_a_version_approved_late() {
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let mut o = observed(&t, &a);
+        let served = package(5, Approval::Approved, false);
+        // v4 was approved late and never served; v3 served before v5.
+        o.older = vec![
+            package(4, Approval::Approved, false),
+            package(3, Approval::Approved, false),
+        ];
+        o.worked = vec![package(3, Approval::Approved, false)];
+        o.history_known = true;
+        assert_eq!(rollback_candidate(&o, &served).unwrap().version, 3);
+        // Everything that served was rejected since: a person decides, not the late v4.
+        o.worked = vec![package(3, Approval::Rejected, false)];
+        let why = rollback_candidate(&o, &served).unwrap_err();
+        assert!(why.contains("no version that served"), "{why}");
+        // A pinned, rejected version between blocks it.
+        o.worked = vec![package(3, Approval::Approved, false)];
+        o.older = vec![
+            package(4, Approval::Rejected, true),
+            package(3, Approval::Approved, false),
+        ];
+        assert!(
+            rollback_candidate(&o, &served)
+                .unwrap_err()
+                .contains("pinned")
+        );
     }
 }

@@ -38,6 +38,8 @@ pub async fn observe<'a>(
         in_flight: ledger.deployment(&target.endpoint).await?,
         served: None,
         older: vec![],
+        worked: vec![],
+        history_known: false,
         candidate_config: None,
         samples: None,
         scaling: None,
@@ -63,15 +65,23 @@ pub async fn observe<'a>(
                 None => None,
             };
             if let Some(served) = &obs.served {
-                obs.older = older_versions(sm, served).await?;
+                obs.worked = worked(sm, ledger, &target.endpoint, served).await?;
+                obs.history_known = !obs.worked.is_empty();
+                let down_to = obs
+                    .worked
+                    .iter()
+                    .find(|p| p.status == Approval::Approved)
+                    .map(|p| p.version);
+                obs.older = older_versions(sm, served, down_to).await?;
                 if let Some(kpi) = obs.route.kpi {
                     let live_since = live_since(obs.in_flight.as_ref(), &served.arn);
                     obs.samples = Some(samples(clients, kpi, alarm, live_since).await?);
                 }
             }
             let candidate = obs
-                .older
+                .worked
                 .iter()
+                .chain(&obs.older)
                 .find(|p| p.status == Approval::Approved)
                 .map(|p| p.arn.clone());
             obs.candidate_config = match (candidate, &live_config) {
@@ -85,11 +95,35 @@ pub async fn observe<'a>(
     Ok(obs)
 }
 
+/// The versions that served this endpoint successfully before the live one (the ledger's
+/// record), described, most recent first; each once.
+async fn worked(
+    sm: &aws_sdk_sagemaker::Client,
+    ledger: &Ledger,
+    endpoint: &str,
+    served: &ModelPackage,
+) -> Result<Vec<ModelPackage>> {
+    let mut seen = vec![served.arn.clone()];
+    let mut out = vec![];
+    for s in ledger.served(endpoint).await? {
+        if seen.contains(&s.package_arn) || out.len() == MAX_OLDER {
+            continue;
+        }
+        seen.push(s.package_arn.clone());
+        if let Some(p) = registry::describe(sm, &s.package_arn).await? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 /// Versions below the served one, newest first, described, down to the first Approved or
-/// pinned one (the decision needs nothing older).
+/// pinned one at or below `down_to` (the decision needs nothing older: a rollback never passes a
+/// pinned version).
 async fn older_versions(
     sm: &aws_sdk_sagemaker::Client,
     served: &ModelPackage,
+    down_to: Option<i64>,
 ) -> Result<Vec<ModelPackage>> {
     let mut out = Vec::new();
     let listed = registry::list_all(sm, &served.group).await?;
@@ -101,7 +135,8 @@ async fn older_versions(
         let Some(p) = registry::describe(sm, &summary.arn).await? else {
             continue;
         };
-        let last = p.status == Approval::Approved || p.is_pinned();
+        let last = (p.status == Approval::Approved || p.is_pinned())
+            && down_to.is_none_or(|v| p.version <= v);
         out.push(p);
         if last {
             break;
