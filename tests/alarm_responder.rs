@@ -604,7 +604,10 @@ async fn a_rollback_goes_back_to_what_served_and_a_late_approval_goes_forward_th
     let v2 = s.registry().register("Approved", PASSING).await;
     let v3 = s.registry().register("Approved", PASSING).await;
     s.make_live(&v3, "v3").await;
-    assert_eq!(s.approve(&v2, "v2").await.decisions[0].outcome, Outcome::InSync);
+    assert_eq!(
+        s.approve(&v2, "v2").await.decisions[0].outcome,
+        Outcome::InSync
+    );
 
     let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
         .await
@@ -618,6 +621,16 @@ async fn a_rollback_goes_back_to_what_served_and_a_late_approval_goes_forward_th
     let d = &s.endpoint_settled("after").await.decisions[0];
     assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
     assert_eq!(d.package.as_deref(), Some(v2.as_str()));
-    let pending = s.deployer.ledger.deployment(&s.endpoint).await.unwrap().unwrap();
-    assert_eq!(pending.rollback_alarms, [s.alarm.clone()], "guardrails on");
+    let pending = s
+        .deployer
+        .ledger
+        .deployment(&s.endpoint)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pending.rollback_alarms,
+        std::slice::from_ref(&s.alarm),
+        "guardrails on"
+    );
 }
