@@ -551,3 +551,55 @@ async fn an_unreadable_evaluation_report_blocks_the_deployment_and_rejects_nothi
         .decisions[0];
     assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_error_is_loud_once_and_the_same_plan_backs_off() {
+    let s = Scenario::new("denied").await;
+    s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    local_aws().control(
+        "faults",
+        Some(
+            json!({"operations": ["UpdateEndpoint"], "access_key": s.fx.key,
+                    "error": {"code": "ValidationException", "status": 400,
+                              "message": "The instance type is not supported in this region"}}),
+        ),
+    );
+    let first = s.approve(&v2, "denied").await;
+    let again = s.run(event_file("deployer-tick.json"), "tick").await;
+    local_aws().control("faults", Some(json!({})));
+
+    let d = &first.decisions[0];
+    assert_eq!(d.outcome, Outcome::Failed, "{}", d.reason);
+    assert_eq!(d.severity, lifecycle::outcome::Severity::NeedsPerson);
+    assert!(d.reason.contains("ValidationException"), "{}", d.reason);
+    let d = &again.unwrap().decisions[0];
+    assert_eq!(d.outcome, Outcome::BackingOff, "{}", d.reason);
+    assert!(d.reason.contains("failed 1 time(s)"), "{}", d.reason);
+    assert_eq!(
+        s.fx.count("UpdateEndpoint"),
+        1,
+        "the failed call, and no second one"
+    );
+    let failure = s
+        .deployer
+        .ledger
+        .failure(&format!("endpoint#{}", s.endpoint))
+        .await
+        .unwrap();
+    assert_eq!(failure.unwrap().count, 1);
+
+    // A different plan (a newer version) is tried at once; its success forgets the failure.
+    let v3 = s.registry().register("Approved", PASSING).await;
+    assert_eq!(
+        s.approve(&v3, "v3").await.decisions[0].outcome,
+        Outcome::Deploying
+    );
+    let failure = s
+        .deployer
+        .ledger
+        .failure(&format!("endpoint#{}", s.endpoint))
+        .await
+        .unwrap();
+    assert!(failure.is_none());
+}

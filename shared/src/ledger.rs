@@ -65,6 +65,19 @@ pub struct Served {
     pub config: String,
 }
 
+/// A plan that failed with an error a retry cannot help, remembered so the same plan is not tried
+/// (and a person paged) again on every tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    /// What failed: the plan's action kinds, its package, the step that stopped it.
+    pub fingerprint: String,
+    pub error: String,
+    /// Epoch milliseconds.
+    pub first_at: i64,
+    pub last_at: i64,
+    pub count: i64,
+}
+
 /// A held lease on one endpoint.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -102,6 +115,14 @@ fn string_set(item: &HashMap<String, AttributeValue>, k: &str) -> Vec<String> {
 
 pub fn endpoint_key(endpoint: &str) -> String {
     format!("endpoint#{endpoint}")
+}
+
+/// Epoch milliseconds as RFC 3339.
+pub fn millis_rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 pub fn now_ms() -> i64 {
@@ -523,6 +544,56 @@ impl Ledger {
             .send()
             .await
             .map_err(|e| Error::aws("PutItem", e))?;
+        Ok(())
+    }
+
+    /// The failure remembered for a subject, if any.
+    pub async fn failure(&self, subject: &str) -> Result<Option<Failure>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(subject))
+            .key("sk", s("failure"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetItem", e))?;
+        Ok(out.item().map(|i| Failure {
+            fingerprint: get_s(i, "fingerprint").unwrap_or_default(),
+            error: get_s(i, "error").unwrap_or_default(),
+            first_at: get_n(i, "first_at").unwrap_or_default(),
+            last_at: get_n(i, "last_at").unwrap_or_default(),
+            count: get_n(i, "count").unwrap_or(1),
+        }))
+    }
+
+    pub async fn put_failure(&self, subject: &str, f: &Failure) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(subject))
+            .item("sk", s("failure"))
+            .item("fingerprint", s(&f.fingerprint))
+            .item("error", s(&f.error))
+            .item("first_at", n(f.first_at))
+            .item("last_at", n(f.last_at))
+            .item("count", n(f.count))
+            .send()
+            .await
+            .map_err(|e| Error::aws("PutItem", e))?;
+        Ok(())
+    }
+
+    pub async fn clear_failure(&self, subject: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(subject))
+            .key("sk", s("failure"))
+            .send()
+            .await
+            .map_err(|e| Error::aws("DeleteItem", e))?;
         Ok(())
     }
 }

@@ -66,6 +66,8 @@ outcomes! {
     Retrying => "retrying", Routine;
     /// A step failed with an error a retry cannot help.
     Failed => "failed", NeedsPerson;
+    /// The same plan failed for good a moment ago: not tried again until its wait is over.
+    BackingOff => "backing_off", Routine;
 
     // model-deployer
     Deploying => "deploying", Acted;

@@ -13,7 +13,7 @@ use tracing::{error, info};
 use crate::decision::{Decision, Subject};
 use crate::error::{Error, Result};
 use crate::executor::{Applied, Executor, StepStatus};
-use crate::ledger::DecisionRecord;
+use crate::ledger::{DecisionRecord, Failure};
 use crate::outcome::{Outcome, Severity};
 use crate::plan::{ActionKind, Plan};
 
@@ -94,6 +94,19 @@ impl Pipeline<'_> {
     /// Applies the decision's plan, records it, counts it, logs it. The summary carries the error
     /// that stopped the plan, if any; `Err` only when the decision could not be recorded.
     pub async fn run(&self, subject: Subject, decision: Decision) -> Result<Summary> {
+        // The same plan that failed for good a moment ago is not tried (nor a person paged) again
+        // on every tick: it waits, and the wait is recorded as such.
+        let fingerprint = fingerprint(&decision);
+        let remembered = match decision.plan.is_empty() || self.executor.dry_run {
+            true => None,
+            false => self.executor.ledger.failure(&subject.key()).await?,
+        };
+        let now = crate::ledger::now_ms();
+        if let Some(f) = remembered.as_ref().filter(|f| f.fingerprint == fingerprint)
+            && now < f.last_at + retry_after(f.count)
+        {
+            return self.backing_off(subject, decision, f).await;
+        }
         let applied = self.executor.apply(&decision.plan).await;
         let outcome = match (&applied.error, decision.if_already_done) {
             (Some(e), _) => Outcome::of_error(e),
@@ -102,6 +115,8 @@ impl Pipeline<'_> {
         };
         let changed = applied.results.iter().any(|r| r.status == StepStatus::Done);
         let Applied { results, error } = applied;
+        self.remember(&subject, outcome, fingerprint, remembered, &error, now)
+            .await?;
         let reason = match &error {
             Some(e) => format!("{} — stopped: {e}", decision.reason),
             None => decision.reason,
@@ -122,6 +137,67 @@ impl Pipeline<'_> {
             changed,
         };
         self.conclude(subject, record, error).await
+    }
+
+    /// Keeps a permanent failure (counting repeats of the same plan), or forgets it once the
+    /// subject's plan succeeds or changes.
+    async fn remember(
+        &self,
+        subject: &Subject,
+        outcome: Outcome,
+        fingerprint: String,
+        remembered: Option<Failure>,
+        error: &Option<Error>,
+        now: i64,
+    ) -> Result<()> {
+        let ledger = self.executor.ledger;
+        match (outcome, error) {
+            (Outcome::Failed, Some(e)) => {
+                let again = remembered.filter(|f| f.fingerprint == fingerprint);
+                let failure = Failure {
+                    fingerprint,
+                    error: e.to_string(),
+                    first_at: again.as_ref().map_or(now, |f| f.first_at),
+                    last_at: now,
+                    count: again.as_ref().map_or(1, |f| f.count + 1),
+                };
+                ledger.put_failure(&subject.key(), &failure).await
+            }
+            (_, None) if remembered.is_some() => ledger.clear_failure(&subject.key()).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The same plan failed for good recently: recorded, not applied.
+    async fn backing_off(
+        &self,
+        subject: Subject,
+        decision: Decision,
+        f: &Failure,
+    ) -> Result<Summary> {
+        let next = crate::ledger::millis_rfc3339(f.last_at + retry_after(f.count));
+        let record = DecisionRecord {
+            subject: subject.key(),
+            at: OffsetDateTime::now_utc(),
+            function: self.function,
+            request_id: self.request_id.to_string(),
+            trigger: self.trigger.clone(),
+            package: decision.package,
+            outcome: Outcome::BackingOff,
+            reason: format!(
+                "{} — not tried: the same plan failed {} time(s) since {} (last: {}); next try after {next}",
+                decision.reason,
+                f.count,
+                crate::ledger::millis_rfc3339(f.first_at),
+                f.error
+            ),
+            plan: decision.plan,
+            results: vec![],
+            evidence: decision.evidence,
+            dry_run: false,
+            changed: false,
+        };
+        self.conclude(subject, record, None).await
     }
 
     /// Records a decision that could not be made or applied: the lease was taken, a read failed.
@@ -200,6 +276,24 @@ impl Pipeline<'_> {
     }
 }
 
+/// What a plan is, for telling a repeat of a failed one: its actions and its package (the data
+/// of a step, such as a request time, changes on every try).
+fn fingerprint(decision: &Decision) -> String {
+    let kinds: Vec<&str> = decision.plan.kinds().iter().map(|k| k.as_str()).collect();
+    format!(
+        "{}|{}",
+        kinds.join(","),
+        decision.package.as_deref().unwrap_or("")
+    )
+}
+
+/// How long a plan that failed for good `count` times waits before it is tried again: 15 minutes,
+/// doubling, at most a day.
+fn retry_after(count: i64) -> i64 {
+    let minutes = 15i64 << (count - 1).clamp(0, 7);
+    minutes.min(24 * 60) * 60_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +327,12 @@ mod tests {
         let answered = reply(vec![denied()]).or_retryable_error(true).unwrap();
         assert_eq!(answered.decisions[0].outcome, Outcome::Failed);
         assert_eq!(answered.decisions[0].severity, Severity::NeedsPerson);
+    }
+
+    #[test]
+    fn a_failed_plan_waits_longer_each_time_and_at_most_a_day() {
+        assert_eq!(retry_after(1), 15 * 60_000);
+        assert_eq!(retry_after(2), 30 * 60_000);
+        assert_eq!(retry_after(20), 24 * 3_600_000);
     }
 }

@@ -11,6 +11,7 @@ use lifecycle::decision::Decision;
 use lifecycle::deploy::{self, Deployment};
 use lifecycle::deployment::{DeploymentRecord, DeploymentStatus};
 use lifecycle::endpoints::{Endpoint, EndpointConfig, EndpointStatus, RolloutSpec};
+use lifecycle::ledger::millis_rfc3339;
 use lifecycle::outcome::Outcome;
 use lifecycle::plan::{Action, ActionKind, Plan};
 use lifecycle::targets::DeploymentTarget;
@@ -515,16 +516,6 @@ fn alarm_list(during: &[&str]) -> String {
 fn modified_since(ep: &Endpoint, requested_at_ms: i64) -> bool {
     ep.last_modified
         .is_some_and(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64 >= requested_at_ms)
-}
-
-fn millis_rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 #[cfg(test)]
