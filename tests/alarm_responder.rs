@@ -562,7 +562,7 @@ async fn a_kpi_whose_samples_cannot_be_read_is_retried_not_dropped() {
         ),
     );
     let err = s.respond(event.clone(), "unreadable").await.unwrap_err();
-    local_aws().control("faults", Some(json!({})));
+    local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("judged again on retry"), "{err}");
     assert_eq!(status(&s.registry().package(&v2).await), "Approved");

@@ -535,7 +535,7 @@ async fn a_failed_export_is_aborted_and_starts_no_job() {
         Some(json!({"throttle_share": 1.0, "operations": ["UploadPart"], "access_key": fx.key})),
     );
     let err = scan(&fx, &scanner, "throttled").await.unwrap_err();
-    local_aws().control("faults", Some(json!({})));
+    local_aws().control("faults", Some(json!({"access_key": fx.key})));
     assert!(err.to_string().contains("UploadPart"), "{err}");
     assert!(err.is_retryable(), "S3 SlowDown is worth another try");
     assert_eq!(fx.count("AbortMultipartUpload"), 1);

@@ -578,7 +578,7 @@ async fn unreadable_metrics_mean_not_idle_and_a_failed_listing_acts_on_nothing()
         Some(json!({"throttle_share": 1.0, "operations": ["GetMetricData"], "access_key": fleet.fx.key})),
     );
     let s = fleet.sweep(&sweeper, "no-metrics").await;
-    local_aws().control("faults", Some(json!({})));
+    local_aws().control("faults", Some(json!({"access_key": fleet.fx.key})));
     let r = fleet.report(&s.unwrap()).await;
     assert_eq!(
         findings(&r, "dev-idle"),
@@ -593,7 +593,7 @@ async fn unreadable_metrics_mean_not_idle_and_a_failed_listing_acts_on_nothing()
         Some(json!({"throttle_share": 1.0, "operations": ["ListEndpoints"], "access_key": fleet.fx.key})),
     );
     let err = fleet.sweep(&sweeper, "no-list").await.unwrap_err();
-    local_aws().control("faults", Some(json!({})));
+    local_aws().control("faults", Some(json!({"access_key": fleet.fx.key})));
     assert!(err.to_string().contains("ListEndpoints"), "{err}");
     assert_eq!(fleet.mutations(), Vec::<String>::new());
 
@@ -605,7 +605,7 @@ async fn unreadable_metrics_mean_not_idle_and_a_failed_listing_acts_on_nothing()
                     "access_key": fleet.fx.key})),
     );
     let s = fleet.sweep(&sweeper, "flaky").await;
-    local_aws().control("faults", Some(json!({})));
+    local_aws().control("faults", Some(json!({"access_key": fleet.fx.key})));
     let r = fleet.report(&s.unwrap()).await;
     let dev = row(&r, "dev-idle");
     if dev["not_judged"].is_null() {

@@ -460,7 +460,7 @@ async fn a_tick_answers_for_every_target_even_when_the_ledger_cannot_be_written(
     );
     let tick = s.fx.event(event_file("deployer-tick.json"), "tick");
     let reply = model_deployer::handle(&deployer, tick).await;
-    local_aws().control("faults", Some(json!({})));
+    local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
 
     let reply = reply.expect("a tick is retried by the next tick, not by Lambda");
     let outcomes: Vec<_> = reply.decisions.iter().map(|d| d.outcome).collect();
@@ -567,7 +567,7 @@ async fn a_permanent_error_is_loud_once_and_the_same_plan_backs_off() {
     );
     let first = s.approve(&v2, "denied").await;
     let again = s.run(event_file("deployer-tick.json"), "tick").await;
-    local_aws().control("faults", Some(json!({})));
+    local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
 
     let d = &first.decisions[0];
     assert_eq!(d.outcome, Outcome::Failed, "{}", d.reason);
@@ -602,4 +602,58 @@ async fn a_permanent_error_is_loud_once_and_the_same_plan_backs_off() {
         .await
         .unwrap();
     assert!(failure.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_update_call_then_autoscaling_is_not_read_as_a_guardrail_rollback() {
+    use aws_sdk_sagemaker::types::DesiredWeightAndCapacity;
+    let s = Scenario::new("notrollback").await;
+    let v1 = s.with_v1_live().await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    local_aws().control(
+        "faults",
+        Some(json!({"throttle_share": 1.0, "operations": ["UpdateEndpoint"], "access_key": s.fx.key})),
+    );
+    let err = s
+        .run(
+            s.package_event("model-package-approved.json", &v2),
+            "throttled",
+        )
+        .await;
+    local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
+    assert!(
+        err.unwrap_err().is_retryable(),
+        "the approval is retried by Lambda"
+    );
+    assert_eq!(s.serving().await, v1);
+
+    // Autoscaling moves the instance count: the endpoint changed since the (failed) request.
+    s.setup
+        .sagemaker
+        .update_endpoint_weights_and_capacities()
+        .endpoint_name(&s.endpoint)
+        .desired_weights_and_capacities(
+            DesiredWeightAndCapacity::builder()
+                .variant_name("AllTraffic")
+                .desired_instance_count(3)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let d = &s
+        .run(event_file("deployer-tick.json"), "tick")
+        .await
+        .unwrap()
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+    assert!(d.reason.contains("never confirmed"), "{}", d.reason);
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Approved");
+    assert_eq!(
+        s.endpoint_settled("live").await.decisions[0].outcome,
+        Outcome::Deployed
+    );
+    assert_eq!(s.serving().await, v2);
 }

@@ -194,11 +194,17 @@ class Demo:
             for w in e["withheld"]:
                 print(f"      – withheld {w['action']}: {w['why']}")
 
-    def register(self, status: str, metadata: dict[str, str]) -> str:
+    def register(self, status: str, metadata: dict[str, str], statistics: str | None = None) -> str:
+        extra = {}
+        if statistics:
+            extra["ModelMetrics"] = {
+                "ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": statistics}}
+            }
         return self.sm.create_model_package(
             ModelPackageGroupName=GROUP,
             ModelApprovalStatus=status,
             CustomerMetadataProperties=metadata,
+            **extra,
             InferenceSpecification={
                 "Containers": [
                     {
@@ -342,6 +348,50 @@ def load_event(name: str) -> dict:
     return copy.deepcopy(json.loads((ROOT / "events" / name).read_text()))
 
 
+def wrong_conclusions(demo: Demo) -> None:
+    """Three facts that could be misread at 3 a.m., and what the deployer concludes instead."""
+    print(f"\n{bold('Facts that are stale, failed or unreadable')}")
+    # An alarm that was already firing: the deployment waits instead of being rolled back and blamed.
+    demo.cw.set_alarm_state(AlarmName=ALARM_5XX, StateValue="ALARM", StateReason="Threshold Crossed: an upstream outage")
+    v7 = demo.register("Approved", GOOD)
+    demo.send("model-deployer", demo.package_event("model-package-approved.json", v7),
+              "v7 approved while the 5XX alarm is already in ALARM (an upstream outage)")
+    demo.cw.set_alarm_state(AlarmName=ALARM_5XX, StateValue="OK", StateReason="the upstream recovered")
+    demo.send("model-deployer", load_event("deployer-tick.json"), "The alarm is OK again; the next reconcile")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
+
+    # An unreadable evaluation report: blocked, not rejected.
+    demo.s3.create_bucket(Bucket="mangaassist-evaluations")
+    uri = "s3://mangaassist-evaluations/v8/statistics.json"
+    v8 = demo.register("Approved", {"catalog_snapshot_date": "2025-09-01"}, statistics=uri)
+    demo.send("model-deployer", demo.package_event("model-package-approved.json", v8),
+              "v8 approved; its evaluation report is not in S3 yet")
+    stats = {"recommendation_metrics": {"validation_loss": {"value": 0.30}, "offline_ctr": {"value": 0.086}}}
+    demo.s3.put_object(Bucket="mangaassist-evaluations", Key="v8/statistics.json", Body=json.dumps(stats).encode())
+    demo.send("model-deployer", load_event("deployer-tick.json"), "The report lands; the next reconcile")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
+
+    # A failed call, then autoscaling: not a guardrail rollback.
+    v9 = demo.register("Approved", GOOD)
+    demo.app.faults.operations = {"UpdateEndpoint"}
+    demo.app.faults.access_key = "demo-model-deployer"
+    demo.app.faults.throttle_share = 1.0
+    demo.send("model-deployer", demo.package_event("model-package-approved.json", v9),
+              "v9 approved; UpdateEndpoint is throttled past every retry")
+    demo.app.faults.throttle_share = 0.0
+    demo.sm.update_endpoint_weights_and_capacities(
+        EndpointName=ENDPOINT, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 3}]
+    )
+    print("  … autoscaling adds an instance: the endpoint changed, on its old config")
+    demo.send("model-deployer", load_event("deployer-tick.json"), "The next reconcile")
+    status = demo.sm.describe_model_package(ModelPackageName=v9)["ModelApprovalStatus"]
+    print(f"  v9 is still {status}")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
+
+
 def run(demo: Demo) -> None:
     print(bold("Starting the local AWS and seeding the MangaAssist fleet"))
     demo.seed()
@@ -397,6 +447,7 @@ def run(demo: Demo) -> None:
     demo.wait_for_update()
     demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
     demo.cw.set_alarm_state(AlarmName=ALARM_5XX, StateValue="OK", StateReason="recovered")
+    wrong_conclusions(demo)
 
     demo.aas.register_scalable_target(
         ServiceNamespace="sagemaker",

@@ -290,7 +290,9 @@ class Call:
 
 
 class Faults:
-    """Latency and throttling injected before a request reaches moto."""
+    """Latency, throttling or an error injected before a request reaches moto: for every caller
+    (the bench's and the demo's), or for one access key (each test its own, so tests running at
+    once never reset each other's)."""
 
     def __init__(self) -> None:
         self.latency_ms = 0.0
@@ -312,6 +314,7 @@ class LocalAws:
         self.calls: list[Call] = []
         self.calls_lock = threading.Lock()
         self.faults = Faults()
+        self.faults_by_key: dict[str, Faults] = {}
         self.cloudwatch_model = _botocore.get_service_model("cloudwatch")
 
     # WSGI entry point
@@ -331,17 +334,18 @@ class LocalAws:
             self.calls.append(call)
 
         self.endpoints.settle()
-        if self.faults.applies(op, key):
-            if self.faults.latency_ms:
-                time.sleep(self.faults.latency_ms / 1000.0)
-            if self.faults.throttle_share and self.faults.random.random() < self.faults.throttle_share:
+        faults = self.faults_by_key.get(key, self.faults)
+        if faults.applies(op, key):
+            if faults.latency_ms:
+                time.sleep(faults.latency_ms / 1000.0)
+            if faults.throttle_share and faults.random.random() < faults.throttle_share:
                 call.status = 400
                 return self.throttled(service, cbor is not None, start_response)
-            if self.faults.error and cbor is None and service != "s3":
-                status = int(self.faults.error.get("status", 400))
+            if faults.error and cbor is None and service != "s3":
+                status = int(faults.error.get("status", 400))
                 call.status = status
-                code = self.faults.error.get("code")
-                body = {"message": self.faults.error.get("message", "injected by the local AWS")}
+                code = faults.error.get("code")
+                body = {"message": faults.error.get("message", "injected by the local AWS")}
                 if code:
                     body["__type"] = code
                 return self.json_response(start_response, f"{status} Injected", body)
@@ -356,7 +360,18 @@ class LocalAws:
             return self.update_endpoint(region, body, recording_start_response)
         if op == "CreateTrainingJob" and service == "sagemaker":
             return self.create_training_job(environ, region, body, recording_start_response)
+        if op == "UpdateEndpointWeightsAndCapacities" and service == "sagemaker":
+            answer = self.moto(environ, recording_start_response)
+            self.touch_endpoint(region, json.loads(body or b"{}").get("EndpointName", ""))
+            return answer
         return self.moto(environ, recording_start_response)
+
+    @staticmethod
+    def touch_endpoint(region: str, name: str) -> None:
+        """SageMaker sets LastModifiedTime when capacity changes (autoscaling, a person); moto does not."""
+        endpoint = sagemaker_backends[DEFAULT_ACCOUNT_ID][region].endpoints.get(name)
+        if endpoint is not None:
+            endpoint.last_modified_time = utcnow()
 
     # ---- request identity
     @staticmethod
@@ -538,11 +553,18 @@ class LocalAws:
                 rows = [d.summary() for d in self.endpoints.deployments]
             return self.json_response(start_response, "200 OK", {"deployments": rows})
         if path == "/_localaws/faults":
-            self.faults.latency_ms = float(body.get("latency_ms", 0))
-            self.faults.throttle_share = float(body.get("throttle_share", 0))
-            self.faults.operations = set(body.get("operations", []))
-            self.faults.access_key = body.get("access_key")
-            self.faults.error = body.get("error")
+            faults = Faults()
+            faults.latency_ms = float(body.get("latency_ms", 0))
+            faults.throttle_share = float(body.get("throttle_share", 0))
+            faults.operations = set(body.get("operations", []))
+            faults.access_key = body.get("access_key")
+            faults.error = body.get("error")
+            if faults.access_key is None:
+                self.faults = faults
+            elif faults.latency_ms or faults.throttle_share or faults.error:
+                self.faults_by_key[faults.access_key] = faults
+            else:
+                self.faults_by_key.pop(faults.access_key, None)
             return self.json_response(start_response, "200 OK", {"ok": True})
         if path == "/_localaws/training-jobs":
             found = self.set_training_status(body["name"], body["status"])
