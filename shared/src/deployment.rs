@@ -11,6 +11,9 @@ pub enum DeploymentStatus {
     RolledBack,
     /// Superseded before it was judged (the endpoint was replaced or deleted).
     Abandoned,
+    /// SageMaker ran the update and it ended on the old config with no rollback alarm to explain
+    /// it (capacity, a model that does not start): not the package's alarms; a person looks.
+    Failed,
 }
 
 impl DeploymentStatus {
@@ -20,6 +23,7 @@ impl DeploymentStatus {
             Self::Succeeded => "Succeeded",
             Self::RolledBack => "RolledBack",
             Self::Abandoned => "Abandoned",
+            Self::Failed => "Failed",
         }
     }
 
@@ -28,6 +32,7 @@ impl DeploymentStatus {
             "InProgress" => Self::InProgress,
             "Succeeded" => Self::Succeeded,
             "RolledBack" => Self::RolledBack,
+            "Failed" => Self::Failed,
             _ => Self::Abandoned,
         }
     }

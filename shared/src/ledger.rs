@@ -404,6 +404,14 @@ impl Ledger {
         requested_at: i64,
         status: DeploymentStatus,
     ) -> Result<()> {
+        // What served is kept first (its key is the deployment's, so a retry writes it again):
+        // the verdict is never recorded without it.
+        if status == DeploymentStatus::Succeeded
+            && let Some(d) = self.deployment(endpoint).await?
+            && d.requested_at == requested_at
+        {
+            self.record_served(&d).await?;
+        }
         let res = self
             .client
             .update_item()
@@ -416,44 +424,30 @@ impl Ledger {
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":now", n(now_ms()))
             .expression_attribute_values(":seen", n(requested_at))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        let closed = match res {
-            Ok(out) => out.attributes().cloned().unwrap_or_default(),
+        match res {
+            Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                return Err(Error::Busy(endpoint.to_string()));
+                Err(Error::Busy(endpoint.to_string()))
             }
-            Err(e) => return Err(Error::aws("UpdateItem", e)),
-        };
-        if status == DeploymentStatus::Succeeded {
-            self.record_served(endpoint, requested_at, &closed).await?;
+            Err(e) => Err(Error::aws("UpdateItem", e)),
         }
-        Ok(())
     }
 
     /// Keeps that a version served this endpoint successfully: a rollback goes back to what
     /// worked, not merely to the next lower number. Keyed by the deployment, so a retry writes
     /// the same item.
-    async fn record_served(
-        &self,
-        endpoint: &str,
-        requested_at: i64,
-        closed: &HashMap<String, AttributeValue>,
-    ) -> Result<()> {
-        let mut item = HashMap::from([
-            ("pk".to_string(), s(endpoint_key(endpoint))),
-            ("sk".to_string(), s(format!("served#{requested_at:015}"))),
-        ]);
-        for k in ["package_arn", "package_version", "config", "finished_at"] {
-            if let Some(v) = closed.get(k) {
-                item.insert(k.to_string(), v.clone());
-            }
-        }
+    async fn record_served(&self, d: &DeploymentRecord) -> Result<()> {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .item("pk", s(endpoint_key(&d.endpoint)))
+            .item("sk", s(format!("served#{:015}", d.requested_at)))
+            .item("package_arn", s(&d.package_arn))
+            .item("package_version", n(d.package_version))
+            .item("config", s(&d.config))
+            .item("finished_at", n(now_ms()))
             .send()
             .await
             .map_err(|e| Error::aws("PutItem", e))?;

@@ -78,6 +78,8 @@ outcomes! {
     InSync => "in_sync", Routine;
     NothingApproved => "nothing_approved", Routine;
     Blocked => "blocked", NeedsPerson;
+    /// SageMaker ran an update that ended on the old config with no alarm to explain it.
+    UpdateFailed => "update_failed", NeedsPerson;
     /// A rollback alarm is in ALARM: the deployment waits for it to be OK.
     HeldByAlarm => "held_by_alarm", Routine;
     /// ... for longer than the target allows.

@@ -103,6 +103,7 @@ pub fn decide(obs: &Observed) -> Decision {
     evidence["endpoint_status"] = json!(ep.status);
     evidence["serving_config"] = json!(ep.config_name);
     let decision = during_update(obs, ep)
+        .or_else(|| verdict_pending(obs, ep))
         .or_else(|| superseded(obs, ep))
         .unwrap_or_else(|| match obs.route.response {
             Response::ScaleUp => scale_up(obs, ep, &mut evidence),
@@ -135,6 +136,26 @@ fn during_update(obs: &Observed, ep: &Endpoint) -> Option<Decision> {
             .with_package(obs.in_flight.as_ref().map(|d| d.package_arn.clone()))
             .with_plan(plan),
     )
+}
+
+/// SageMaker put the previous config back after a confirmed update and the deployer has not
+/// recorded its verdict yet: the alarm belongs to the version that was rolled back, which the
+/// deployer rejects; the version serving now is not to blame.
+fn verdict_pending(obs: &Observed, ep: &Endpoint) -> Option<Decision> {
+    let d = obs
+        .in_flight
+        .as_ref()
+        .filter(|d| d.status == DeploymentStatus::InProgress && d.confirmed)?;
+    (Some(&ep.config_name) == d.previous_config.as_ref()).then(|| {
+        Decision::new(
+            Outcome::Superseded,
+            format!(
+                "{} is back on {} after the update to version {}: the deployer's verdict on it is pending; {} is not blamed on what serves now",
+                ep.name, ep.config_name, d.package_version, obs.alarm.alarm_name
+            ),
+        )
+        .with_package(Some(d.package_arn.clone()))
+    })
 }
 
 /// The endpoint changed after the alarm fired: the alarm judged what is no longer live.
@@ -306,6 +327,18 @@ fn rollback_candidate<'o>(
                 served.version
             ));
         };
+        if c.version >= served.version {
+            return Err(format!(
+                "{alarm} fired on version {}; the last version that served before it is {}, not an older one: no emergency rollback forward; endpoint left as it is, a person must decide",
+                served.version, c.version
+            ));
+        }
+        if obs.older.last().is_none_or(|p| p.version > c.version) {
+            return Err(format!(
+                "{alarm} fired on version {}; version {} served before, but the versions between were not all read (pins): endpoint left as it is, a person must decide",
+                served.version, c.version
+            ));
+        }
         return match pinned_past(c.version) {
             Some(p) => Err(format!(
                 "{alarm} fired on version {} but version {} is pinned and {:?}; refusing to roll back past it. Endpoint left as it is",
@@ -792,6 +825,32 @@ mod tests {
             rollback_candidate(&o, &served)
                 .unwrap_err()
                 .contains("pinned")
+        );
+    }
+
+    #[test]
+    fn an_alarm_while_the_deployers_guardrail_verdict_is_pending_blames_nothing() {
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let mut o = observed(&t, &a);
+        o.in_flight = Some(DeploymentRecord {
+            endpoint: "recs-prod".into(),
+            config: "recs-prod-v4-def".into(),
+            package_arn: package(4, Approval::Approved, false).arn,
+            package_version: 4,
+            previous_config: Some("recs-prod-v3-abc".into()),
+            requested_at: 42,
+            finished_at: None,
+            status: DeploymentStatus::InProgress,
+            rollback_alarms: vec!["recs-5xx".into()],
+            alarms_seen: vec![],
+            confirmed: true,
+        });
+        let d = decide(&o);
+        assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Superseded, true));
+        assert!(
+            d.reason.contains("verdict on it is pending"),
+            "{}",
+            d.reason
         );
     }
 }

@@ -74,8 +74,8 @@ pub async fn observe<'a>(
                     .map(|p| p.version);
                 obs.older = older_versions(sm, served, down_to).await?;
                 if let Some(kpi) = obs.route.kpi {
-                    let live_since = live_since(obs.in_flight.as_ref(), &served.arn);
-                    obs.samples = Some(samples(clients, kpi, alarm, live_since).await?);
+                    let since = live_since(obs.in_flight.as_ref(), &served.arn, &ep);
+                    obs.samples = samples(clients, kpi, alarm, since).await?;
                 }
             }
             let candidate = obs
@@ -161,26 +161,39 @@ async fn reusable_config(
         .map(|c| c.name))
 }
 
-/// When the served version went live, if the ledger saw it: the samples of a KPI count from then,
-/// so the version before it is never judged as this one.
-fn live_since(last: Option<&DeploymentRecord>, served: &str) -> Option<OffsetDateTime> {
-    let d = last.filter(|d| d.package_arn == served && d.status == DeploymentStatus::Succeeded)?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.finished_at?) * 1_000_000).ok()
+/// When the served version went live: the samples of a KPI count from then, so the version
+/// before it is never judged as this one. The endpoint's own change time when the ledger's record
+/// is this version's (its verdict may not be recorded yet); nothing known, the whole window.
+fn live_since(
+    last: Option<&DeploymentRecord>,
+    served: &str,
+    ep: &lifecycle::endpoints::Endpoint,
+) -> Option<OffsetDateTime> {
+    let d = last.filter(|d| d.package_arn == served && d.config == ep.config_name)?;
+    match d.status {
+        DeploymentStatus::InProgress | DeploymentStatus::Succeeded => ep.last_modified,
+        _ => None,
+    }
 }
 
 /// Samples of a KPI alarm's window, ending when the alarm fired and starting no earlier than when
-/// the live version went live. A metric that cannot be read is an error a retry can help, whatever
-/// the service said: the alarm is judged again on Lambda's retry, never dropped as inconclusive.
+/// the live version went live. A transient failure to read them is returned, so Lambda's retry
+/// judges the alarm again; a permanent one (access denied) reads as `None`: inconclusive, for a
+/// person.
 async fn samples(
     clients: &Clients,
     kpi: &KpiAlarm,
     alarm: &AlarmStateChange,
     live_since: Option<OffsetDateTime>,
-) -> Result<f64> {
+) -> Result<Option<f64>> {
     let end = alarm.state.timestamp;
     let window = i64::from(kpi.window_minutes) * 60;
     let start = (end - time::Duration::seconds(window))
         .max(live_since.unwrap_or(OffsetDateTime::UNIX_EPOCH));
+    if start >= end {
+        // The version went live after the alarm fired: none of the window's traffic was its.
+        return Ok(Some(0.0));
+    }
     let period = ((end - start).whole_seconds().max(60) + 59) / 60 * 60;
     let dims = kpi
         .samples
@@ -212,22 +225,35 @@ async fn samples(
         .start_time(ts(start))
         .end_time(ts(end + time::Duration::seconds(1)))
         .send()
-        .await
-        .map_err(|e| match Error::aws("GetMetricData", e) {
-            Error::Aws {
-                operation, message, ..
-            } => Error::Aws {
-                operation,
-                message: format!(
-                    "{message} (the KPI's samples; the alarm is judged again on retry)"
-                ),
-                retryable: true,
-            },
-            other => other,
-        })?;
-    Ok(out
-        .metric_data_results()
-        .iter()
-        .flat_map(|r| r.values())
-        .sum())
+        .await;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            let e = Error::aws("GetMetricData", e);
+            if !e.is_retryable() {
+                tracing::error!(error = %e, "KPI samples unreadable: inconclusive");
+                return Ok(None);
+            }
+            return Err(match e {
+                Error::Aws {
+                    operation,
+                    message,
+                    retryable,
+                } => Error::Aws {
+                    operation,
+                    message: format!(
+                        "{message} (the KPI's samples; the alarm is judged again on retry)"
+                    ),
+                    retryable,
+                },
+                other => other,
+            });
+        }
+    };
+    Ok(Some(
+        out.metric_data_results()
+            .iter()
+            .flat_map(|r| r.values())
+            .sum(),
+    ))
 }

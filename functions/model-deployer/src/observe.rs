@@ -158,8 +158,11 @@ async fn read_statistics(s3: &aws_sdk_s3::Client, uri: &str) -> Result<Result<Va
     Ok(serde_json::from_slice(&bytes).map_err(|e| format!("is not JSON: {e}")))
 }
 
-/// The state of each of these alarms, and since when.
+/// The state of each of these alarms, and since when (its last transition, so an alarm whose
+/// evaluation is re-run is not "new"). An alarm that is not found counts as firing: a rollback
+/// alarm that does not exist guards nothing.
 async fn alarm_states(clients: &Clients, alarms: &[String]) -> Result<Vec<AlarmNow>> {
+    use aws_sdk_cloudwatch::types::{AlarmType, StateValue};
     if alarms.is_empty() {
         return Ok(vec![]);
     }
@@ -167,20 +170,43 @@ async fn alarm_states(clients: &Clients, alarms: &[String]) -> Result<Vec<AlarmN
         .cloudwatch
         .describe_alarms()
         .set_alarm_names(Some(alarms.to_vec()))
+        .alarm_types(AlarmType::MetricAlarm)
+        .alarm_types(AlarmType::CompositeAlarm)
         .send()
         .await
         .map_err(|e| Error::aws("DescribeAlarms", e))?;
-    Ok(out
+    let time = |t: Option<&aws_smithy_types::DateTime>| {
+        t.and_then(|t| OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok())
+    };
+    let mut found: Vec<AlarmNow> = out
         .metric_alarms()
         .iter()
         .filter_map(|a| {
             Some(AlarmNow {
                 name: a.alarm_name()?.to_string(),
-                in_alarm: a.state_value() == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm),
-                since: a
-                    .state_updated_timestamp()
-                    .and_then(|t| OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok()),
+                in_alarm: a.state_value() == Some(&StateValue::Alarm),
+                missing: false,
+                since: time(a.state_transitioned_timestamp()).or(time(a.state_updated_timestamp())),
             })
         })
-        .collect())
+        .chain(out.composite_alarms().iter().filter_map(|a| {
+            Some(AlarmNow {
+                name: a.alarm_name()?.to_string(),
+                in_alarm: a.state_value() == Some(&StateValue::Alarm),
+                missing: false,
+                since: time(a.state_transitioned_timestamp()).or(time(a.state_updated_timestamp())),
+            })
+        }))
+        .collect();
+    for name in alarms {
+        if !found.iter().any(|a| &a.name == name) {
+            found.push(AlarmNow {
+                name: name.clone(),
+                in_alarm: true,
+                missing: true,
+                since: None,
+            });
+        }
+    }
+    Ok(found)
 }

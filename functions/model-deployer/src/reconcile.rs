@@ -37,7 +37,9 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlarmNow {
     pub name: String,
+    /// In ALARM, or not found (a rollback alarm that does not exist guards nothing).
     pub in_alarm: bool,
+    pub missing: bool,
     /// When it entered its current state.
     #[serde(with = "time::serde::rfc3339::option")]
     pub since: Option<OffsetDateTime>,
@@ -114,6 +116,21 @@ pub fn decide(obs: &Observed) -> Decision {
     let mut progress = verdict(obs, &mut evidence);
     let desired = choose(obs, &mut progress, &mut evidence);
     let decision = match desired {
+        Some(c) if failed_before(obs, c) => {
+            return Decision::new(
+                Outcome::BackingOff,
+                with_news(
+                    &progress.news,
+                    format!(
+                        "the last update to version {} failed in SageMaker; not tried again until a person approves another version or rejects this one",
+                        c.version
+                    ),
+                ),
+            )
+            .with_package(Some(c.arn.clone()))
+            .with_plan(progress.plan)
+            .with_evidence(evidence);
+        }
         None if progress.unjudged.is_some() => unjudged(obs, &progress),
         None => nothing_to_deploy(obs, &progress),
         Some(c) if obs.endpoint.is_some() && obs.served_package() == Some(c.arn.as_str()) => {
@@ -149,6 +166,21 @@ fn relevant(obs: &Observed) -> Option<Decision> {
 fn endpoint_owner(obs: &Observed) -> Option<Decision> {
     let ep = obs.endpoint.as_ref()?;
     if ep.status.is_transitioning() {
+        // Seen updating to the recorded config: the update runs, whatever became of the answer
+        // to the call that started it (a crash or a lost answer left the record unconfirmed).
+        let mut plan = Plan::default();
+        if let Some(d) = obs
+            .open_deployment()
+            .filter(|d| !d.confirmed && ep.pending_config.as_deref() == Some(d.config.as_str()))
+        {
+            plan.push(
+                Action::ConfirmDeployment {
+                    endpoint: d.endpoint.clone(),
+                    requested_at: d.requested_at,
+                },
+                format!("{} is updating to {}: the update runs", ep.name, d.config),
+            );
+        }
         return Some(
             Decision::new(
                 Outcome::Waiting,
@@ -157,7 +189,8 @@ fn endpoint_owner(obs: &Observed) -> Option<Decision> {
                     ep.name, ep.status
                 ),
             )
-            .with_package(obs.in_flight.as_ref().map(|d| d.package_arn.clone())),
+            .with_package(obs.in_flight.as_ref().map(|d| d.package_arn.clone()))
+            .with_plan(plan),
         );
     }
     (ep.status != EndpointStatus::InService).then(|| {
@@ -255,12 +288,19 @@ fn guardrail_rollback(
     p: &mut Progress,
     evidence: &mut Value,
 ) {
+    // Only the deployment's own rollback alarms can explain a guardrail rollback (the responder
+    // also notes KPI and capacity alarms it saw during the shift: evidence, not cause).
     let during: Vec<&str> = obs
         .alarms
         .iter()
-        .filter(|a| a.changed_since(d.requested_at))
+        .filter(|a| d.rollback_alarms.contains(&a.name) && a.changed_since(d.requested_at))
         .map(|a| a.name.as_str())
-        .chain(d.alarms_seen.iter().map(String::as_str))
+        .chain(
+            d.alarms_seen
+                .iter()
+                .filter(|a| d.rollback_alarms.contains(a))
+                .map(String::as_str),
+        )
         .collect();
     let before: Vec<&AlarmNow> = obs
         .alarms
@@ -275,7 +315,28 @@ fn guardrail_rollback(
     evidence["rolled_back"] =
         json!({"package": d.package_arn, "config": d.config, "alarms": obs.alarms});
     p.verdict = Some(Outcome::RolledBack);
-    if during.is_empty() && !before.is_empty() {
+    if during.is_empty() && before.is_empty() {
+        // Ended on the old config and no rollback alarm explains it (or there were none to watch,
+        // as in an all-at-once rollback): SageMaker's update failed. Not the package's verdict.
+        let why = format!(
+            "the update of {} to version {} ended on {} with no rollback alarm to explain it: \
+             SageMaker's update failed (capacity, a model that does not start); not blamed, a person must look",
+            ep.name, d.package_version, ep.config_name
+        );
+        p.plan.push(
+            Action::FinishDeployment {
+                endpoint: d.endpoint.clone(),
+                requested_at: d.requested_at,
+                status: DeploymentStatus::Failed,
+            },
+            why.clone(),
+        );
+        p.news.push(why);
+        p.verdict = Some(Outcome::UpdateFailed);
+        p.excluded.push(d.package_arn.clone());
+        return;
+    }
+    if during.is_empty() {
         let names: Vec<&str> = before.iter().map(|a| a.name.as_str()).collect();
         let why = format!(
             "SageMaker rolled back version {}, but {} was already in ALARM before its shift began: not blamed",
@@ -398,10 +459,22 @@ fn in_sync(obs: &Observed, desired: &Candidate, p: &Progress) -> Decision {
     Decision::new(outcome, with_news(&p.news, reason)).with_package(Some(desired.arn.clone()))
 }
 
+/// The last deployment of this very package ended `Failed` in SageMaker (see [`guardrail_rollback`]).
+fn failed_before(obs: &Observed, c: &Candidate) -> bool {
+    obs.in_flight
+        .as_ref()
+        .is_some_and(|d| d.status == DeploymentStatus::Failed && d.package_arn == c.arn)
+}
+
 /// No deployment starts while a rollback alarm is in ALARM: SageMaker would roll it back at once
 /// and the new version would be blamed for what was already wrong. It starts on the first
 /// reconcile after the alarm is OK; a wait longer than the target allows needs a person.
 fn held_by_alarm(obs: &Observed, desired: &Candidate, p: &Progress) -> Option<Decision> {
+    // What serves now is no longer Approved (a person or the responder rejected it): replacing
+    // it is the remedy for the alarm, not something to wait for.
+    if obs.served_package().is_some() && !obs.candidates.iter().any(|c| c.gates.is_none()) {
+        return None;
+    }
     let now = OffsetDateTime::from_unix_timestamp_nanos(obs.now_ms as i128 * 1_000_000).ok()?;
     let firing: Vec<&AlarmNow> = obs.alarms.iter().filter(|a| a.in_alarm).collect();
     let oldest = firing.iter().filter_map(|a| a.since).min();
@@ -418,6 +491,7 @@ fn held_by_alarm(obs: &Observed, desired: &Candidate, p: &Progress) -> Option<De
     let alarms: Vec<String> = firing
         .iter()
         .map(|a| match a.since {
+            _ if a.missing => format!("{} (not found: it cannot guard a deployment)", a.name),
             Some(t) => format!(
                 "{} (in ALARM since {})",
                 a.name,
@@ -792,6 +866,7 @@ mod tests {
             alarms: vec![AlarmNow {
                 name: "recs-5xx".into(),
                 in_alarm: true,
+                missing: false,
                 since: OffsetDateTime::from_unix_timestamp_nanos(5_500 * 1_000_000).ok(),
             }],
             ..observed(&t)
@@ -902,11 +977,19 @@ mod tests {
             (p.verdict, p.plan.kinds()),
             (None, vec![ActionKind::FinishDeployment])
         );
-        // Back on the previous config after the request: a guardrail rollback.
+        // Back on the previous config after the request, no alarm to explain it: the update
+        // failed in SageMaker; not blamed, not retried by itself.
         obs.endpoint = Some(endpoint(EndpointStatus::InService, "cfg-v2", 6_000));
         let p = verdict(&obs, &mut evidence);
+        assert_eq!(p.verdict, Some(Outcome::UpdateFailed));
+        assert!(!p.plan.has(ActionKind::RejectPackage));
+        // ... with a rollback alarm that fired during the shift: a guardrail rollback.
+        obs.alarms = vec![firing_since(5_500)];
+        let p = verdict(&obs, &mut evidence);
         assert_eq!(p.verdict, Some(Outcome::RolledBack));
+        assert!(p.plan.has(ActionKind::RejectPackage));
         assert_eq!(p.excluded, [arn(3)]);
+        obs.alarms = vec![];
         // Untouched since the request: the update never took effect; try again over the record.
         obs.endpoint = Some(endpoint(EndpointStatus::InService, "cfg-v2", 1_000));
         let p = verdict(&obs, &mut evidence);
@@ -985,6 +1068,7 @@ mod tests {
         AlarmNow {
             name: "recs-5xx".into(),
             in_alarm: true,
+            missing: false,
             since: OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok(),
         }
     }
@@ -1066,5 +1150,43 @@ mod tests {
             panic!("{:?}", d.plan)
         };
         assert_eq!(*status, DeploymentStatus::Abandoned);
+    }
+
+    #[test]
+    fn replacing_a_rejected_live_version_is_not_held_and_a_missing_alarm_holds_the_rest() {
+        let t = target();
+        // v2 serves but is no longer Approved (a person rejected it): v3 replaces it at once.
+        let obs = Observed {
+            candidates: vec![passing(3)],
+            alarms: vec![firing_since(1_000)],
+            ..observed(&t)
+        };
+        assert_eq!(decide(&obs).outcome, Outcome::Deploying);
+        // A rollback alarm that does not exist guards nothing: wait, and say why.
+        let obs = Observed {
+            alarms: vec![AlarmNow {
+                missing: true,
+                since: None,
+                ..firing_since(0)
+            }],
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::HeldByAlarm);
+        assert!(d.reason.contains("not found"), "{}", d.reason);
+    }
+
+    #[test]
+    fn an_update_that_failed_in_sagemaker_is_not_tried_again_by_itself() {
+        let t = target();
+        let mut record = in_flight(&t, 5_000);
+        record.status = DeploymentStatus::Failed;
+        let obs = Observed {
+            in_flight: Some(record),
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::BackingOff, true));
+        assert!(d.reason.contains("failed in SageMaker"), "{}", d.reason);
     }
 }
