@@ -634,3 +634,65 @@ async fn a_rollback_goes_back_to_what_served_and_a_late_approval_goes_forward_th
         "guardrails on"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_noted_during_the_update_and_still_firing_after_it_rolls_back_the_new_version() {
+    let s = Scenario::new("afterupdate").await;
+    let v1 = s.with_v1_live().await;
+    create_alarm(&s.setup.cloudwatch, &s.ctr_alarm, &s.endpoint).await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    assert_eq!(
+        s.approve(&v2, "v2").await.decisions[0].outcome,
+        Outcome::Deploying
+    );
+    // Traffic shifts to v2; its click-through rate falls; the KPI alarm fires mid-update.
+    impressions(&s, 48_000.0).await;
+    set_alarm(
+        &s.setup.cloudwatch,
+        &s.ctr_alarm,
+        aws_sdk_cloudwatch::types::StateValue::Alarm,
+        "Threshold Crossed: CTR 7.1 < 7.5",
+    )
+    .await;
+    let noted = &respond(
+        &s,
+        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        "during",
+    )
+    .await
+    .decisions[0];
+    assert_eq!(noted.outcome, Outcome::Noted, "{}", noted.reason);
+
+    // The update completes (KPI alarms are not SageMaker's rollback alarms); the endpoint's
+    // state-change event reaches the responder, and the alarm is still in ALARM.
+    s.fx.settle(&s.endpoint);
+    let d = &respond(&s, s.in_service_event(), "in-service")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    assert_eq!(d.package.as_deref(), Some(v2.as_str()));
+    assert_eq!(status(&s.registry().package(&v2).await), "Rejected");
+    s.fx.settle(&s.endpoint);
+    assert_eq!(s.serving().await, v1);
+
+    // The same event again: nothing more.
+    let again = &respond(&s, s.in_service_event(), "again").await.decisions[0];
+    assert_ne!(again.outcome, Outcome::RolledBack, "{}", again.reason);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_back_in_service_with_no_alarm_still_firing_changes_nothing() {
+    let s = Scenario::new("afterquiet").await;
+    v2_live(&s).await;
+    let before = s.fx.sagemaker_mutations().len();
+    let d = &respond(&s, s.in_service_event(), "in-service")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::Ignored, "{}", d.reason);
+    assert!(
+        d.reason.contains("no rollback or KPI alarm was noted"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(s.fx.sagemaker_mutations().len(), before);
+}

@@ -28,6 +28,9 @@ const MAX_DESCRIPTION: usize = 1024;
 pub struct Observed<'a> {
     pub route: Route<'a>,
     pub alarm: &'a AlarmStateChange,
+    /// The alarm was noted while the endpoint updated, fired after the update began, and is still
+    /// in ALARM now that the update is done: it judges the version that went live.
+    pub after_update: bool,
     pub environment: Environment,
     pub endpoint: Option<Endpoint>,
     pub live_config: Option<EndpointConfig>,
@@ -160,6 +163,9 @@ fn verdict_pending(obs: &Observed, ep: &Endpoint) -> Option<Decision> {
 
 /// The endpoint changed after the alarm fired: the alarm judged what is no longer live.
 fn superseded(obs: &Observed, ep: &Endpoint) -> Option<Decision> {
+    if obs.after_update {
+        return None;
+    }
     let modified = ep.last_modified?;
     let fired = obs.alarm.state.timestamp;
     (modified > fired).then(|| {
@@ -513,6 +519,7 @@ mod tests {
         Observed {
             route: crate::route::by_config(t, &a.alarm_name).unwrap(),
             alarm: a,
+            after_update: false,
             environment: Environment::Production,
             endpoint: Some(endpoint(EndpointStatus::InService, 2)),
             live_config: None,

@@ -4,6 +4,7 @@
 //!
 //! parse → triage → route → (lease) observe → decide → act → record.
 
+mod after_update;
 pub mod decide;
 mod observe;
 pub mod route;
@@ -92,14 +93,33 @@ pub fn parse(payload: &Value) -> Result<(AlarmStateChange, String)> {
 
 pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<Reply> {
     let request_id = lifecycle::telemetry::request_id(&event.context);
+    if let Some(endpoint) = back_in_service(&event.payload)? {
+        let summary = after_update::judge(responder, &request_id, &endpoint).await;
+        lifecycle::metrics::flush(&request_id);
+        return Reply::one(summary).or_retryable_error(true);
+    }
     let (alarm, trigger) = parse(&event.payload)?;
     info!(%trigger, kind = ?alarm.kind(), "received");
+    let summary = respond_to(responder, &request_id, &alarm, trigger, false).await;
+    lifecycle::metrics::flush(&request_id);
+    // Busy and transient AWS errors are retried by Lambda; the rest is answered.
+    Reply::one(summary).or_retryable_error(true)
+}
+
+/// One alarm, from triage to the pipeline; a failure to record is answered all the same.
+async fn respond_to(
+    responder: &Responder,
+    request_id: &str,
+    alarm: &AlarmStateChange,
+    trigger: String,
+    after_update: bool,
+) -> Summary {
     let ctx = Context {
         responder,
-        alarm: &alarm,
+        alarm,
         pipeline: Pipeline {
             function: FUNCTION,
-            request_id: &request_id,
+            request_id,
             trigger,
             executor: Executor {
                 clients: &responder.clients,
@@ -108,20 +128,33 @@ pub async fn handle(responder: &Responder, event: LambdaEvent<Value>) -> Result<
                 dry_run: responder.config.dry_run,
             },
         },
+        after_update,
     };
-    let summary = ctx.triage_and_respond().await.unwrap_or_else(|e| {
+    ctx.triage_and_respond().await.unwrap_or_else(|e| {
         let subject = Subject::Alarm(alarm.alarm_name.clone());
         Summary::unrecorded(subject, responder.config.dry_run, e)
-    });
-    lifecycle::metrics::flush(&request_id);
-    // Busy and transient AWS errors are retried by Lambda; the rest is answered.
-    Reply::one(summary).or_retryable_error(true)
+    })
+}
+
+/// The endpoint of a "SageMaker Endpoint State Change" event into service, if the payload is one.
+fn back_in_service(payload: &Value) -> Result<Option<String>> {
+    if payload.get("detail-type").and_then(Value::as_str) != Some(events::ENDPOINT_STATE_CHANGE) {
+        return Ok(None);
+    }
+    let envelope = events::envelope(payload)?;
+    let d: events::EndpointStateChange = events::detail(&envelope)?;
+    let status = d.endpoint_status.as_deref().unwrap_or_default();
+    let in_service = lifecycle::endpoints::EndpointStatus::parse(status)
+        == lifecycle::endpoints::EndpointStatus::InService;
+    Ok(in_service.then_some(d.endpoint_name))
 }
 
 struct Context<'a> {
     responder: &'a Responder,
     alarm: &'a AlarmStateChange,
     pipeline: Pipeline<'a>,
+    /// The alarm was noted during an update and is judged now that the update is done.
+    after_update: bool,
 }
 
 impl Context<'_> {
@@ -243,6 +276,7 @@ impl Context<'_> {
             route,
             self.alarm,
             r.config.environment,
+            self.after_update,
         )
         .await?;
         let mut summary = self

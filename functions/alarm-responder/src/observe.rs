@@ -25,6 +25,7 @@ pub async fn observe<'a>(
     route: Route<'a>,
     alarm: &'a AlarmStateChange,
     environment: Environment,
+    after_update: bool,
 ) -> Result<Observed<'a>> {
     let sm = &clients.sagemaker;
     let target = route.target;
@@ -32,6 +33,7 @@ pub async fn observe<'a>(
     let mut obs = Observed {
         route,
         alarm,
+        after_update,
         environment,
         endpoint: None,
         live_config: None,
@@ -74,7 +76,7 @@ pub async fn observe<'a>(
                     .map(|p| p.version);
                 obs.older = older_versions(sm, served, down_to).await?;
                 if let Some(kpi) = obs.route.kpi {
-                    let since = live_since(obs.in_flight.as_ref(), &served.arn, &ep);
+                    let since = live_since(obs.in_flight.as_ref(), &served.arn, &ep, alarm);
                     obs.samples = samples(clients, kpi, alarm, since).await?;
                 }
             }
@@ -168,11 +170,21 @@ fn live_since(
     last: Option<&DeploymentRecord>,
     served: &str,
     ep: &lifecycle::endpoints::Endpoint,
+    alarm: &AlarmStateChange,
 ) -> Option<OffsetDateTime> {
     let d = last.filter(|d| d.package_arn == served && d.config == ep.config_name)?;
-    match d.status {
-        DeploymentStatus::InProgress | DeploymentStatus::Succeeded => ep.last_modified,
-        _ => None,
+    if !matches!(
+        d.status,
+        DeploymentStatus::InProgress | DeploymentStatus::Succeeded
+    ) {
+        return None;
+    }
+    // An alarm that fired while traffic shifted judges the shift: count from its start.
+    let started =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.requested_at) * 1_000_000).ok();
+    match ep.last_modified {
+        Some(done) if alarm.state.timestamp < done => started,
+        other => other,
     }
 }
 
