@@ -696,3 +696,94 @@ async fn an_endpoint_back_in_service_with_no_alarm_still_firing_changes_nothing(
     );
     assert_eq!(s.fx.sagemaker_mutations().len(), before);
 }
+
+/// A crash (here: a call that keeps failing) between any two steps of a rollback, then Lambda's
+/// retry of the same alarm: the bad version is rejected and never serves again, and the endpoint
+/// ends on the version that worked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_cut_between_any_two_steps_completes_on_retry_and_the_rejected_version_never_serves()
+ {
+    for (i, op) in [
+        "UpdateModelPackage",
+        "CreateModel",
+        "CreateEndpointConfig",
+        "UpdateEndpoint",
+        "UpdateItem",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = Scenario::new(&format!("cut{i}")).await;
+        let (v1, v2) = v2_live(&s).await;
+        // The config v1 had is deleted, so the rollback creates a model and a config again.
+        let sm = &s.setup.sagemaker;
+        let live = s
+            .endpoint()
+            .await
+            .endpoint_config_name()
+            .unwrap()
+            .to_string();
+        let live_arn = sm
+            .describe_endpoint_config()
+            .endpoint_config_name(&live)
+            .send()
+            .await
+            .unwrap()
+            .endpoint_config_arn()
+            .unwrap()
+            .to_string();
+        let tags = sm.list_tags().resource_arn(live_arn).send().await.unwrap();
+        let replaced = tags
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(lifecycle::endpoints::tags::REPLACES))
+            .and_then(|t| t.value())
+            .unwrap()
+            .to_string();
+        sm.delete_endpoint_config()
+            .endpoint_config_name(replaced)
+            .send()
+            .await
+            .unwrap();
+        let event = alarm_event(&s, "alarm-5xx.json", &s.alarm);
+        local_aws().control(
+            "faults",
+            Some(json!({"throttle_share": 1.0, "operations": [op], "access_key": s.fx.key})),
+        );
+        let cut = s.respond(event.clone(), "cut").await;
+        local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
+        assert!(
+            cut.is_err(),
+            "{op}: a throttled step fails the invocation so Lambda retries it"
+        );
+
+        let retried = s.respond(event.clone(), "retry").await.unwrap();
+        let d = &retried.decisions[0];
+        s.fx.settle(&s.endpoint);
+        // Whatever the cut left, the registry and the endpoint agree on v1, and v2 is Rejected.
+        let settled = s.endpoint_settled("settled").await;
+        assert_eq!(
+            status(&s.registry().package(&v2).await),
+            "Rejected",
+            "{op}: {}",
+            d.reason
+        );
+        assert_eq!(
+            s.serving().await,
+            v1,
+            "{op}: {} / {}",
+            d.reason,
+            settled.decisions[0].reason
+        );
+        let tick = s
+            .run(event_file("deployer-tick.json"), "tick")
+            .await
+            .unwrap();
+        assert_eq!(
+            tick.decisions[0].outcome,
+            Outcome::InSync,
+            "{op}: {}",
+            tick.decisions[0].reason
+        );
+    }
+}

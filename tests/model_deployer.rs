@@ -657,3 +657,68 @@ async fn a_failed_update_call_then_autoscaling_is_not_read_as_a_guardrail_rollba
     );
     assert_eq!(s.serving().await, v2);
 }
+
+/// A guardrail verdict cut between its two steps (reject, record), then retried: never a verdict
+/// recorded for a package still Approved, never the rolled-back package deployed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guardrail_verdict_cut_between_its_steps_completes_on_retry() {
+    for (i, op) in ["UpdateModelPackage", "UpdateItem"].into_iter().enumerate() {
+        let s = Scenario::new(&format!("verdictcut{i}")).await;
+        let v1 = s.with_v1_live().await;
+        let v2 = s.registry().register("Approved", PASSING).await;
+        s.approve(&v2, "v2").await;
+        set_alarm(
+            &s.setup.cloudwatch,
+            &s.alarm,
+            StateValue::Alarm,
+            "5XX errors 14 > 1",
+        )
+        .await;
+        s.fx.settle(&s.endpoint);
+        local_aws().control(
+            "faults",
+            Some(json!({"throttle_share": 1.0, "operations": [op], "access_key": s.fx.key})),
+        );
+        let cut = s.run(s.in_service_event(), "cut").await;
+        local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
+        assert!(cut.is_err(), "{op}");
+        let pkg = s.registry().package(&v2).await;
+        let record = s
+            .deployer
+            .ledger
+            .deployment(&s.endpoint)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            pkg.model_approval_status().unwrap().as_str() == "Rejected"
+                || record.status == lifecycle::deployment::DeploymentStatus::InProgress,
+            "{op}: a verdict was recorded for a package still Approved"
+        );
+
+        let d = &s
+            .run(s.in_service_event(), "retry")
+            .await
+            .unwrap()
+            .decisions[0];
+        assert_eq!(d.outcome, Outcome::RolledBack, "{op}: {}", d.reason);
+        let pkg = s.registry().package(&v2).await;
+        assert_eq!(
+            pkg.model_approval_status().unwrap().as_str(),
+            "Rejected",
+            "{op}"
+        );
+        set_alarm(&s.setup.cloudwatch, &s.alarm, StateValue::Ok, "recovered").await;
+        let tick = s
+            .run(event_file("deployer-tick.json"), "tick")
+            .await
+            .unwrap();
+        assert_eq!(
+            tick.decisions[0].outcome,
+            Outcome::InSync,
+            "{op}: {}",
+            tick.decisions[0].reason
+        );
+        assert_eq!(s.serving().await, v1, "{op}");
+    }
+}

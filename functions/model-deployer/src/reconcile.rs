@@ -356,14 +356,16 @@ fn guardrail_rollback(
         d.config,
         millis_rfc3339(d.requested_at),
     );
-    p.plan.push(finish(), description.clone());
+    // Reject first: a crash between the two leaves an open record the next reconcile judges
+    // again, never a verdict recorded for a package that is still Approved.
     p.plan.push(
         Action::RejectPackage {
             package_arn: d.package_arn.clone(),
             description: description.clone(),
         },
-        description,
+        description.clone(),
     );
+    p.plan.push(finish(), description);
     p.news.push(format!(
         "SageMaker rolled back version {} (alarms: {alarms})",
         d.package_version
@@ -875,10 +877,10 @@ mod tests {
         assert_eq!(d.outcome, Outcome::RolledBack);
         assert_eq!(
             actions(&d),
-            [ActionKind::FinishDeployment, ActionKind::RejectPackage],
-            "v2 is live again: nothing else to do"
+            [ActionKind::RejectPackage, ActionKind::FinishDeployment],
+            "v2 is live again: nothing else to do; the rejection comes before the verdict"
         );
-        let Action::RejectPackage { description, .. } = &d.plan.steps[1].action else {
+        let Action::RejectPackage { description, .. } = &d.plan.steps[0].action else {
             panic!()
         };
         assert!(
