@@ -90,6 +90,8 @@ outcomes! {
     // alarm-responder (also `rolled_back`)
     RollbackImpossible => "rollback_impossible", NeedsPerson;
     RollbackRefused => "rollback_refused", NeedsPerson;
+    /// The live version has served longer than the target's automatic-rollback window.
+    RollbackTooLate => "rollback_too_late", NeedsPerson;
     Inconclusive => "inconclusive", NeedsPerson;
     ScaledUp => "scaled_up", Acted;
     ScaleUpImpossible => "scale_up_impossible", NeedsPerson;

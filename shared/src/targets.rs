@@ -54,6 +54,10 @@ pub struct DeploymentTarget {
     /// back at once, and blame the new version); past this many minutes the wait needs a person.
     #[serde(default = "default_alarm_hold")]
     pub max_alarm_hold_minutes: i64,
+    /// The alarm responder rolls a version back by itself only this many days after it went live;
+    /// an older version has been trusted long enough that a person decides.
+    #[serde(default = "default_auto_rollback_days")]
+    pub auto_rollback_days: i64,
 }
 
 /// A business-KPI alarm and the traffic it needs before it is believed.
@@ -112,6 +116,10 @@ fn default_timeout() -> i32 {
 
 fn default_alarm_hold() -> i64 {
     60
+}
+
+fn default_auto_rollback_days() -> i64 {
+    7
 }
 
 /// How SageMaker's blue/green update shifts traffic to the new fleet.
@@ -321,6 +329,12 @@ impl DeploymentTarget {
             return Err(format!(
                 "max_alarm_hold_minutes is {}, expected 1..=10080",
                 self.max_alarm_hold_minutes
+            ));
+        }
+        if !(1..=365).contains(&self.auto_rollback_days) {
+            return Err(format!(
+                "auto_rollback_days is {}, expected 1..=365",
+                self.auto_rollback_days
             ));
         }
         let least = if env.is_production() { 2 } else { 1 };

@@ -48,6 +48,8 @@ pub struct Observed<'a> {
     pub candidate_config: Option<String>,
     /// KPI alarms: samples in the window since the live version went live (`None`: not read).
     pub samples: Option<f64>,
+    /// When the live version went live: its deployment's verdict, else the endpoint's last change.
+    pub went_live: Option<time::OffsetDateTime>,
     /// Scale-ups: the variant's autoscaling bounds, if registered.
     pub scaling: Option<ScalableTarget>,
     pub now_ms: i64,
@@ -261,7 +263,9 @@ fn rollback(obs: &Observed, ep: &Endpoint, evidence: &mut Value) -> Decision {
     evidence["serving_package"] =
         json!({"arn": served.arn, "version": served.version, "status": served.status});
     let package = Some(served.arn.clone());
-    let refusal = kpi_check(obs, served, evidence).or_else(|| pinned_live(obs, served));
+    let refusal = kpi_check(obs, served, evidence)
+        .or_else(|| pinned_live(obs, served))
+        .or_else(|| too_late(obs, served));
     if let Some(d) = refusal {
         return d.with_package(package);
     }
@@ -295,6 +299,26 @@ fn kpi_check(obs: &Observed, served: &ModelPackage, evidence: &mut Value) -> Opt
             obs.alarm.alarm_name, served.version, kpi.samples.metric, kpi.min_samples
         ),
     ))
+}
+
+/// A version that has served longer than the target's window is not rolled back by itself: it
+/// was trusted that long, and what changed may not be the model. A person decides.
+fn too_late(obs: &Observed, served: &ModelPackage) -> Option<Decision> {
+    let went_live = obs.went_live?;
+    let now =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(obs.now_ms) * 1_000_000).ok()?;
+    let days = obs.route.target.auto_rollback_days;
+    (now - went_live > time::Duration::days(days)).then(|| {
+        Decision::new(
+            Outcome::RollbackTooLate,
+            format!(
+                "{} fired on version {}, live since {} (more than {days} days): too long ago to roll back by itself; endpoint left as it is, a person decides",
+                obs.alarm.alarm_name,
+                served.version,
+                went_live.format(&Rfc3339).unwrap_or_default()
+            ),
+        )
+    })
 }
 
 /// A person pinned the live version: it stays.
@@ -532,6 +556,7 @@ mod tests {
             worked: vec![],
             history_known: false,
             candidate_config: None,
+            went_live: None,
             samples: Some(5000.0),
             scaling: None,
             now_ms: 1,
@@ -859,5 +884,22 @@ mod tests {
             "{}",
             d.reason
         );
+    }
+
+    #[test]
+    fn a_version_live_longer_than_the_window_is_left_to_a_person() {
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let mut o = observed(&t, &a);
+        let now = OffsetDateTime::from_unix_timestamp(1_772_344_800).unwrap();
+        o.now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        o.went_live = Some(now - time::Duration::days(8));
+        let d = decide(&o);
+        assert_eq!(
+            (d.outcome, d.plan.is_empty()),
+            (Outcome::RollbackTooLate, true)
+        );
+        assert_eq!(d.outcome.severity(), Severity::NeedsPerson);
+        o.went_live = Some(now - time::Duration::days(6));
+        assert_eq!(decide(&o).outcome, Outcome::RolledBack);
     }
 }

@@ -43,6 +43,7 @@ pub async fn observe<'a>(
         worked: vec![],
         history_known: false,
         candidate_config: None,
+        went_live: None,
         samples: None,
         scaling: None,
         now_ms: now_ms(),
@@ -67,6 +68,7 @@ pub async fn observe<'a>(
                 None => None,
             };
             if let Some(served) = &obs.served {
+                obs.went_live = went_live(obs.in_flight.as_ref(), &served.arn, &ep);
                 obs.worked = worked(sm, ledger, &target.endpoint, served).await?;
                 obs.history_known = !obs.worked.is_empty();
                 let down_to = obs
@@ -161,6 +163,20 @@ async fn reusable_config(
         .await?
         .filter(|c| c.package_arn() == Some(arn))
         .map(|c| c.name))
+}
+
+/// When the served version went live: its deployment's verdict when the ledger has it, else the
+/// endpoint's last change (later than the truth for an adopted endpoint: the window is generous).
+fn went_live(
+    last: Option<&DeploymentRecord>,
+    served: &str,
+    ep: &lifecycle::endpoints::Endpoint,
+) -> Option<OffsetDateTime> {
+    let finished = last
+        .filter(|d| d.package_arn == served && d.status == DeploymentStatus::Succeeded)
+        .and_then(|d| d.finished_at)
+        .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok());
+    finished.or(ep.last_modified)
 }
 
 /// When the served version went live: the samples of a KPI count from then, so the version

@@ -621,6 +621,7 @@ mod tests {
             scale_up_alarms: vec![],
             scale_up_floor: None,
             max_alarm_hold_minutes: 60,
+            auto_rollback_days: 7,
         }
     }
 
