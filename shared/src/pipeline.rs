@@ -122,19 +122,12 @@ impl Pipeline<'_> {
             None => decision.reason,
         };
         let record = DecisionRecord {
-            subject: subject.key(),
-            at: OffsetDateTime::now_utc(),
-            function: self.function,
-            request_id: self.request_id.to_string(),
-            trigger: self.trigger.clone(),
             package: decision.package,
-            outcome,
-            reason,
             plan: decision.plan,
             results: results.iter().map(ToString::to_string).collect(),
             evidence: decision.evidence,
-            dry_run: self.executor.dry_run,
             changed,
+            ..self.record(&subject, outcome, reason)
         };
         self.conclude(subject, record, error).await
     }
@@ -176,26 +169,19 @@ impl Pipeline<'_> {
         f: &Failure,
     ) -> Result<Summary> {
         let next = crate::ledger::millis_rfc3339(f.last_at + retry_after(f.count));
+        let reason = format!(
+            "{} — not tried: the same plan failed {} time(s) since {} (last: {}); next try after {next}",
+            decision.reason,
+            f.count,
+            crate::ledger::millis_rfc3339(f.first_at),
+            f.error
+        );
         let record = DecisionRecord {
-            subject: subject.key(),
-            at: OffsetDateTime::now_utc(),
-            function: self.function,
-            request_id: self.request_id.to_string(),
-            trigger: self.trigger.clone(),
             package: decision.package,
-            outcome: Outcome::BackingOff,
-            reason: format!(
-                "{} — not tried: the same plan failed {} time(s) since {} (last: {}); next try after {next}",
-                decision.reason,
-                f.count,
-                crate::ledger::millis_rfc3339(f.first_at),
-                f.error
-            ),
             plan: decision.plan,
-            results: vec![],
             evidence: decision.evidence,
             dry_run: false,
-            changed: false,
+            ..self.record(&subject, Outcome::BackingOff, reason)
         };
         self.conclude(subject, record, None).await
     }
@@ -208,19 +194,8 @@ impl Pipeline<'_> {
         error: Error,
     ) -> Result<Summary> {
         let record = DecisionRecord {
-            subject: subject.key(),
-            at: OffsetDateTime::now_utc(),
-            function: self.function,
-            request_id: self.request_id.to_string(),
-            trigger: self.trigger.clone(),
             package,
-            outcome: Outcome::of_error(&error),
-            reason: error.to_string(),
-            plan: Plan::default(),
-            results: vec![],
-            evidence: Value::Null,
-            dry_run: self.executor.dry_run,
-            changed: false,
+            ..self.record(&subject, Outcome::of_error(&error), error.to_string())
         };
         match self.conclude(subject, record, Some(error.clone())).await {
             Ok(summary) => Ok(summary),
@@ -244,6 +219,25 @@ impl Pipeline<'_> {
             .await
             .map_err(|e| Error::aws("PutObject", e))?;
         Ok(format!("s3://{bucket}/{key}"))
+    }
+
+    /// A record of this invocation's decision about `subject`, with no plan or evidence yet.
+    fn record(&self, subject: &Subject, outcome: Outcome, reason: String) -> DecisionRecord {
+        DecisionRecord {
+            subject: subject.key(),
+            at: OffsetDateTime::now_utc(),
+            function: self.function,
+            request_id: self.request_id.to_string(),
+            trigger: self.trigger.clone(),
+            package: None,
+            outcome,
+            reason,
+            plan: Plan::default(),
+            results: vec![],
+            evidence: Value::Null,
+            dry_run: self.executor.dry_run,
+            changed: false,
+        }
     }
 
     async fn conclude(
