@@ -787,3 +787,47 @@ async fn a_rollback_cut_between_any_two_steps_completes_on_retry_and_the_rejecte
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_whose_alarm_does_not_recover_in_time_tells_a_person() {
+    let s = Scenario::new("recovery").await;
+    let (v1, _v2) = v2_live(&s).await;
+    // This deployer checks recovery at the first reconcile after the rollback is done.
+    let mut config = s.deployer.config.clone();
+    config.targets.0[0].recovery_minutes = 0;
+    let deployer = model_deployer::Deployer::new(s.fx.clients.clone(), config);
+    let run = |event: Value, id: &'static str| {
+        let deployer = &deployer;
+        let event = s.fx.event(event, id);
+        async move { model_deployer::handle(deployer, event).await.unwrap() }
+    };
+
+    set_alarm(
+        &s.setup.cloudwatch,
+        &s.alarm,
+        aws_sdk_cloudwatch::types::StateValue::Alarm,
+        "Threshold Crossed: 5XX errors 14 > 1",
+    )
+    .await;
+    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    s.fx.settle(&s.endpoint);
+    assert_eq!(
+        run(s.in_service_event(), "done").await.decisions[0].outcome,
+        Outcome::Deployed
+    );
+    assert_eq!(s.serving().await, v1);
+
+    // The 5XX alarm is still in ALARM after the rollback: a person hears it, once.
+    let d = &run(event_file("deployer-tick.json"), "check")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::NotRecovered, "{}", d.reason);
+    assert_eq!(d.severity, lifecycle::outcome::Severity::NeedsPerson);
+    let d = &run(event_file("deployer-tick.json"), "again")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::InSync, "{}", d.reason);
+}

@@ -48,6 +48,8 @@ pub struct Deployment<'a> {
     pub existing_config: Option<String>,
     /// Why, in words, for the endpoint call.
     pub why: String,
+    /// For a rollback: the alarm that caused it (it must recover afterwards).
+    pub cause_alarm: Option<String>,
 }
 
 /// Model, config, ledger record, then the endpoint call.
@@ -94,6 +96,8 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
                     .unwrap_or_default(),
                 alarms_seen: vec![],
                 confirmed: false,
+                cause_alarm: d.cause_alarm.clone(),
+                recovered: None,
             },
             expected: d.expected,
         },

@@ -58,4 +58,9 @@ pub struct DeploymentRecord {
     /// an endpoint back on its old config may be a call that failed (or whose answer was lost),
     /// not a rollback: it is never read as SageMaker's verdict.
     pub confirmed: bool,
+    /// For a rollback: the alarm that caused it, which must be OK again within the target's
+    /// `recovery_minutes` once the rollback is done.
+    pub cause_alarm: Option<String>,
+    /// Whether that alarm recovered, once checked.
+    pub recovered: Option<bool>,
 }

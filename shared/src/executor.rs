@@ -170,6 +170,15 @@ impl Executor<'_> {
                 endpoint,
                 requested_at,
             } => done(ledger.confirm_deployment(endpoint, *requested_at).await?),
+            Action::RecordRecovery {
+                endpoint,
+                requested_at,
+                recovered,
+            } => done(
+                ledger
+                    .record_recovery(endpoint, *requested_at, *recovered)
+                    .await?,
+            ),
             Action::FinishDeployment {
                 endpoint,
                 requested_at,

@@ -324,6 +324,11 @@ impl Ledger {
                 .and_then(|v| v.as_bool().ok())
                 .copied()
                 .unwrap_or(false),
+            cause_alarm: get_s(item, "cause_alarm"),
+            recovered: item
+                .get("recovered")
+                .and_then(|v| v.as_bool().ok())
+                .copied(),
         }))
     }
 
@@ -351,6 +356,9 @@ impl Ledger {
         if let Some(prev) = &r.previous_config {
             req = req.item("previous_config", s(prev));
         }
+        if let Some(alarm) = &r.cause_alarm {
+            req = req.item("cause_alarm", s(alarm));
+        }
         if !r.rollback_alarms.is_empty() {
             req = req.item(
                 "rollback_alarms",
@@ -371,6 +379,34 @@ impl Ledger {
                 Err(Error::Busy(r.endpoint.clone()))
             }
             Err(e) => Err(Error::aws("PutItem", e)),
+        }
+    }
+
+    /// Keeps whether a rollback's cause alarm recovered in time (checked once).
+    pub async fn record_recovery(
+        &self,
+        endpoint: &str,
+        requested_at: i64,
+        recovered: bool,
+    ) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(endpoint_key(endpoint)))
+            .key("sk", s("deployment"))
+            .update_expression("SET recovered = :r")
+            .condition_expression("requested_at = :seen")
+            .expression_attribute_values(":r", AttributeValue::Bool(recovered))
+            .expression_attribute_values(":seen", n(requested_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(Error::Busy(endpoint.to_string()))
+            }
+            Err(e) => Err(Error::aws("UpdateItem", e)),
         }
     }
 

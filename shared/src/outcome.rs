@@ -92,6 +92,8 @@ outcomes! {
     RollbackRefused => "rollback_refused", NeedsPerson;
     /// The live version has served longer than the target's automatic-rollback window.
     RollbackTooLate => "rollback_too_late", NeedsPerson;
+    /// The alarm that caused a rollback was not OK again in the target's `recovery_minutes`.
+    NotRecovered => "not_recovered", NeedsPerson;
     Inconclusive => "inconclusive", NeedsPerson;
     ScaledUp => "scaled_up", Acted;
     ScaleUpImpossible => "scale_up_impossible", NeedsPerson;

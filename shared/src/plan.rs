@@ -88,6 +88,12 @@ pub enum Action {
         endpoint: String,
         requested_at: i64,
     },
+    /// Keep whether a rollback's cause alarm recovered in time.
+    RecordRecovery {
+        endpoint: String,
+        requested_at: i64,
+        recovered: bool,
+    },
     /// Close the in-flight deployment with its verdict.
     FinishDeployment {
         endpoint: String,
@@ -152,6 +158,7 @@ action_kinds! {
     SetScaleInCooldown => "set_scale_in_cooldown";
     ConfirmDeployment => "confirm_deployment";
     FinishDeployment => "finish_deployment";
+    RecordRecovery => "record_recovery";
     ExportCatalog => "export_catalog";
     StartTrainingJob => "start_training_job";
 }

@@ -58,6 +58,11 @@ pub struct DeploymentTarget {
     /// an older version has been trusted long enough that a person decides.
     #[serde(default = "default_auto_rollback_days")]
     pub auto_rollback_days: i64,
+    /// After the alarm responder rolls back, the alarm that caused it must be OK again within this
+    /// many minutes of the rollback completing (0: on the first reconcile after it); else a person
+    /// is told the rollback did not recover.
+    #[serde(default = "default_recovery_minutes")]
+    pub recovery_minutes: i64,
 }
 
 /// A business-KPI alarm and the traffic it needs before it is believed.
@@ -120,6 +125,10 @@ fn default_alarm_hold() -> i64 {
 
 fn default_auto_rollback_days() -> i64 {
     7
+}
+
+fn default_recovery_minutes() -> i64 {
+    15
 }
 
 /// How SageMaker's blue/green update shifts traffic to the new fleet.
@@ -329,6 +338,12 @@ impl DeploymentTarget {
             return Err(format!(
                 "max_alarm_hold_minutes is {}, expected 1..=10080",
                 self.max_alarm_hold_minutes
+            ));
+        }
+        if !(0..=1440).contains(&self.recovery_minutes) {
+            return Err(format!(
+                "recovery_minutes is {}, expected 0..=1440",
+                self.recovery_minutes
             ));
         }
         if !(1..=365).contains(&self.auto_rollback_days) {

@@ -474,6 +474,7 @@ fn rollback_plan(
                 "roll back from version {} to {}, all at once",
                 served.version, candidate.version
             ),
+            cause_alarm: Some(alarm.clone()),
         },
         &mut plan,
     );
@@ -807,6 +808,8 @@ mod tests {
             rollback_alarms: vec![],
             alarms_seen: vec![],
             confirmed: true,
+            cause_alarm: None,
+            recovered: None,
         });
         let d = decide(&o);
         assert_eq!(d.outcome, Outcome::RolledBack);
@@ -876,6 +879,8 @@ mod tests {
             rollback_alarms: vec!["recs-5xx".into()],
             alarms_seen: vec![],
             confirmed: true,
+            cause_alarm: None,
+            recovered: None,
         });
         let d = decide(&o);
         assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Superseded, true));

@@ -1,6 +1,7 @@
 //! Reading what the decision needs from AWS. No writes here.
 
 use lifecycle::aws::Clients;
+use lifecycle::deployment::DeploymentStatus;
 use lifecycle::endpoints::{self, EndpointConfig};
 use lifecycle::error::{Error, Result};
 use lifecycle::ledger::{Ledger, now_ms};
@@ -70,6 +71,20 @@ pub async fn observe<'a>(
     }
 
     let alarms = alarm_states(clients, &target.rollback_alarms).await?;
+    // A rollback done and not yet checked: is the alarm that caused it OK again?
+    let cause = match in_flight
+        .as_ref()
+        .filter(|d| d.status == DeploymentStatus::Succeeded && d.recovered.is_none())
+    {
+        Some(d) => match &d.cause_alarm {
+            Some(alarm) => alarm_states(clients, std::slice::from_ref(alarm))
+                .await?
+                .into_iter()
+                .next(),
+            None => None,
+        },
+        None => None,
+    };
     Ok(Observed {
         target,
         endpoint,
@@ -78,6 +93,7 @@ pub async fn observe<'a>(
         candidates,
         in_flight,
         alarms,
+        cause,
         only_if_live,
         now_ms: now_ms(),
     })

@@ -69,6 +69,8 @@ pub struct Observed<'a> {
     pub in_flight: Option<DeploymentRecord>,
     /// The state of the target's rollback alarms now, and since when.
     pub alarms: Vec<AlarmNow>,
+    /// After a rollback by the responder, not checked yet: the alarm that caused it, now.
+    pub cause: Option<AlarmNow>,
     /// For a non-Approved registry event: act only if this package is served or in flight.
     pub only_if_live: Option<String>,
     pub now_ms: i64,
@@ -114,6 +116,9 @@ pub fn decide(obs: &Observed) -> Decision {
         return d.with_evidence(evidence);
     }
     let mut progress = verdict(obs, &mut evidence);
+    if let Some(d) = recovery(obs, &mut progress) {
+        return d.with_plan(progress.plan).with_evidence(evidence);
+    }
     let desired = choose(obs, &mut progress, &mut evidence);
     let decision = match desired {
         Some(c) if failed_before(obs, c) => {
@@ -373,6 +378,56 @@ fn guardrail_rollback(
     p.excluded.push(d.package_arn.clone());
 }
 
+/// After a rollback (seed 000: "verify CTR recovers within 15 minutes"): once `recovery_minutes`
+/// have passed since it was done, the alarm that caused it must be OK. Recovered is kept and the
+/// reconcile goes on; not recovered (or an alarm that cannot be read) needs a person, once.
+fn recovery(obs: &Observed, p: &mut Progress) -> Option<Decision> {
+    let cause = obs.cause.as_ref()?;
+    let d = obs.in_flight.as_ref()?;
+    let done = d.finished_at?;
+    let minutes = obs.target.recovery_minutes;
+    if obs.now_ms - done < minutes * 60_000 {
+        return None;
+    }
+    let recovered = !cause.in_alarm;
+    p.plan.push(
+        Action::RecordRecovery {
+            endpoint: d.endpoint.clone(),
+            requested_at: d.requested_at,
+            recovered,
+        },
+        format!(
+            "{} checked {minutes} min after the rollback to version {}",
+            cause.name, d.package_version
+        ),
+    );
+    if recovered {
+        p.news.push(format!(
+            "{} recovered after the rollback to version {}",
+            cause.name, d.package_version
+        ));
+        return None;
+    }
+    let state = if cause.missing {
+        "cannot be read"
+    } else {
+        "is still in ALARM"
+    };
+    Some(
+        Decision::new(
+            Outcome::NotRecovered,
+            with_news(
+                &p.news,
+                format!(
+                    "{} {state} {minutes} min after the rollback to version {} was done: the rollback did not recover; a person must look",
+                    cause.name, d.package_version
+                ),
+            ),
+        )
+        .with_package(Some(d.package_arn.clone())),
+    )
+}
+
 /// Desired: the newest Approved package that passes its gates. Newer ones that fail are rejected.
 fn choose<'o>(obs: &'o Observed, p: &mut Progress, evidence: &mut Value) -> Option<&'o Candidate> {
     let mut gates = Vec::new();
@@ -556,6 +611,7 @@ fn deploy_step(obs: &Observed, desired: &Candidate, mut p: Progress) -> Decision
             now_ms: obs.now_ms,
             existing_config: None,
             why,
+            cause_alarm: None,
         },
         &mut p.plan,
     );
@@ -622,6 +678,7 @@ mod tests {
             scale_up_floor: None,
             max_alarm_hold_minutes: 60,
             auto_rollback_days: 7,
+            recovery_minutes: 15,
         }
     }
 
@@ -685,6 +742,7 @@ mod tests {
             candidates: vec![passing(3), live(2)],
             in_flight: None,
             alarms: vec![],
+            cause: None,
             only_if_live: None,
             now_ms: 5_000,
         }
@@ -839,6 +897,8 @@ mod tests {
             rollback_alarms: t.rollback_alarms.clone(),
             alarms_seen: vec![],
             confirmed: true,
+            cause_alarm: None,
+            recovered: None,
         }
     }
 
@@ -1191,5 +1251,57 @@ mod tests {
         let d = decide(&obs);
         assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::BackingOff, true));
         assert!(d.reason.contains("failed in SageMaker"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_rollback_whose_alarm_stays_in_alarm_past_the_recovery_time_needs_a_person_once() {
+        let t = target();
+        let mut record = in_flight(&t, 1_000);
+        record.status = DeploymentStatus::Succeeded;
+        record.finished_at = Some(2_000);
+        record.cause_alarm = Some("recs-ctr".into());
+        record.package_arn = arn(2);
+        record.package_version = 2;
+        let still = AlarmNow {
+            name: "recs-ctr".into(),
+            ..firing_since(1_500)
+        };
+        let obs = Observed {
+            in_flight: Some(record),
+            cause: Some(still.clone()),
+            now_ms: 2_000 + 10 * 60_000,
+            candidates: vec![live(2)],
+            ..observed(&t)
+        };
+        assert_eq!(
+            decide(&obs).outcome,
+            Outcome::InSync,
+            "before its 15 minutes"
+        );
+        let late = Observed {
+            now_ms: 2_000 + 16 * 60_000,
+            ..obs.clone()
+        };
+        let d = decide(&late);
+        assert_eq!(d.outcome, Outcome::NotRecovered);
+        let Action::RecordRecovery { recovered, .. } = &d.plan.steps[0].action else {
+            panic!("{:?}", d.plan)
+        };
+        assert!(!recovered, "checked once, recorded as not recovered");
+        let ok = Observed {
+            cause: Some(AlarmNow {
+                in_alarm: false,
+                ..still
+            }),
+            ..late
+        };
+        let d = decide(&ok);
+        assert_eq!(d.outcome, Outcome::InSync);
+        assert!(d.plan.has(ActionKind::RecordRecovery));
+        assert!(
+            d.reason.contains("recovered after the rollback"),
+            "{}",
+            d.reason
+        );
     }
 }
