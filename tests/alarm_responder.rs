@@ -831,3 +831,40 @@ async fn a_rollback_whose_alarm_does_not_recover_in_time_tells_a_person() {
         .decisions[0];
     assert_eq!(d.outcome, Outcome::InSync, "{}", d.reason);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_sagemaker_undid_is_never_judged_against_what_serves_after_it() {
+    let s = Scenario::new("afterundone").await;
+    let v1 = s.with_v1_live().await;
+    create_alarm(&s.setup.cloudwatch, &s.ctr_alarm, &s.endpoint).await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    s.approve(&v2, "v2").await;
+    // Both alarms fire during the shift; the 5XX one makes SageMaker put v1 back.
+    for alarm in [&s.ctr_alarm, &s.alarm] {
+        set_alarm(
+            &s.setup.cloudwatch,
+            alarm,
+            aws_sdk_cloudwatch::types::StateValue::Alarm,
+            "Threshold Crossed",
+        )
+        .await;
+    }
+    respond(
+        &s,
+        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        "noted",
+    )
+    .await;
+    s.fx.settle(&s.endpoint);
+    // The deployer hears the state change first and records its verdict on v2.
+    assert_eq!(
+        s.endpoint_settled("verdict").await.decisions[0].outcome,
+        Outcome::RolledBack
+    );
+    let d = &respond(&s, s.in_service_event(), "in-service")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::Ignored, "{}", d.reason);
+    assert_eq!(status(&s.registry().package(&v1).await), "Approved");
+    assert_eq!(s.serving().await, v1);
+}

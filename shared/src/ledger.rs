@@ -63,6 +63,8 @@ pub struct Served {
     pub package_arn: String,
     pub package_version: i64,
     pub config: String,
+    /// When its deployment's verdict was recorded (epoch milliseconds).
+    pub finished_at: Option<i64>,
 }
 
 /// A plan that failed with an error a retry cannot help, remembered so the same plan is not tried
@@ -512,6 +514,7 @@ impl Ledger {
                     package_arn: get_s(i, "package_arn")?,
                     package_version: get_n(i, "package_version").unwrap_or_default(),
                     config: get_s(i, "config").unwrap_or_default(),
+                    finished_at: get_n(i, "finished_at"),
                 })
             })
             .collect())

@@ -115,8 +115,8 @@ impl Pipeline<'_> {
         };
         let changed = applied.results.iter().any(|r| r.status == StepStatus::Done);
         let Applied { results, error } = applied;
-        self.remember(&subject, outcome, fingerprint, remembered, &error, now)
-            .await?;
+        let starts_deployment = decision.plan.has(ActionKind::UpdateEndpoint)
+            || decision.plan.has(ActionKind::CreateEndpoint);
         let reason = match &error {
             Some(e) => format!("{} — stopped: {e}", decision.reason),
             None => decision.reason,
@@ -129,14 +129,25 @@ impl Pipeline<'_> {
             changed,
             ..self.record(&subject, outcome, reason)
         };
-        self.conclude(subject, record, error).await
+        let key = subject.key();
+        let summary = self.conclude(subject, record, error.clone()).await?;
+        // After the record: a failure to remember never loses the record of what was done.
+        let resolves = |f: &Failure| f.fingerprint == fingerprint || starts_deployment;
+        let remembered = remembered.filter(|f| error.is_some() || resolves(f));
+        if let Err(e) = self
+            .remember(&key, outcome, fingerprint, remembered, &error, now)
+            .await
+        {
+            tracing::warn!(subject = %key, error = %e, "failure memory not updated");
+        }
+        Ok(summary)
     }
 
     /// Keeps a permanent failure (counting repeats of the same plan), or forgets it once the
     /// subject's plan succeeds or changes.
     async fn remember(
         &self,
-        subject: &Subject,
+        subject: &str,
         outcome: Outcome,
         fingerprint: String,
         remembered: Option<Failure>,
@@ -146,7 +157,9 @@ impl Pipeline<'_> {
         let ledger = self.executor.ledger;
         match (outcome, error) {
             (Outcome::Failed, Some(e)) => {
-                let again = remembered.filter(|f| f.fingerprint == fingerprint);
+                // The same plan again, within a day of its last failure, counts as a repeat.
+                let again = remembered
+                    .filter(|f| f.fingerprint == fingerprint && now - f.last_at < 24 * 3_600_000);
                 let failure = Failure {
                     fingerprint,
                     error: e.to_string(),
@@ -154,9 +167,9 @@ impl Pipeline<'_> {
                     last_at: now,
                     count: again.as_ref().map_or(1, |f| f.count + 1),
                 };
-                ledger.put_failure(&subject.key(), &failure).await
+                ledger.put_failure(subject, &failure).await
             }
-            (_, None) if remembered.is_some() => ledger.clear_failure(&subject.key()).await,
+            (_, None) if remembered.is_some() => ledger.clear_failure(subject).await,
             _ => Ok(()),
         }
     }

@@ -62,6 +62,28 @@ async fn still_firing(
     let Some(d) = responder.ledger.deployment(endpoint).await? else {
         return Ok(Err(format!("no deployment of {endpoint} is recorded")));
     };
+    // Only an update that put its own version live is judged here: a rollback's own update is the
+    // recovery check's (the deployer's), and an update SageMaker undid or that failed is the
+    // deployer's verdict, never a reason to reject what serves now.
+    let live = lifecycle::endpoints::describe(&responder.clients.sagemaker, endpoint).await?;
+    let went_live = live.as_ref().is_some_and(|ep| ep.config_name == d.config);
+    let judged = matches!(
+        d.status,
+        lifecycle::deployment::DeploymentStatus::InProgress
+            | lifecycle::deployment::DeploymentStatus::Succeeded
+    );
+    if !went_live || !judged || d.cause_alarm.is_some() {
+        return Ok(Err(format!(
+            "{endpoint} is not serving a new version from its last update (version {}, {:?}{}): nothing to judge",
+            d.package_version,
+            d.status,
+            if d.cause_alarm.is_some() {
+                ", a rollback"
+            } else {
+                ""
+            }
+        )));
+    }
     let noted: Vec<String> = d
         .alarms_seen
         .iter()
@@ -79,6 +101,8 @@ async fn still_firing(
         .cloudwatch
         .describe_alarms()
         .set_alarm_names(Some(noted.clone()))
+        .alarm_types(aws_sdk_cloudwatch::types::AlarmType::MetricAlarm)
+        .alarm_types(aws_sdk_cloudwatch::types::AlarmType::CompositeAlarm)
         .send()
         .await
         .map_err(|e| Error::aws("DescribeAlarms", e))?;
@@ -87,27 +111,56 @@ async fn still_firing(
     let time = |t: Option<&aws_smithy_types::DateTime>| {
         t.and_then(|t| OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok())
     };
-    let firing = out.metric_alarms().iter().find_map(|a| {
-        let since = time(a.state_transitioned_timestamp()).or(time(a.state_updated_timestamp()))?;
-        // To the second, as the deployer reads alarm times.
-        let after = since.unix_timestamp() >= began.unix_timestamp();
-        (a.state_value() == Some(&StateValue::Alarm) && after).then(|| AlarmStateChange {
-            alarm_name: a.alarm_name().unwrap_or_default().to_string(),
-            alarm_arn: a.alarm_arn().map(str::to_string),
-            state: AlarmState {
-                value: "ALARM".into(),
-                reason: a.state_reason().unwrap_or_default().to_string(),
-                reason_data_raw: a.state_reason_data().map(str::to_string),
-                timestamp: since,
-                actions_suppressed_by: None,
-                actions_suppressed_reason: None,
-            },
-            previous_state: None,
-            configuration: AlarmConfiguration::default(),
-            alarm_tags: Default::default(),
-            mute_detail: None,
+    let states = out
+        .metric_alarms()
+        .iter()
+        .map(|a| {
+            let since =
+                time(a.state_transitioned_timestamp()).or(time(a.state_updated_timestamp()));
+            (
+                a.alarm_name(),
+                a.alarm_arn(),
+                a.state_value(),
+                a.state_reason(),
+                a.state_reason_data(),
+                since,
+            )
         })
-    });
+        .chain(out.composite_alarms().iter().map(|a| {
+            let since =
+                time(a.state_transitioned_timestamp()).or(time(a.state_updated_timestamp()));
+            (
+                a.alarm_name(),
+                a.alarm_arn(),
+                a.state_value(),
+                a.state_reason(),
+                a.state_reason_data(),
+                since,
+            )
+        }));
+    let firing = states
+        .filter_map(|(name, arn, state, reason, data, since)| {
+            let since = since?;
+            // To the second, as the deployer reads alarm times.
+            let after = since.unix_timestamp() >= began.unix_timestamp();
+            (state == Some(&StateValue::Alarm) && after).then(|| AlarmStateChange {
+                alarm_name: name.unwrap_or_default().to_string(),
+                alarm_arn: arn.map(str::to_string),
+                state: AlarmState {
+                    value: "ALARM".into(),
+                    reason: reason.unwrap_or_default().to_string(),
+                    reason_data_raw: data.map(str::to_string),
+                    timestamp: since,
+                    actions_suppressed_by: None,
+                    actions_suppressed_reason: None,
+                },
+                previous_state: None,
+                configuration: AlarmConfiguration::default(),
+                alarm_tags: Default::default(),
+                mute_detail: None,
+            })
+        })
+        .next();
     Ok(firing.ok_or_else(|| {
         format!(
             "the alarms noted during the update of {endpoint} ({}) are no longer in ALARM",

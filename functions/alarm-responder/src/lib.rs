@@ -287,7 +287,7 @@ impl Context<'_> {
         // alarm can still be judged once the endpoint is back in service.
         let judged = !matches!(
             summary.outcome,
-            Outcome::Noted | Outcome::Failed | Outcome::Retrying
+            Outcome::Noted | Outcome::Failed | Outcome::Retrying | Outcome::BackingOff
         );
         if !r.config.dry_run && judged {
             let marked = r

@@ -7,7 +7,7 @@ use lifecycle::deployment::{DeploymentRecord, DeploymentStatus};
 use lifecycle::endpoints::{self, EndpointConfig, tags};
 use lifecycle::error::{Error, Result};
 use lifecycle::events::AlarmStateChange;
-use lifecycle::ledger::{Ledger, now_ms};
+use lifecycle::ledger::{Ledger, Served, now_ms};
 use lifecycle::registry::{self, Approval, ModelPackage};
 use lifecycle::scaling;
 use lifecycle::targets::KpiAlarm;
@@ -68,8 +68,9 @@ pub async fn observe<'a>(
                 None => None,
             };
             if let Some(served) = &obs.served {
-                obs.went_live = went_live(obs.in_flight.as_ref(), &served.arn, &ep);
-                obs.worked = worked(sm, ledger, &target.endpoint, served).await?;
+                let history = ledger.served(&target.endpoint).await?;
+                obs.went_live = went_live(&history, obs.in_flight.as_ref(), &served.arn, &ep);
+                obs.worked = worked(sm, &history, served).await?;
                 obs.history_known = !obs.worked.is_empty();
                 let down_to = obs
                     .worked
@@ -103,13 +104,12 @@ pub async fn observe<'a>(
 /// record), described, most recent first; each once.
 async fn worked(
     sm: &aws_sdk_sagemaker::Client,
-    ledger: &Ledger,
-    endpoint: &str,
+    history: &[Served],
     served: &ModelPackage,
 ) -> Result<Vec<ModelPackage>> {
     let mut seen = vec![served.arn.clone()];
     let mut out = vec![];
-    for s in ledger.served(endpoint).await? {
+    for s in history {
         if seen.contains(&s.package_arn) || out.len() == MAX_OLDER {
             continue;
         }
@@ -165,18 +165,29 @@ async fn reusable_config(
         .map(|c| c.name))
 }
 
-/// When the served version went live: its deployment's verdict when the ledger has it, else the
-/// endpoint's last change (later than the truth for an adopted endpoint: the window is generous).
+/// When the served version went live: its most recent success in the ledger's history, else its
+/// deployment's verdict, else (an endpoint the ledger has no history of) the endpoint's last
+/// change, later than the truth: the window is then generous.
 fn went_live(
+    history: &[Served],
     last: Option<&DeploymentRecord>,
     served: &str,
     ep: &lifecycle::endpoints::Endpoint,
 ) -> Option<OffsetDateTime> {
-    let finished = last
-        .filter(|d| d.package_arn == served && d.status == DeploymentStatus::Succeeded)
-        .and_then(|d| d.finished_at)
-        .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok());
-    finished.or(ep.last_modified)
+    let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
+    let recorded = history
+        .iter()
+        .find(|s| s.package_arn == served)
+        .and_then(|s| s.finished_at)
+        .or_else(|| {
+            last.filter(|d| d.package_arn == served && d.status == DeploymentStatus::Succeeded)
+                .and_then(|d| d.finished_at)
+        });
+    match recorded {
+        Some(ms) => at(ms),
+        None if history.is_empty() => ep.last_modified,
+        None => None,
+    }
 }
 
 /// When the served version went live: the samples of a KPI count from then, so the version

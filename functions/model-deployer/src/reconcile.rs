@@ -112,7 +112,10 @@ pub fn decide(obs: &Observed) -> Decision {
         "serving_config": obs.endpoint.as_ref().map(|e| &e.config_name),
         "serving_package": obs.served_package(),
     });
-    if let Some(d) = relevant(obs).or_else(|| endpoint_owner(obs)) {
+    if let Some(d) = relevant(obs)
+        .or_else(|| endpoint_owner(obs))
+        .or_else(|| rollback_in_flight(obs))
+    {
         return d.with_evidence(evidence);
     }
     let mut progress = verdict(obs, &mut evidence);
@@ -141,10 +144,12 @@ pub fn decide(obs: &Observed) -> Decision {
         Some(c) if obs.endpoint.is_some() && obs.served_package() == Some(c.arn.as_str()) => {
             in_sync(obs, c, &progress)
         }
-        Some(c) => match held_by_alarm(obs, c, &progress) {
-            Some(held) => held,
-            None => return deploy_step(obs, c, progress).with_evidence(evidence),
-        },
+        Some(c) => {
+            match held_by_alarm(obs, c, &progress).or_else(|| recovery_pending(obs, c, &progress)) {
+                Some(held) => held,
+                None => return deploy_step(obs, c, progress).with_evidence(evidence),
+            }
+        }
     };
     decision.with_plan(progress.plan).with_evidence(evidence)
 }
@@ -206,6 +211,32 @@ fn endpoint_owner(obs: &Observed) -> Option<Decision> {
                 ep.name, ep.status
             ),
         )
+    })
+}
+
+/// How long the deployer leaves a rollback the responder started but did not finish to the
+/// responder's retries (Lambda retries an event for up to 15 minutes, see the template).
+const ROLLBACK_RETRY_MS: i64 = 15 * 60_000;
+
+/// The responder wrote a rollback record but its update has not taken effect (a cut, or a lost
+/// answer): its retry finishes it, with the version that worked. The deployer must not deploy its
+/// own choice over it meanwhile.
+fn rollback_in_flight(obs: &Observed) -> Option<Decision> {
+    let d = obs
+        .open_deployment()
+        .filter(|d| d.cause_alarm.is_some() && !d.confirmed)?;
+    let ep = obs.endpoint.as_ref()?;
+    let untouched = ep.config_name != d.config && !modified_since(ep, d.requested_at);
+    let young = obs.now_ms - d.requested_at < ROLLBACK_RETRY_MS;
+    (untouched && young).then(|| {
+        Decision::new(
+            Outcome::Waiting,
+            format!(
+                "the alarm responder's rollback of {} to version {} is in flight (its retry finishes it); nothing deployed over it",
+                ep.name, d.package_version
+            ),
+        )
+        .with_package(Some(d.package_arn.clone()))
     })
 }
 
@@ -310,6 +341,7 @@ fn guardrail_rollback(
     let before: Vec<&AlarmNow> = obs
         .alarms
         .iter()
+        .filter(|a| d.rollback_alarms.contains(&a.name))
         .filter(|a| a.in_alarm && !a.changed_since(d.requested_at))
         .collect();
     let finish = || Action::FinishDeployment {
@@ -523,6 +555,29 @@ fn failed_before(obs: &Observed, c: &Candidate) -> bool {
         .is_some_and(|d| d.status == DeploymentStatus::Failed && d.package_arn == c.arn)
 }
 
+/// A rollback's recovery not checked yet: nothing new deploys over its record before it is.
+fn recovery_pending(obs: &Observed, desired: &Candidate, p: &Progress) -> Option<Decision> {
+    if p.plan.has(ActionKind::RecordRecovery) {
+        return None; // checked in this very decision
+    }
+    let cause = obs.cause.as_ref()?;
+    let d = obs.in_flight.as_ref()?;
+    let due = d.finished_at? + obs.target.recovery_minutes * 60_000;
+    Some(
+        Decision::new(
+            Outcome::Waiting,
+            format!(
+                "version {} waits: the rollback to version {} is checked for the recovery of {} at {} first",
+                desired.version,
+                d.package_version,
+                cause.name,
+                millis_rfc3339(due)
+            ),
+        )
+        .with_package(Some(desired.arn.clone())),
+    )
+}
+
 /// No deployment starts while a rollback alarm is in ALARM: SageMaker would roll it back at once
 /// and the new version would be blamed for what was already wrong. It starts on the first
 /// reconcile after the alarm is OK; a wait longer than the target allows needs a person.
@@ -605,7 +660,18 @@ fn deploy_step(obs: &Observed, desired: &Candidate, mut p: Progress) -> Decision
                 strategy: target.strategy.clone(),
                 bake_seconds: target.bake_seconds,
                 timeout_seconds: target.timeout_seconds,
-                rollback_alarms: target.rollback_alarms.clone(),
+                // Only a remedial deployment (what serves is no longer Approved) starts while an
+                // alarm fires; that alarm judged the old version, so it cannot guard the new one.
+                rollback_alarms: target
+                    .rollback_alarms
+                    .iter()
+                    .filter(|a| {
+                        !obs.alarms
+                            .iter()
+                            .any(|n| &n.name == *a && n.in_alarm && !n.missing)
+                    })
+                    .cloned()
+                    .collect(),
             }),
             expected: p.expected,
             now_ms: obs.now_ms,
@@ -1300,6 +1366,80 @@ mod tests {
         assert!(d.plan.has(ActionKind::RecordRecovery));
         assert!(
             d.reason.contains("recovered after the rollback"),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn the_deployer_never_deploys_over_a_rollback_the_responder_has_not_finished() {
+        let t = target();
+        let mut rollback = in_flight(&t, 5_000);
+        rollback.cause_alarm = Some("recs-5xx".into());
+        rollback.confirmed = false;
+        let obs = Observed {
+            // Still on v2's config, untouched since the rollback was requested.
+            endpoint: Some(endpoint(EndpointStatus::InService, "cfg-v2", 1_000)),
+            in_flight: Some(rollback),
+            now_ms: 5_000 + 60_000,
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Waiting, true));
+        assert!(d.reason.contains("in flight"), "{}", d.reason);
+        // Past the responder's retries, the deployer takes over.
+        let late = Observed {
+            now_ms: 5_000 + 16 * 60_000,
+            ..obs
+        };
+        assert_eq!(decide(&late).outcome, Outcome::Deploying);
+    }
+
+    #[test]
+    fn a_remedial_deployment_is_not_guarded_by_the_alarm_that_judged_the_old_version() {
+        let t = target();
+        let obs = Observed {
+            candidates: vec![passing(3)], // v2 serves, no longer Approved
+            alarms: vec![firing_since(1_000)],
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::Deploying);
+        let Some(Action::UpdateEndpoint {
+            rollout: Some(r), ..
+        }) = d
+            .plan
+            .steps
+            .iter()
+            .map(|s| &s.action)
+            .find(|a| a.kind() == ActionKind::UpdateEndpoint)
+        else {
+            panic!("{:?}", d.plan)
+        };
+        assert!(r.rollback_alarms.is_empty(), "{:?}", r.rollback_alarms);
+    }
+
+    #[test]
+    fn nothing_new_deploys_before_a_rollbacks_recovery_is_checked() {
+        let t = target();
+        let mut record = in_flight(&t, 1_000);
+        record.status = DeploymentStatus::Succeeded;
+        record.finished_at = Some(2_000);
+        record.cause_alarm = Some("recs-ctr".into());
+        record.package_arn = arn(2);
+        let obs = Observed {
+            in_flight: Some(record),
+            cause: Some(AlarmNow {
+                name: "recs-ctr".into(),
+                ..firing_since(1_500)
+            }),
+            now_ms: 2_000 + 60_000,
+            ..observed(&t)
+        };
+        let d = decide(&obs);
+        assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Waiting, true));
+        assert!(
+            d.reason.contains("checked for the recovery"),
             "{}",
             d.reason
         );
