@@ -125,13 +125,20 @@ fn during_update(obs: &Observed, ep: &Endpoint) -> Option<Decision> {
     }
     let target = obs.route.target;
     let mut plan = Plan::default();
-    plan.push(
-        Action::NoteAlarm {
-            endpoint: target.endpoint.clone(),
-            alarm: obs.alarm.alarm_name.clone(),
-        },
-        "kept with the deployment in progress, so the deployer's verdict carries it",
-    );
+    // Only an alarm that fired after the update began speaks of it (to the second, as the
+    // deployer reads alarm times); an older one is not added to its evidence.
+    let during = obs.in_flight.as_ref().is_none_or(|d| {
+        obs.alarm.state.timestamp.unix_timestamp() >= d.requested_at.div_euclid(1000)
+    });
+    if during {
+        plan.push(
+            Action::NoteAlarm {
+                endpoint: target.endpoint.clone(),
+                alarm: obs.alarm.alarm_name.clone(),
+            },
+            "kept with the deployment in progress, so the deployer's verdict carries it",
+        );
+    }
     let reason = format!(
         "{} is {:?}: SageMaker's guardrails own it; {} recorded against the deployment in progress",
         target.endpoint, ep.status, obs.alarm.alarm_name
@@ -906,5 +913,32 @@ mod tests {
         assert_eq!(d.outcome.severity(), Severity::NeedsPerson);
         o.went_live = Some(now - time::Duration::days(6));
         assert_eq!(decide(&o).outcome, Outcome::RolledBack);
+    }
+
+    #[test]
+    fn an_alarm_older_than_the_update_is_not_noted_against_it() {
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let mut o = observed(&t, &a);
+        o.endpoint = Some(endpoint(EndpointStatus::Updating, 2));
+        let fired_ms = a.state.timestamp.unix_timestamp() * 1000;
+        o.in_flight = Some(DeploymentRecord {
+            endpoint: "recs-prod".into(),
+            config: "recs-prod-v4-def".into(),
+            package_arn: package(4, Approval::Approved, false).arn,
+            package_version: 4,
+            previous_config: Some("recs-prod-v3-abc".into()),
+            requested_at: fired_ms + 60_000,
+            finished_at: None,
+            status: DeploymentStatus::InProgress,
+            rollback_alarms: vec!["recs-5xx".into()],
+            alarms_seen: vec![],
+            confirmed: true,
+            cause_alarm: None,
+            recovered: None,
+        });
+        let d = decide(&o);
+        assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Noted, true));
+        o.in_flight.as_mut().unwrap().requested_at = fired_ms - 60_000;
+        assert_eq!(decide(&o).plan.kinds(), [ActionKind::NoteAlarm]);
     }
 }
