@@ -129,6 +129,18 @@ class Demo:
                 Threshold=threshold,
                 ComparisonOperator="GreaterThanThreshold",
             )
+        # The business KPI alarm (click-through rate per endpoint), as the application publishes it.
+        self.cw.put_metric_alarm(
+            AlarmName=ALARM_CTR,
+            Namespace=KPI_NAMESPACE,
+            MetricName="ClickThroughRate",
+            Dimensions=[{"Name": "EndpointName", "Value": ENDPOINT}],
+            Statistic="Average",
+            Period=300,
+            EvaluationPeriods=1,
+            Threshold=7.5,
+            ComparisonOperator="LessThanThreshold",
+        )
         self.register("Approved", {**GOOD, "validation_loss": "0.33"})  # v1
         self.register("Approved", GOOD)  # v2
 

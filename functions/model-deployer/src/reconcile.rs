@@ -418,10 +418,12 @@ fn recovery(obs: &Observed, p: &mut Progress) -> Option<Decision> {
     let d = obs.in_flight.as_ref()?;
     let done = d.finished_at?;
     let minutes = obs.target.recovery_minutes;
-    if obs.now_ms - done < minutes * 60_000 {
+    let recovered = !cause.in_alarm;
+    // Before its time, only a recovery is recorded (what still fires gets the rest of its time;
+    // meanwhile nothing new deploys over the rollback, see `recovery_pending`).
+    if obs.now_ms - done < minutes * 60_000 && !recovered {
         return None;
     }
-    let recovered = !cause.in_alarm;
     p.plan.push(
         Action::RecordRecovery {
             endpoint: d.endpoint.clone(),
@@ -429,7 +431,7 @@ fn recovery(obs: &Observed, p: &mut Progress) -> Option<Decision> {
             recovered,
         },
         format!(
-            "{} checked {minutes} min after the rollback to version {}",
+            "{} checked after the rollback to version {}",
             cause.name, d.package_version
         ),
     );
