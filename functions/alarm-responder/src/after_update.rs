@@ -96,18 +96,31 @@ async fn still_firing(
             d.package_version
         )));
     }
-    let out = responder
-        .clients
-        .cloudwatch
+    let began = OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.requested_at) * 1_000_000)
+        .map_err(|e| Error::InvalidData(format!("deployment time: {e}")))?;
+    let firing = firing_since(&responder.clients.cloudwatch, &noted, began).await?;
+    Ok(firing.ok_or_else(|| {
+        format!(
+            "the alarms noted during the update of {endpoint} ({}) are no longer in ALARM",
+            noted.join(", ")
+        )
+    }))
+}
+
+/// The first of these alarms in ALARM whose state changed at or after `began`, as an alarm event.
+async fn firing_since(
+    cw: &aws_sdk_cloudwatch::Client,
+    noted: &[String],
+    began: OffsetDateTime,
+) -> Result<Option<AlarmStateChange>> {
+    let out = cw
         .describe_alarms()
-        .set_alarm_names(Some(noted.clone()))
+        .set_alarm_names(Some(noted.to_vec()))
         .alarm_types(aws_sdk_cloudwatch::types::AlarmType::MetricAlarm)
         .alarm_types(aws_sdk_cloudwatch::types::AlarmType::CompositeAlarm)
         .send()
         .await
         .map_err(|e| Error::aws("DescribeAlarms", e))?;
-    let began = OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.requested_at) * 1_000_000)
-        .map_err(|e| Error::InvalidData(format!("deployment time: {e}")))?;
     let time = |t: Option<&aws_smithy_types::DateTime>| {
         t.and_then(|t| OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok())
     };
@@ -161,10 +174,5 @@ async fn still_firing(
             })
         })
         .next();
-    Ok(firing.ok_or_else(|| {
-        format!(
-            "the alarms noted during the update of {endpoint} ({}) are no longer in ALARM",
-            noted.join(", ")
-        )
-    }))
+    Ok(firing)
 }

@@ -401,6 +401,31 @@ fn rollback_candidate<'o>(
     }
 }
 
+/// A deployment whose verdict the deployer has not recorded yet is closed first, with the verdict
+/// the endpoint shows, so the rollback's record never replaces a pending one.
+fn close_pending(d: &DeploymentRecord, ep: &Endpoint) -> (Action, String) {
+    let (status, why) = if ep.config_name == d.config {
+        (
+            DeploymentStatus::Succeeded,
+            format!("version {} went live on {}", d.package_version, d.config),
+        )
+    } else {
+        (
+            DeploymentStatus::Abandoned,
+            format!(
+                "{} is on {}, not on {}: superseded by the rollback",
+                ep.name, ep.config_name, d.config
+            ),
+        )
+    };
+    let action = Action::FinishDeployment {
+        endpoint: d.endpoint.clone(),
+        requested_at: d.requested_at,
+        status,
+    };
+    (action, why)
+}
+
 /// Reject the bad version (unless a person already did), then deploy the candidate all at once.
 fn rollback_plan(
     obs: &Observed,
@@ -430,35 +455,12 @@ fn rollback_plan(
             format!("version {} is bad: {alarm} fired on it", served.version),
         );
     }
-    // A deployment whose verdict the deployer has not recorded yet is closed first, with the
-    // verdict the endpoint shows, so the rollback's record never replaces a pending one.
     let pending = obs
         .in_flight
         .as_ref()
         .filter(|d| d.status == DeploymentStatus::InProgress);
-    if let Some(d) = pending {
-        let (status, why) = if ep.config_name == d.config {
-            (
-                DeploymentStatus::Succeeded,
-                format!("version {} went live on {}", d.package_version, d.config),
-            )
-        } else {
-            (
-                DeploymentStatus::Abandoned,
-                format!(
-                    "{} is on {}, not on {}: superseded by the rollback",
-                    ep.name, ep.config_name, d.config
-                ),
-            )
-        };
-        plan.push(
-            Action::FinishDeployment {
-                endpoint: d.endpoint.clone(),
-                requested_at: d.requested_at,
-                status,
-            },
-            why,
-        );
+    if let Some((action, why)) = pending.map(|d| close_pending(d, ep)) {
+        plan.push(action, why);
     }
     let expected = pending.map(|d| d.requested_at);
     deploy::plan(

@@ -353,25 +353,7 @@ fn guardrail_rollback(
         json!({"package": d.package_arn, "config": d.config, "alarms": obs.alarms});
     p.verdict = Some(Outcome::RolledBack);
     if during.is_empty() && before.is_empty() {
-        // Ended on the old config and no rollback alarm explains it (or there were none to watch,
-        // as in an all-at-once rollback): SageMaker's update failed. Not the package's verdict.
-        let why = format!(
-            "the update of {} to version {} ended on {} with no rollback alarm to explain it: \
-             SageMaker's update failed (capacity, a model that does not start); not blamed, a person must look",
-            ep.name, d.package_version, ep.config_name
-        );
-        p.plan.push(
-            Action::FinishDeployment {
-                endpoint: d.endpoint.clone(),
-                requested_at: d.requested_at,
-                status: DeploymentStatus::Failed,
-            },
-            why.clone(),
-        );
-        p.news.push(why);
-        p.verdict = Some(Outcome::UpdateFailed);
-        p.excluded.push(d.package_arn.clone());
-        return;
+        return update_failed(ep, d, p);
     }
     if during.is_empty() {
         let names: Vec<&str> = before.iter().map(|a| a.name.as_str()).collect();
@@ -460,6 +442,27 @@ fn recovery(obs: &Observed, p: &mut Progress) -> Option<Decision> {
         )
         .with_package(Some(d.package_arn.clone())),
     )
+}
+
+/// Ended on the old config and no rollback alarm explains it (or there were none to watch, as in
+/// an all-at-once rollback): SageMaker's update failed. Not the package's verdict; a person looks.
+fn update_failed(ep: &Endpoint, d: &DeploymentRecord, p: &mut Progress) {
+    let why = format!(
+        "the update of {} to version {} ended on {} with no rollback alarm to explain it: \
+         SageMaker's update failed (capacity, a model that does not start); not blamed, a person must look",
+        ep.name, d.package_version, ep.config_name
+    );
+    p.plan.push(
+        Action::FinishDeployment {
+            endpoint: d.endpoint.clone(),
+            requested_at: d.requested_at,
+            status: DeploymentStatus::Failed,
+        },
+        why.clone(),
+    );
+    p.news.push(why);
+    p.verdict = Some(Outcome::UpdateFailed);
+    p.excluded.push(d.package_arn.clone());
 }
 
 /// Desired: the newest Approved package that passes its gates. Newer ones that fail are rejected.
