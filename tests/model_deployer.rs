@@ -722,3 +722,54 @@ async fn a_guardrail_verdict_cut_between_its_steps_completes_on_retry() {
         assert_eq!(s.serving().await, v1, "{op}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_tag_that_contradicts_the_model_is_not_believed() {
+    use aws_sdk_sagemaker::types::Tag;
+    let s = Scenario::new("forged").await;
+    let v1 = s.registry().register("Approved", PASSING).await;
+    let v2 = s.registry().register("Approved", PASSING).await;
+    // A config made by hand from v1's model, tagged as if it served v2.
+    s.endpoint_by_hand(&v1).await;
+    let sm = &s.setup.sagemaker;
+    let config = s
+        .endpoint()
+        .await
+        .endpoint_config_name()
+        .unwrap()
+        .to_string();
+    let arn = sm
+        .describe_endpoint_config()
+        .endpoint_config_name(&config)
+        .send()
+        .await
+        .unwrap()
+        .endpoint_config_arn()
+        .unwrap()
+        .to_string();
+    sm.add_tags()
+        .resource_arn(arn)
+        .tags(
+            Tag::builder()
+                .key(lifecycle::endpoints::tags::PACKAGE_ARN)
+                .value(&v2)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let d = &s
+        .run(event_file("deployer-tick.json"), "tick")
+        .await
+        .unwrap()
+        .decisions[0];
+    assert_ne!(
+        d.outcome,
+        Outcome::InSync,
+        "the tag says v2, the model serves v1: {}",
+        d.reason
+    );
+    assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+    assert_eq!(d.package.as_deref(), Some(v2.as_str()));
+}

@@ -118,22 +118,35 @@ pub async fn served_by(
     config: &EndpointConfig,
     variant: Option<&str>,
 ) -> Result<Option<ModelPackage>> {
-    let arn = match config.package_arn() {
-        Some(arn) => Some(arn.to_string()),
-        None => {
-            let v = match variant {
-                Some(name) => config.variant(name),
-                None => config.variants.first(),
-            };
-            match v.and_then(|v| v.model_name()) {
-                Some(model) => endpoints::model_package_of(sm, model).await?,
-                None => None,
-            }
-        }
-    };
-    match arn {
+    match served_arn(sm, config, variant).await? {
         Some(arn) => describe(sm, &arn).await,
         None => Ok(None),
+    }
+}
+
+/// The ARN of the package an endpoint config serves, as far as it can be told: the package its
+/// variant's model was created from, else (a model made from an image) the config's tag. A tag
+/// that contradicts the model is not believed (anyone who may tag a config could otherwise make
+/// the suite see another version live): unknown.
+pub async fn served_arn(
+    sm: &aws_sdk_sagemaker::Client,
+    config: &EndpointConfig,
+    variant: Option<&str>,
+) -> Result<Option<String>> {
+    let v = match variant {
+        Some(name) => config.variant(name),
+        None => config.variants.first(),
+    };
+    let from_model = match v.and_then(|v| v.model_name()) {
+        Some(model) => endpoints::model_package_of(sm, model).await?,
+        None => None,
+    };
+    match (config.package_arn(), from_model) {
+        (Some(tag), Some(model)) if tag != model => {
+            tracing::warn!(config = %config.name, tag, model, "package tag contradicts the model: unknown");
+            Ok(None)
+        }
+        (tag, model) => Ok(model.or(tag.map(str::to_string))),
     }
 }
 

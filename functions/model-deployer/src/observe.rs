@@ -2,7 +2,7 @@
 
 use lifecycle::aws::Clients;
 use lifecycle::deployment::DeploymentStatus;
-use lifecycle::endpoints::{self, EndpointConfig};
+use lifecycle::endpoints;
 use lifecycle::error::{Error, Result};
 use lifecycle::ledger::{Ledger, now_ms};
 use lifecycle::registry::{self, Approval, ModelPackage};
@@ -33,7 +33,7 @@ pub async fn observe<'a>(
         _ => None,
     };
     let served = match &live_config {
-        Some(c) => served_package(sm, c, &target.variant).await?,
+        Some(c) => registry::served_arn(sm, c, Some(&target.variant)).await?,
         None => None,
     };
     let in_flight = ledger.deployment(&target.endpoint).await?;
@@ -97,23 +97,6 @@ pub async fn observe<'a>(
         only_if_live,
         now_ms: now_ms(),
     })
-}
-
-/// The package the live config serves: its tag, for configs the suite made; else the package its
-/// variant's model was created from, for an endpoint the suite adopts (made by hand or by an
-/// earlier tool), so the version it already serves is recognised, not deployed again.
-async fn served_package(
-    sm: &aws_sdk_sagemaker::Client,
-    config: &EndpointConfig,
-    variant: &str,
-) -> Result<Option<String>> {
-    if let Some(arn) = config.package_arn() {
-        return Ok(Some(arn.to_string()));
-    }
-    match config.variant(variant).and_then(|v| v.model_name()) {
-        Some(model) => endpoints::model_package_of(sm, model).await,
-        None => Ok(None),
-    }
 }
 
 /// A package's evaluation results: its metadata, and its ModelQuality statistics from S3; and why
