@@ -283,14 +283,28 @@ impl Pipeline<'_> {
     }
 }
 
-/// What a plan is, for telling a repeat of a failed one: its actions and its package (the data
-/// of a step, such as a request time, changes on every try).
+/// What a plan is, for telling a repeat of a failed one: its actions with their data, but not
+/// the times that change on every try (a request time, the record it expects). A plan that differs
+/// in anything else (a person fixed the instance type, a new version) is not a repeat.
 fn fingerprint(decision: &Decision) -> String {
+    fn timeless(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| !matches!(k.as_str(), "requested_at" | "expected" | "reason"));
+                m.values_mut().for_each(timeless);
+            }
+            Value::Array(a) => a.iter_mut().for_each(timeless),
+            _ => {}
+        }
+    }
+    let mut plan = serde_json::to_value(&decision.plan).unwrap_or_default();
+    timeless(&mut plan);
     let kinds: Vec<&str> = decision.plan.kinds().iter().map(|k| k.as_str()).collect();
     format!(
-        "{}|{}",
+        "{}|{}|{}",
         kinds.join(","),
-        decision.package.as_deref().unwrap_or("")
+        decision.package.as_deref().unwrap_or(""),
+        crate::names::fingerprint(&[&plan.to_string()])
     )
 }
 
@@ -341,5 +355,31 @@ mod tests {
         assert_eq!(retry_after(1), 15 * 60_000);
         assert_eq!(retry_after(2), 30 * 60_000);
         assert_eq!(retry_after(20), 24 * 3_600_000);
+    }
+
+    #[test]
+    fn a_retry_of_the_same_plan_is_a_repeat_and_a_changed_plan_is_not() {
+        use crate::plan::Action;
+        let plan = |requested_at: i64, config: &str| {
+            let mut p = Plan::default();
+            p.push(
+                Action::ConfirmDeployment {
+                    endpoint: "e".into(),
+                    requested_at,
+                },
+                "why",
+            );
+            p.push(
+                Action::UpdateEndpoint {
+                    endpoint: "e".into(),
+                    config: config.into(),
+                    rollout: None,
+                },
+                format!("try at {requested_at}"),
+            );
+            Decision::new(Outcome::Deploying, "d").with_plan(p)
+        };
+        assert_eq!(fingerprint(&plan(1, "c1")), fingerprint(&plan(2, "c1")));
+        assert_ne!(fingerprint(&plan(1, "c1")), fingerprint(&plan(1, "c2")));
     }
 }
