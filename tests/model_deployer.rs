@@ -773,3 +773,99 @@ async fn a_package_tag_that_contradicts_the_model_is_not_believed() {
     assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
     assert_eq!(d.package.as_deref(), Some(v2.as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn autoscaling_is_deregistered_for_an_instance_type_change_and_restored_after_it() {
+    use aws_sdk_applicationautoscaling::types::{
+        MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace,
+        TargetTrackingScalingPolicyConfiguration,
+    };
+    let s = Scenario::new("resize").await;
+    s.with_v1_live().await;
+    let aas = &s.setup.autoscaling;
+    let resource = format!("endpoint/{}/variant/AllTraffic", s.endpoint);
+    aas.register_scalable_target()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(&resource)
+        .min_capacity(2)
+        .max_capacity(6)
+        .send()
+        .await
+        .unwrap();
+    aas.put_scaling_policy()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(&resource)
+        .policy_name("invocations")
+        .policy_type(PolicyType::TargetTrackingScaling)
+        .target_tracking_scaling_policy_configuration(
+            TargetTrackingScalingPolicyConfiguration::builder()
+                .target_value(70.0)
+                .predefined_metric_specification(
+                    PredefinedMetricSpecification::builder()
+                        .predefined_metric_type(MetricType::SageMakerVariantInvocationsPerInstance)
+                        .build()
+                        .unwrap(),
+                )
+                .scale_in_cooldown(600)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The target moves to a larger instance type: SageMaker refuses that update while the
+    // variant is registered for autoscaling.
+    let mut config = s.deployer.config.clone();
+    config.targets.0[0].instance_type = "ml.m5.2xlarge".into();
+    let deployer = model_deployer::Deployer::new(s.fx.clients.clone(), config);
+    let v2 = s.registry().register("Approved", PASSING).await;
+    let event =
+        s.fx.event(s.package_event("model-package-approved.json", &v2), "v2");
+    let d = &model_deployer::handle(&deployer, event)
+        .await
+        .unwrap()
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+    assert!(
+        d.actions.contains(&ActionKind::DeregisterScaling),
+        "{:?}",
+        d.actions
+    );
+
+    s.fx.settle(&s.endpoint);
+    let event = s.fx.event(s.in_service_event(), "live");
+    let d = &model_deployer::handle(&deployer, event)
+        .await
+        .unwrap()
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::Deployed, "{}", d.reason);
+    assert_eq!(
+        d.actions,
+        [ActionKind::RestoreScaling, ActionKind::FinishDeployment]
+    );
+    assert_eq!(s.serving().await, v2);
+    let targets = aas
+        .describe_scalable_targets()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .resource_ids(&resource)
+        .send()
+        .await
+        .unwrap();
+    let t = &targets.scalable_targets()[0];
+    assert_eq!((t.min_capacity(), t.max_capacity()), (2, 6));
+    let policies = aas
+        .describe_scaling_policies()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .resource_id(&resource)
+        .send()
+        .await
+        .unwrap();
+    let p = &policies.scaling_policies()[0];
+    let c = p.target_tracking_scaling_policy_configuration().unwrap();
+    assert_eq!(
+        (p.policy_name(), c.target_value(), c.scale_in_cooldown()),
+        ("invocations", 70.0, Some(600))
+    );
+}

@@ -50,6 +50,8 @@ pub struct Deployment<'a> {
     pub why: String,
     /// For a rollback: the alarm that caused it (it must recover afterwards).
     pub cause_alarm: Option<String>,
+    /// The live variant's autoscaling, when the update must deregister it first.
+    pub scaling: Option<crate::scaling::Snapshot>,
 }
 
 /// Model, config, ledger record, then the endpoint call.
@@ -98,11 +100,20 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
                 confirmed: false,
                 cause_alarm: d.cause_alarm.clone(),
                 recovered: None,
+                scaling: d.scaling.clone(),
             },
             expected: d.expected,
         },
         "recorded before the call, so a retry or a concurrent invocation finds it",
     );
+    if let Some(s) = &d.scaling {
+        plan.push(
+            Action::DeregisterScaling {
+                resource_id: s.resource_id.clone(),
+            },
+            "SageMaker refuses this update while the variant is registered for autoscaling; restored after it",
+        );
+    }
     match d.endpoint {
         Some(_) => plan.push(
             Action::UpdateEndpoint {

@@ -63,4 +63,7 @@ pub struct DeploymentRecord {
     pub cause_alarm: Option<String>,
     /// Whether that alarm recovered, once checked.
     pub recovered: Option<bool>,
+    /// The live variant's autoscaling, deregistered for this update: restored on the variant that
+    /// serves once the verdict is in.
+    pub scaling: Option<crate::scaling::Snapshot>,
 }

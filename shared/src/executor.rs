@@ -170,6 +170,16 @@ impl Executor<'_> {
                 endpoint,
                 requested_at,
             } => done(ledger.confirm_deployment(endpoint, *requested_at).await?),
+            Action::DeregisterScaling { resource_id } => {
+                match scaling::deregister(aas, resource_id).await? {
+                    true => Effect::Done("deregistered".into()),
+                    false => Effect::AlreadyDone("already deregistered"),
+                }
+            }
+            Action::RestoreScaling {
+                resource_id,
+                snapshot,
+            } => done(scaling::restore(aas, resource_id, snapshot).await?),
             Action::RecordRecovery {
                 endpoint,
                 requested_at,

@@ -327,6 +327,7 @@ impl Ledger {
                 .copied()
                 .unwrap_or(false),
             cause_alarm: get_s(item, "cause_alarm"),
+            scaling: get_s(item, "scaling").and_then(|j| serde_json::from_str(&j).ok()),
             recovered: item
                 .get("recovered")
                 .and_then(|v| v.as_bool().ok())
@@ -360,6 +361,10 @@ impl Ledger {
         }
         if let Some(alarm) = &r.cause_alarm {
             req = req.item("cause_alarm", s(alarm));
+        }
+        if let Some(snapshot) = &r.scaling {
+            let json = serde_json::to_string(snapshot).unwrap_or_default();
+            req = req.item("scaling", s(json));
         }
         if !r.rollback_alarms.is_empty() {
             req = req.item(

@@ -88,6 +88,17 @@ pub enum Action {
         endpoint: String,
         requested_at: i64,
     },
+    /// Deregister a variant's autoscaling before an update SageMaker refuses while it is
+    /// registered (an instance type change, a renamed variant); the snapshot to restore it from
+    /// is in the deployment record.
+    DeregisterScaling {
+        resource_id: String,
+    },
+    /// Register `resource_id` with the snapshot's bounds and put its policies back.
+    RestoreScaling {
+        resource_id: String,
+        snapshot: crate::scaling::Snapshot,
+    },
     /// Keep whether a rollback's cause alarm recovered in time.
     RecordRecovery {
         endpoint: String,
@@ -159,6 +170,8 @@ action_kinds! {
     ConfirmDeployment => "confirm_deployment";
     FinishDeployment => "finish_deployment";
     RecordRecovery => "record_recovery";
+    DeregisterScaling => "deregister_scaling";
+    RestoreScaling => "restore_scaling";
     ExportCatalog => "export_catalog";
     StartTrainingJob => "start_training_job";
 }

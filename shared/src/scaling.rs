@@ -1,7 +1,7 @@
 //! Application Auto Scaling of SageMaker variants: the floor (MinCapacity) under a variant.
 
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -101,5 +101,133 @@ pub async fn set_scale_in_cooldown(
         .send()
         .await
         .map_err(|e| Error::aws("PutScalingPolicy", e))?;
+    Ok(())
+}
+
+/// A target-tracking policy, as much of it as a restore needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackingPolicy {
+    pub name: String,
+    pub target_value: f64,
+    /// `SageMakerVariantInvocationsPerInstance`, ...
+    pub predefined_metric: String,
+    pub scale_in_cooldown: Option<i32>,
+    pub scale_out_cooldown: Option<i32>,
+    pub disable_scale_in: Option<bool>,
+}
+
+/// What a variant's autoscaling was, kept while it is deregistered around an update SageMaker
+/// refuses otherwise, and restored from afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub resource_id: String,
+    pub min: i32,
+    pub max: i32,
+    pub policies: Vec<TrackingPolicy>,
+    /// Policies that cannot be restored from this snapshot (step scaling, customized metrics).
+    pub unsupported: Vec<String>,
+}
+
+/// The variant's scalable target and its policies, if it is registered.
+pub async fn snapshot(
+    client: &aws_sdk_applicationautoscaling::Client,
+    endpoint: &str,
+    variant: &str,
+) -> Result<Option<Snapshot>> {
+    let Some(target) = describe(client, endpoint, variant).await? else {
+        return Ok(None);
+    };
+    let out = client
+        .describe_scaling_policies()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .resource_id(&target.resource_id)
+        .send()
+        .await
+        .map_err(|e| Error::aws("DescribeScalingPolicies", e))?;
+    let (mut policies, mut unsupported) = (vec![], vec![]);
+    for p in out.scaling_policies() {
+        let name = p.policy_name().to_string();
+        let tracking = p.target_tracking_scaling_policy_configuration();
+        match tracking.and_then(|c| Some((c, c.predefined_metric_specification()?))) {
+            Some((c, metric)) => policies.push(TrackingPolicy {
+                name,
+                target_value: c.target_value(),
+                predefined_metric: metric.predefined_metric_type().as_str().to_string(),
+                scale_in_cooldown: c.scale_in_cooldown(),
+                scale_out_cooldown: c.scale_out_cooldown(),
+                disable_scale_in: c.disable_scale_in(),
+            }),
+            None => unsupported.push(name),
+        }
+    }
+    Ok(Some(Snapshot {
+        resource_id: target.resource_id,
+        min: target.min,
+        max: target.max,
+        policies,
+        unsupported,
+    }))
+}
+
+/// DeregisterScalableTarget (its policies go with it). Already gone counts as done.
+pub async fn deregister(
+    client: &aws_sdk_applicationautoscaling::Client,
+    resource_id: &str,
+) -> Result<bool> {
+    let res = client
+        .deregister_scalable_target()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(resource_id)
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if crate::error::error_code(&e) == Some("ObjectNotFoundException") => Ok(false),
+        Err(e) => Err(Error::aws("DeregisterScalableTarget", e)),
+    }
+}
+
+/// Registers `resource_id` with the snapshot's bounds and puts back its policies.
+pub async fn restore(
+    client: &aws_sdk_applicationautoscaling::Client,
+    resource_id: &str,
+    s: &Snapshot,
+) -> Result<()> {
+    use aws_sdk_applicationautoscaling::types::{
+        MetricType, PolicyType, PredefinedMetricSpecification,
+        TargetTrackingScalingPolicyConfiguration,
+    };
+    let target = ScalableTarget {
+        resource_id: resource_id.to_string(),
+        min: s.min,
+        max: s.max,
+    };
+    register(client, &target).await?;
+    for p in &s.policies {
+        let metric = PredefinedMetricSpecification::builder()
+            .predefined_metric_type(MetricType::from(p.predefined_metric.as_str()))
+            .build()
+            .map_err(|e| Error::InvalidData(format!("policy {}: {e}", p.name)))?;
+        let config = TargetTrackingScalingPolicyConfiguration::builder()
+            .target_value(p.target_value)
+            .predefined_metric_specification(metric)
+            .set_scale_in_cooldown(p.scale_in_cooldown)
+            .set_scale_out_cooldown(p.scale_out_cooldown)
+            .set_disable_scale_in(p.disable_scale_in)
+            .build()
+            .map_err(|e| Error::InvalidData(format!("policy {}: {e}", p.name)))?;
+        client
+            .put_scaling_policy()
+            .service_namespace(ServiceNamespace::Sagemaker)
+            .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+            .resource_id(resource_id)
+            .policy_name(&p.name)
+            .policy_type(PolicyType::TargetTrackingScaling)
+            .target_tracking_scaling_policy_configuration(config)
+            .send()
+            .await
+            .map_err(|e| Error::aws("PutScalingPolicy", e))?;
+    }
     Ok(())
 }

@@ -172,6 +172,32 @@ class Endpoints:
         self.deployments: list[Deployment] = []
         self.lock = threading.Lock()
 
+    @staticmethod
+    def refuse_if_autoscaled(account: str, region: str, endpoint: str, new_config: Any) -> None:
+        """SageMaker refuses an update that removes, renames or changes the instance type of a
+        variant registered with Application Auto Scaling: it must be deregistered first."""
+        from moto.applicationautoscaling.models import applicationautoscaling_backends
+
+        scaling = applicationautoscaling_backends[account][region]
+        registered = {
+            resource_id.split("/variant/", 1)[1]
+            for targets in scaling.targets.values()
+            for resource_id in targets
+            if resource_id.startswith(f"endpoint/{endpoint}/variant/")
+        }
+        if not registered:
+            return
+        sm = sagemaker_backends[account][region]
+        current = sm.endpoint_configs[sm.endpoints[endpoint].endpoint_config_name]
+        types = {v["VariantName"]: v.get("InstanceType") for v in current.production_variants}
+        new = {v["VariantName"]: v.get("InstanceType") for v in new_config.production_variants}
+        for variant in registered:
+            if variant not in new or new[variant] != types.get(variant):
+                raise ValidationException(
+                    f"The variant {variant} of endpoint {endpoint} is registered for automatic scaling: "
+                    "deregister it before an update that changes its instance type or removes it."
+                )
+
     def update(self, account: str, region: str, request: dict[str, Any]) -> dict[str, Any]:
         backend = sagemaker_backends[account][region]
         name = request.get("EndpointName")
@@ -187,6 +213,7 @@ class Endpoints:
         with self.lock:
             if endpoint.endpoint_status != "InService":
                 raise ValidationException(f'Cannot update in-progress endpoint "{endpoint.arn}".')
+            self.refuse_if_autoscaled(account, region, name, backend.endpoint_configs[config])
             deployment_config = request.get("DeploymentConfig")
             if deployment_config is None and request.get("RetainDeploymentConfig"):
                 deployment_config = getattr(endpoint, "last_deployment_config", None)

@@ -484,6 +484,7 @@ fn rollback_plan(
                 served.version, candidate.version
             ),
             cause_alarm: Some(alarm.clone()),
+            scaling: None,
         },
         &mut plan,
     );
@@ -819,6 +820,7 @@ mod tests {
             confirmed: true,
             cause_alarm: None,
             recovered: None,
+            scaling: None,
         });
         let d = decide(&o);
         assert_eq!(d.outcome, Outcome::RolledBack);
@@ -890,6 +892,7 @@ mod tests {
             confirmed: true,
             cause_alarm: None,
             recovered: None,
+            scaling: None,
         });
         let d = decide(&o);
         assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Superseded, true));
@@ -937,6 +940,7 @@ mod tests {
             confirmed: true,
             cause_alarm: None,
             recovered: None,
+            scaling: None,
         });
         let d = decide(&o);
         assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Noted, true));

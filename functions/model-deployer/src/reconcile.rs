@@ -71,6 +71,8 @@ pub struct Observed<'a> {
     pub alarms: Vec<AlarmNow>,
     /// After a rollback by the responder, not checked yet: the alarm that caused it, now.
     pub cause: Option<AlarmNow>,
+    /// The live variant's autoscaling, when the next update must deregister it first.
+    pub scaling: Option<lifecycle::scaling::Snapshot>,
     /// For a non-Approved registry event: act only if this package is served or in flight.
     pub only_if_live: Option<String>,
     pub now_ms: i64,
@@ -119,6 +121,7 @@ pub fn decide(obs: &Observed) -> Decision {
         return d.with_evidence(evidence);
     }
     let mut progress = verdict(obs, &mut evidence);
+    restore_scaling(obs, &mut progress);
     if let Some(d) = recovery(obs, &mut progress) {
         return d.with_plan(progress.plan).with_evidence(evidence);
     }
@@ -145,7 +148,10 @@ pub fn decide(obs: &Observed) -> Decision {
             in_sync(obs, c, &progress)
         }
         Some(c) => {
-            match held_by_alarm(obs, c, &progress).or_else(|| recovery_pending(obs, c, &progress)) {
+            match held_by_alarm(obs, c, &progress)
+                .or_else(|| recovery_pending(obs, c, &progress))
+                .or_else(|| scaling_unrestorable(obs, c))
+            {
                 Some(held) => held,
                 None => return deploy_step(obs, c, progress).with_evidence(evidence),
             }
@@ -312,6 +318,42 @@ fn verdict(obs: &Observed, evidence: &mut Value) -> Progress {
         Some(_) => p.expected = Some(d.requested_at),
     }
     p
+}
+
+/// A deployment that deregistered the live variant's autoscaling gets it back, on the variant that
+/// serves now, before its verdict is recorded: a failure stops the plan there and the next
+/// reconcile tries again, so autoscaling is never lost with a closed record.
+fn restore_scaling(obs: &Observed, p: &mut Progress) {
+    let Some(d) = obs.open_deployment() else {
+        return;
+    };
+    let (Some(snapshot), Some(ep)) = (&d.scaling, &obs.endpoint) else {
+        return;
+    };
+    let Some(at) = p
+        .plan
+        .steps
+        .iter()
+        .position(|s| s.action.kind() == ActionKind::FinishDeployment)
+    else {
+        return;
+    };
+    let resource_id = if ep.config_name == d.config {
+        lifecycle::scaling::resource_id(&ep.name, &obs.target.variant)
+    } else {
+        snapshot.resource_id.clone()
+    };
+    let step = lifecycle::plan::Step {
+        action: Action::RestoreScaling {
+            resource_id: resource_id.clone(),
+            snapshot: snapshot.clone(),
+        },
+        reason: format!(
+            "autoscaling {}-{} and its policies back on {resource_id}, as they were before the update",
+            snapshot.min, snapshot.max
+        ),
+    };
+    p.plan.steps.insert(at, step);
 }
 
 /// SageMaker put the old config back: the package is rejected with the evidence, unless every
@@ -560,6 +602,25 @@ fn failed_before(obs: &Observed, c: &Candidate) -> bool {
         .is_some_and(|d| d.status == DeploymentStatus::Failed && d.package_arn == c.arn)
 }
 
+/// The update must deregister the live variant's autoscaling, and some of its policies could not
+/// be put back (step scaling, a customized metric): a person does this one.
+fn scaling_unrestorable(obs: &Observed, desired: &Candidate) -> Option<Decision> {
+    let s = obs.scaling.as_ref().filter(|s| !s.unsupported.is_empty())?;
+    Some(
+        Decision::new(
+            Outcome::Blocked,
+            format!(
+                "version {} needs {} deregistered from autoscaling for its update (instance type or variant changes), \
+                 but its policies {} cannot be restored by the suite; a person must deploy it",
+                desired.version,
+                s.resource_id,
+                s.unsupported.join(", ")
+            ),
+        )
+        .with_package(Some(desired.arn.clone())),
+    )
+}
+
 /// A rollback's recovery not checked yet: nothing new deploys over its record before it is.
 fn recovery_pending(obs: &Observed, desired: &Candidate, p: &Progress) -> Option<Decision> {
     if p.plan.has(ActionKind::RecordRecovery) {
@@ -683,6 +744,7 @@ fn deploy_step(obs: &Observed, desired: &Candidate, mut p: Progress) -> Decision
             existing_config: None,
             why,
             cause_alarm: None,
+            scaling: obs.scaling.clone(),
         },
         &mut p.plan,
     );
@@ -814,6 +876,7 @@ mod tests {
             in_flight: None,
             alarms: vec![],
             cause: None,
+            scaling: None,
             only_if_live: None,
             now_ms: 5_000,
         }
@@ -970,6 +1033,7 @@ mod tests {
             confirmed: true,
             cause_alarm: None,
             recovered: None,
+            scaling: None,
         }
     }
 
