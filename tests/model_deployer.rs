@@ -821,8 +821,35 @@ async fn autoscaling_is_deregistered_for_an_instance_type_change_and_restored_af
     config.targets.0[0].instance_type = "ml.m5.2xlarge".into();
     let deployer = model_deployer::Deployer::new(s.fx.clients.clone(), config);
     let v2 = s.registry().register("Approved", PASSING).await;
-    let event =
-        s.fx.event(s.package_event("model-package-approved.json", &v2), "v2");
+    let approval = s.package_event("model-package-approved.json", &v2);
+    let bounds = || async {
+        let out = aas
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Sagemaker)
+            .resource_ids(&resource)
+            .send()
+            .await
+            .unwrap();
+        out.scalable_targets()
+            .first()
+            .map(|t| (t.min_capacity(), t.max_capacity()))
+    };
+
+    // The update fails after the deregister: the executor puts autoscaling back at once.
+    local_aws().control(
+        "faults",
+        Some(json!({"throttle_share": 1.0, "operations": ["UpdateEndpoint"], "access_key": s.fx.key})),
+    );
+    let failed = model_deployer::handle(&deployer, s.fx.event(approval.clone(), "cut")).await;
+    local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
+    assert!(failed.unwrap_err().is_retryable());
+    assert_eq!(
+        bounds().await,
+        Some((2, 6)),
+        "restored after the failed update"
+    );
+
+    let event = s.fx.event(approval, "v2");
     let d = &model_deployer::handle(&deployer, event)
         .await
         .unwrap()
@@ -833,6 +860,7 @@ async fn autoscaling_is_deregistered_for_an_instance_type_change_and_restored_af
         "{:?}",
         d.actions
     );
+    assert_eq!(bounds().await, None, "deregistered for the update");
 
     s.fx.settle(&s.endpoint);
     let event = s.fx.event(s.in_service_event(), "live");

@@ -107,11 +107,15 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
         "recorded before the call, so a retry or a concurrent invocation finds it",
     );
     if let Some(s) = &d.scaling {
-        plan.push(
+        plan.push_with_undo(
             Action::DeregisterScaling {
                 resource_id: s.resource_id.clone(),
             },
             "SageMaker refuses this update while the variant is registered for autoscaling; restored after it",
+            Action::RestoreScaling {
+                resource_id: s.resource_id.clone(),
+                snapshot: s.clone(),
+            },
         );
     }
     match d.endpoint {

@@ -122,6 +122,7 @@ impl Executor<'_> {
                         detail: format!("failed: {e}"),
                     });
                     applied.error = Some(e);
+                    self.undo(plan, &mut applied).await;
                     break;
                 }
             };
@@ -133,6 +134,29 @@ impl Executor<'_> {
             });
         }
         applied
+    }
+
+    /// After a failure: puts back what the steps that ran changed and said how to undo, newest
+    /// first. Best effort: each result is kept; the plan's error stays the one that stopped it.
+    async fn undo(&self, plan: &Plan, applied: &mut Applied) {
+        let ran = applied.results.len().saturating_sub(1);
+        for step in plan.steps[..ran].iter().rev() {
+            let Some(undo) = &step.undo else {
+                continue;
+            };
+            let action = undo.kind();
+            let (status, detail) = match Box::pin(self.run(undo)).await {
+                Ok(Effect::Done(d)) => (StepStatus::Done, format!("undone: {d}")),
+                Ok(Effect::AlreadyDone(d)) => (StepStatus::AlreadyDone, format!("undone: {d}")),
+                Err(e) => (StepStatus::Failed, format!("undo failed: {e}")),
+            };
+            info!(%action, result = %detail, "undo");
+            applied.results.push(StepResult {
+                action,
+                status,
+                detail,
+            });
+        }
     }
 
     async fn run(&self, action: &Action) -> Result<Effect> {

@@ -188,6 +188,10 @@ pub struct Step {
     #[serde(flatten)]
     pub action: Action,
     pub reason: String,
+    /// What puts this step's change back if a later step of the plan fails (the executor runs
+    /// it then): a deregistered autoscaling is never left off by an update that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<Box<Action>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -201,6 +205,16 @@ impl Plan {
         self.steps.push(Step {
             action,
             reason: reason.into(),
+            undo: None,
+        });
+    }
+
+    /// A step, and what puts it back should a later step fail.
+    pub fn push_with_undo(&mut self, action: Action, reason: impl Into<String>, undo: Action) {
+        self.steps.push(Step {
+            action,
+            reason: reason.into(),
+            undo: Some(Box::new(undo)),
         });
     }
 

@@ -484,7 +484,9 @@ fn rollback_plan(
                 served.version, candidate.version
             ),
             cause_alarm: Some(alarm.clone()),
-            scaling: None,
+            // A pending deployment that deregistered the variant's autoscaling: its snapshot
+            // moves to the rollback's record, so the deployer restores it once the rollback is in.
+            scaling: pending.and_then(|d| d.scaling.clone()),
         },
         &mut plan,
     );

@@ -109,6 +109,66 @@ struct Progress {
 }
 
 pub fn decide(obs: &Observed) -> Decision {
+    settle_scaling(obs, decide_step(obs))
+}
+
+/// A deployment that deregistered autoscaling but whose update never took effect, when this
+/// decision does not try it again (held, in sync, backing off): autoscaling goes back now, on the
+/// variant that serves, and the record is closed; it is never left off while the suite waits.
+fn settle_scaling(obs: &Observed, mut d: Decision) -> Decision {
+    let Some(rec) = obs.open_deployment() else {
+        return d;
+    };
+    let (Some(snapshot), Some(ep)) = (&rec.scaling, &obs.endpoint) else {
+        return d;
+    };
+    let untouched = ep.status == EndpointStatus::InService && ep.config_name != rec.config;
+    let handled = [
+        ActionKind::UpdateEndpoint,
+        ActionKind::CreateEndpoint,
+        ActionKind::RestoreScaling,
+    ]
+    .iter()
+    .any(|k| d.plan.has(*k));
+    if !untouched || handled || d.outcome == Outcome::Waiting {
+        return d;
+    }
+    let resource_id = restore_target(ep, &snapshot.resource_id, None);
+    d.plan.push(
+        Action::RestoreScaling {
+            resource_id: resource_id.clone(),
+            snapshot: snapshot.clone(),
+        },
+        format!("the update that deregistered {resource_id} has not taken effect and is not tried now: autoscaling back as it was"),
+    );
+    d.plan.push(
+        Action::FinishDeployment {
+            endpoint: rec.endpoint.clone(),
+            requested_at: rec.requested_at,
+            status: DeploymentStatus::Abandoned,
+        },
+        "not tried again now; a later reconcile starts afresh",
+    );
+    d
+}
+
+/// The variant to restore autoscaling on: `preferred` when the endpoint has it, else the one the
+/// snapshot was taken from, else the endpoint's first variant.
+fn restore_target(ep: &Endpoint, snapshot_resource: &str, preferred: Option<&str>) -> String {
+    let has = |v: &str| ep.variants.iter().any(|l| l.name == v);
+    let from_snapshot = snapshot_resource
+        .rsplit("/variant/")
+        .next()
+        .unwrap_or_default();
+    let variant = preferred
+        .filter(|v| has(v))
+        .or(Some(from_snapshot).filter(|v| has(v)))
+        .or(ep.variants.first().map(|v| v.name.as_str()))
+        .unwrap_or(from_snapshot);
+    lifecycle::scaling::resource_id(&ep.name, variant)
+}
+
+fn decide_step(obs: &Observed) -> Decision {
     let mut evidence = json!({
         "endpoint_status": obs.endpoint.as_ref().map(|e| &e.status),
         "serving_config": obs.endpoint.as_ref().map(|e| &e.config_name),
@@ -338,11 +398,8 @@ fn restore_scaling(obs: &Observed, p: &mut Progress) {
     else {
         return;
     };
-    let resource_id = if ep.config_name == d.config {
-        lifecycle::scaling::resource_id(&ep.name, &obs.target.variant)
-    } else {
-        snapshot.resource_id.clone()
-    };
+    let preferred = (ep.config_name == d.config).then_some(obs.target.variant.as_str());
+    let resource_id = restore_target(ep, &snapshot.resource_id, preferred);
     let step = lifecycle::plan::Step {
         action: Action::RestoreScaling {
             resource_id: resource_id.clone(),
@@ -352,6 +409,7 @@ fn restore_scaling(obs: &Observed, p: &mut Progress) {
             "autoscaling {}-{} and its policies back on {resource_id}, as they were before the update",
             snapshot.min, snapshot.max
         ),
+        undo: None,
     };
     p.plan.steps.insert(at, step);
 }
@@ -744,7 +802,12 @@ fn deploy_step(obs: &Observed, desired: &Candidate, mut p: Progress) -> Decision
             existing_config: None,
             why,
             cause_alarm: None,
-            scaling: obs.scaling.clone(),
+            // Deregistered by an earlier try whose update then failed: the record holds the
+            // snapshot, and the new record must keep it.
+            scaling: obs
+                .scaling
+                .clone()
+                .or_else(|| obs.open_deployment().and_then(|d| d.scaling.clone())),
         },
         &mut p.plan,
     );
