@@ -896,4 +896,41 @@ async fn autoscaling_is_deregistered_for_an_instance_type_change_and_restored_af
         (p.policy_name(), c.target_value(), c.scale_in_cooldown()),
         ("invocations", 70.0, Some(600))
     );
+
+    // An alarm on v2: the responder's rollback goes back to v1's config, on the old instance
+    // type, so it too deregisters first; the deployer restores autoscaling once v1 is back.
+    let alarm = {
+        let mut e = event_file("alarm-5xx.json");
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .replace('Z', "+0000");
+        e["detail"]["alarmName"] = json!(s.alarm);
+        e["detail"]["state"]["timestamp"] = json!(now);
+        e
+    };
+    let d = &s.respond(alarm, "fire").await.unwrap().decisions[0];
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    assert!(
+        d.actions.contains(&ActionKind::DeregisterScaling),
+        "{:?}",
+        d.actions
+    );
+    s.fx.settle(&s.endpoint);
+    let event = s.fx.event(s.in_service_event(), "back");
+    let d = &model_deployer::handle(&deployer, event)
+        .await
+        .unwrap()
+        .decisions[0];
+    assert!(
+        d.actions.contains(&ActionKind::RestoreScaling),
+        "{:?} {}",
+        d.actions,
+        d.reason
+    );
+    assert_eq!(
+        bounds().await,
+        Some((2, 6)),
+        "autoscaling back after the rollback"
+    );
 }

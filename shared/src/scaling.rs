@@ -231,3 +231,23 @@ pub async fn restore(
     }
     Ok(())
 }
+
+/// The live variant's autoscaling, when SageMaker would refuse an update to `variant` on
+/// `instance_type` while it is registered (a changed instance type, a renamed variant).
+pub async fn refused_update(
+    client: &aws_sdk_applicationautoscaling::Client,
+    endpoint: &str,
+    live: &crate::endpoints::EndpointConfig,
+    variant: &str,
+    instance_type: &str,
+) -> Result<Option<Snapshot>> {
+    let Some(v) = live.variant(variant).or(live.variants.first()) else {
+        return Ok(None);
+    };
+    let name = v.variant_name().unwrap_or_default();
+    let same_type = v.instance_type().map(|t| t.as_str()) == Some(instance_type);
+    if name == variant && same_type {
+        return Ok(None);
+    }
+    snapshot(client, endpoint, name).await
+}

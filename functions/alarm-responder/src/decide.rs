@@ -50,6 +50,8 @@ pub struct Observed<'a> {
     pub samples: Option<f64>,
     /// When the live version went live: its deployment's verdict, else the endpoint's last change.
     pub went_live: Option<time::OffsetDateTime>,
+    /// Rollbacks: the live variant's autoscaling, when the rollback's update must deregister it.
+    pub rollback_scaling: Option<lifecycle::scaling::Snapshot>,
     /// Scale-ups: the variant's autoscaling bounds, if registered.
     pub scaling: Option<ScalableTarget>,
     pub now_ms: i64,
@@ -486,7 +488,9 @@ fn rollback_plan(
             cause_alarm: Some(alarm.clone()),
             // A pending deployment that deregistered the variant's autoscaling: its snapshot
             // moves to the rollback's record, so the deployer restores it once the rollback is in.
-            scaling: pending.and_then(|d| d.scaling.clone()),
+            scaling: pending
+                .and_then(|d| d.scaling.clone())
+                .or_else(|| obs.rollback_scaling.clone()),
         },
         &mut plan,
     );
@@ -570,6 +574,7 @@ mod tests {
             history_known: false,
             candidate_config: None,
             went_live: None,
+            rollback_scaling: None,
             samples: Some(5000.0),
             scaling: None,
             now_ms: 1,

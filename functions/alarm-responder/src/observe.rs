@@ -10,7 +10,7 @@ use lifecycle::events::AlarmStateChange;
 use lifecycle::ledger::{Ledger, Served, now_ms};
 use lifecycle::registry::{self, Approval, ModelPackage};
 use lifecycle::scaling;
-use lifecycle::targets::KpiAlarm;
+use lifecycle::targets::{DeploymentTarget, KpiAlarm};
 use time::OffsetDateTime;
 
 use crate::decide::Observed;
@@ -44,6 +44,7 @@ pub async fn observe<'a>(
         history_known: false,
         candidate_config: None,
         went_live: None,
+        rollback_scaling: None,
         samples: None,
         scaling: None,
         now_ms: now_ms(),
@@ -93,6 +94,15 @@ pub async fn observe<'a>(
                 (Some(arn), Some(live)) => reusable_config(sm, live, &arn).await?,
                 _ => None,
             };
+            if let Some(live) = &live_config {
+                obs.rollback_scaling = rollback_refused_while_scaled(
+                    clients,
+                    target,
+                    live,
+                    obs.candidate_config.as_deref(),
+                )
+                .await?;
+            }
             obs.live_config = live_config;
         }
     }
@@ -147,6 +157,30 @@ async fn older_versions(
         }
     }
     Ok(out)
+}
+
+/// The live variant's autoscaling, when SageMaker would refuse the rollback's update while it is
+/// registered: the reused config (or the target's sizing) changes the variant's instance type.
+async fn rollback_refused_while_scaled(
+    clients: &Clients,
+    target: &DeploymentTarget,
+    live: &EndpointConfig,
+    reused: Option<&str>,
+) -> Result<Option<lifecycle::scaling::Snapshot>> {
+    let instance_type = match reused {
+        Some(name) => endpoints::describe_config(&clients.sagemaker, name)
+            .await?
+            .and_then(|c| {
+                c.variant(&target.variant)
+                    .and_then(|v| v.instance_type())
+                    .map(|t| t.as_str().to_string())
+            })
+            .unwrap_or_else(|| target.instance_type.clone()),
+        None => target.instance_type.clone(),
+    };
+    let aas = &clients.autoscaling;
+    lifecycle::scaling::refused_update(aas, &target.endpoint, live, &target.variant, &instance_type)
+        .await
 }
 
 /// The config the live one replaced, if it still exists and serves `arn`: a rollback reuses it

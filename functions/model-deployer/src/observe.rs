@@ -38,7 +38,17 @@ pub async fn observe<'a>(
     };
     let in_flight = ledger.deployment(&target.endpoint).await?;
     let scaling = match &live_config {
-        Some(c) => refused_while_scaled(clients, target, c).await?,
+        Some(c) => {
+            let aas = &clients.autoscaling;
+            lifecycle::scaling::refused_update(
+                aas,
+                &target.endpoint,
+                c,
+                &target.variant,
+                &target.instance_type,
+            )
+            .await?
+        }
         None => None,
     };
 
@@ -102,24 +112,6 @@ pub async fn observe<'a>(
         only_if_live,
         now_ms: now_ms(),
     })
-}
-
-/// The live variant's autoscaling, when an update to the target's sizing would be refused while
-/// it is registered (SageMaker: a changed instance type, a renamed variant).
-async fn refused_while_scaled(
-    clients: &Clients,
-    target: &DeploymentTarget,
-    live: &lifecycle::endpoints::EndpointConfig,
-) -> Result<Option<lifecycle::scaling::Snapshot>> {
-    let Some(v) = live.variant(&target.variant).or(live.variants.first()) else {
-        return Ok(None);
-    };
-    let name = v.variant_name().unwrap_or_default();
-    let same_type = v.instance_type().map(|t| t.as_str()) == Some(target.instance_type.as_str());
-    if name == target.variant && same_type {
-        return Ok(None);
-    }
-    lifecycle::scaling::snapshot(&clients.autoscaling, &target.endpoint, name).await
 }
 
 /// A package's evaluation results: its metadata, and its ModelQuality statistics from S3; and why
