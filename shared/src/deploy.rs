@@ -82,26 +82,7 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
     }
     plan.push(
         Action::BeginDeployment {
-            record: DeploymentRecord {
-                endpoint: target.endpoint.clone(),
-                config: config.clone(),
-                package_arn: d.package_arn.to_string(),
-                package_version: d.version,
-                previous_config: previous,
-                requested_at: d.now_ms,
-                finished_at: None,
-                status: DeploymentStatus::InProgress,
-                rollback_alarms: d
-                    .rollout
-                    .as_ref()
-                    .map(|r| r.rollback_alarms.clone())
-                    .unwrap_or_default(),
-                alarms_seen: vec![],
-                confirmed: false,
-                cause_alarm: d.cause_alarm.clone(),
-                recovered: None,
-                scaling: d.scaling.clone(),
-            },
+            record: record(&d, &config, previous),
             expected: d.expected,
         },
         "recorded before the call, so a retry or a concurrent invocation finds it",
@@ -142,6 +123,31 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
         },
         "the call answered success: SageMaker runs the deployment",
     );
+}
+
+/// The in-flight deployment, as written before the endpoint call.
+fn record(d: &Deployment, config: &str, previous: Option<String>) -> DeploymentRecord {
+    let target = d.target;
+    DeploymentRecord {
+        endpoint: target.endpoint.clone(),
+        config: config.to_string(),
+        package_arn: d.package_arn.to_string(),
+        package_version: d.version,
+        previous_config: previous,
+        requested_at: d.now_ms,
+        finished_at: None,
+        status: DeploymentStatus::InProgress,
+        rollback_alarms: d
+            .rollout
+            .as_ref()
+            .map(|r| r.rollback_alarms.clone())
+            .unwrap_or_default(),
+        alarms_seen: vec![],
+        confirmed: false,
+        cause_alarm: d.cause_alarm.clone(),
+        recovered: None,
+        scaling: d.scaling.clone(),
+    }
 }
 
 /// The model and the endpoint config of a version that has none on this endpoint yet.

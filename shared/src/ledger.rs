@@ -396,42 +396,43 @@ impl Ledger {
         requested_at: i64,
         recovered: bool,
     ) -> Result<()> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(endpoint_key(endpoint)))
-            .key("sk", s("deployment"))
-            .update_expression("SET recovered = :r")
-            .condition_expression("requested_at = :seen")
-            .expression_attribute_values(":r", AttributeValue::Bool(recovered))
-            .expression_attribute_values(":seen", n(requested_at))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                Err(Error::Busy(endpoint.to_string()))
-            }
-            Err(e) => Err(Error::aws("UpdateItem", e)),
-        }
+        let values = [(":r", AttributeValue::Bool(recovered))];
+        self.update_deployment(endpoint, requested_at, "SET recovered = :r", &values)
+            .await
     }
 
     /// Marks the deployment requested at `requested_at` as started: its call answered success.
     pub async fn confirm_deployment(&self, endpoint: &str, requested_at: i64) -> Result<()> {
-        let res = self
+        let values = [(":yes", AttributeValue::Bool(true))];
+        self.update_deployment(endpoint, requested_at, "SET confirmed = :yes", &values)
+            .await
+    }
+
+    /// Sets attributes of the deployment requested at `requested_at`: `Busy` when another has
+    /// replaced it since (the caller decided on a picture that is gone).
+    async fn update_deployment(
+        &self,
+        endpoint: &str,
+        requested_at: i64,
+        set: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<()> {
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(endpoint_key(endpoint)))
             .key("sk", s("deployment"))
-            .update_expression("SET confirmed = :yes")
+            .update_expression(set)
             .condition_expression("requested_at = :seen")
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .expression_attribute_values(":seen", n(requested_at))
-            .send()
-            .await;
-        match res {
+            .expression_attribute_values(":seen", n(requested_at));
+        if set.contains("#status") {
+            req = req.expression_attribute_names("#status", "status");
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(*k, v.clone());
+        }
+        match req.send().await {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
                 Err(Error::Busy(endpoint.to_string()))
@@ -455,27 +456,10 @@ impl Ledger {
         {
             self.record_served(&d).await?;
         }
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(endpoint_key(endpoint)))
-            .key("sk", s("deployment"))
-            .update_expression("SET #status = :status, finished_at = :now")
-            .condition_expression("requested_at = :seen")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":now", n(now_ms()))
-            .expression_attribute_values(":seen", n(requested_at))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                Err(Error::Busy(endpoint.to_string()))
-            }
-            Err(e) => Err(Error::aws("UpdateItem", e)),
-        }
+        let values = [(":status", s(status.as_str())), (":now", n(now_ms()))];
+        let set = "SET #status = :status, finished_at = :now";
+        self.update_deployment(endpoint, requested_at, set, &values)
+            .await
     }
 
     /// Keeps that a version served this endpoint successfully: a rollback goes back to what

@@ -581,6 +581,32 @@ mod tests {
         }
     }
 
+    /// A confirmed deployment of `version` to `config`, its verdict not recorded yet.
+    fn pending(
+        version: i64,
+        config: &str,
+        previous: &str,
+        requested_at: i64,
+        rollback_alarms: Vec<String>,
+    ) -> DeploymentRecord {
+        DeploymentRecord {
+            endpoint: "recs-prod".into(),
+            config: config.into(),
+            package_arn: package(version, Approval::Approved, false).arn,
+            package_version: version,
+            previous_config: Some(previous.into()),
+            requested_at,
+            finished_at: None,
+            status: DeploymentStatus::InProgress,
+            rollback_alarms,
+            alarms_seen: vec![],
+            confirmed: true,
+            cause_alarm: None,
+            recovered: None,
+            scaling: None,
+        }
+    }
+
     fn actions(d: &Decision) -> Vec<ActionKind> {
         d.plan.kinds()
     }
@@ -813,22 +839,13 @@ mod tests {
     fn a_pending_deployment_record_is_closed_before_the_rollback_writes_its_own() {
         let (t, a) = (targets(), alarm("recs-5xx"));
         let mut o = observed(&t, &a);
-        o.in_flight = Some(DeploymentRecord {
-            endpoint: "recs-prod".into(),
-            config: "recs-prod-v3-abc".into(),
-            package_arn: package(3, Approval::Approved, false).arn,
-            package_version: 3,
-            previous_config: Some("recs-prod-v1-old".into()),
-            requested_at: 42,
-            finished_at: None,
-            status: DeploymentStatus::InProgress,
-            rollback_alarms: vec![],
-            alarms_seen: vec![],
-            confirmed: true,
-            cause_alarm: None,
-            recovered: None,
-            scaling: None,
-        });
+        o.in_flight = Some(pending(
+            3,
+            "recs-prod-v3-abc",
+            "recs-prod-v1-old",
+            42,
+            vec![],
+        ));
         let d = decide(&o);
         assert_eq!(d.outcome, Outcome::RolledBack);
         let kinds = d.plan.kinds();
@@ -885,22 +902,13 @@ mod tests {
     fn an_alarm_while_the_deployers_guardrail_verdict_is_pending_blames_nothing() {
         let (t, a) = (targets(), alarm("recs-5xx"));
         let mut o = observed(&t, &a);
-        o.in_flight = Some(DeploymentRecord {
-            endpoint: "recs-prod".into(),
-            config: "recs-prod-v4-def".into(),
-            package_arn: package(4, Approval::Approved, false).arn,
-            package_version: 4,
-            previous_config: Some("recs-prod-v3-abc".into()),
-            requested_at: 42,
-            finished_at: None,
-            status: DeploymentStatus::InProgress,
-            rollback_alarms: vec!["recs-5xx".into()],
-            alarms_seen: vec![],
-            confirmed: true,
-            cause_alarm: None,
-            recovered: None,
-            scaling: None,
-        });
+        o.in_flight = Some(pending(
+            4,
+            "recs-prod-v4-def",
+            "recs-prod-v3-abc",
+            42,
+            vec!["recs-5xx".into()],
+        ));
         let d = decide(&o);
         assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Superseded, true));
         assert!(
@@ -933,22 +941,13 @@ mod tests {
         let mut o = observed(&t, &a);
         o.endpoint = Some(endpoint(EndpointStatus::Updating, 2));
         let fired_ms = a.state.timestamp.unix_timestamp() * 1000;
-        o.in_flight = Some(DeploymentRecord {
-            endpoint: "recs-prod".into(),
-            config: "recs-prod-v4-def".into(),
-            package_arn: package(4, Approval::Approved, false).arn,
-            package_version: 4,
-            previous_config: Some("recs-prod-v3-abc".into()),
-            requested_at: fired_ms + 60_000,
-            finished_at: None,
-            status: DeploymentStatus::InProgress,
-            rollback_alarms: vec!["recs-5xx".into()],
-            alarms_seen: vec![],
-            confirmed: true,
-            cause_alarm: None,
-            recovered: None,
-            scaling: None,
-        });
+        o.in_flight = Some(pending(
+            4,
+            "recs-prod-v4-def",
+            "recs-prod-v3-abc",
+            fired_ms + 60_000,
+            vec!["recs-5xx".into()],
+        ));
         let d = decide(&o);
         assert_eq!((d.outcome, d.plan.is_empty()), (Outcome::Noted, true));
         o.in_flight.as_mut().unwrap().requested_at = fired_ms - 60_000;

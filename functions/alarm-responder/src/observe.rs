@@ -62,49 +62,7 @@ pub async fn observe<'a>(
             obs.scaling =
                 scaling::describe(&clients.autoscaling, &target.endpoint, &target.variant).await?;
         }
-        Response::Rollback => {
-            let live_config = endpoints::describe_config(sm, &ep.config_name).await?;
-            obs.served = match &live_config {
-                Some(c) => registry::served_by(sm, c, Some(&target.variant)).await?,
-                None => None,
-            };
-            if let Some(served) = &obs.served {
-                let history = ledger.served(&target.endpoint).await?;
-                obs.went_live = went_live(&history, obs.in_flight.as_ref(), &served.arn, &ep);
-                obs.worked = worked(sm, &history, served).await?;
-                obs.history_known = !obs.worked.is_empty();
-                let down_to = obs
-                    .worked
-                    .iter()
-                    .find(|p| p.status == Approval::Approved)
-                    .map(|p| p.version);
-                obs.older = older_versions(sm, served, down_to).await?;
-                if let Some(kpi) = obs.route.kpi {
-                    let since = live_since(obs.in_flight.as_ref(), &served.arn, &ep, alarm);
-                    obs.samples = samples(clients, kpi, alarm, since).await?;
-                }
-            }
-            let candidate = obs
-                .worked
-                .iter()
-                .chain(&obs.older)
-                .find(|p| p.status == Approval::Approved)
-                .map(|p| p.arn.clone());
-            obs.candidate_config = match (candidate, &live_config) {
-                (Some(arn), Some(live)) => reusable_config(sm, live, &arn).await?,
-                _ => None,
-            };
-            if let Some(live) = &live_config {
-                obs.rollback_scaling = rollback_refused_while_scaled(
-                    clients,
-                    target,
-                    live,
-                    obs.candidate_config.as_deref(),
-                )
-                .await?;
-            }
-            obs.live_config = live_config;
-        }
+        Response::Rollback => rollback_facts(clients, ledger, &mut obs, &ep).await?,
     }
     obs.endpoint = Some(ep);
     Ok(obs)
@@ -129,6 +87,56 @@ async fn worked(
         }
     }
     Ok(out)
+}
+
+/// What a rollback needs: the live package, the versions that served before it and the older
+/// ones (pins), the KPI's samples, a config to reuse, and the autoscaling in the way.
+async fn rollback_facts(
+    clients: &Clients,
+    ledger: &Ledger,
+    obs: &mut Observed<'_>,
+    ep: &endpoints::Endpoint,
+) -> Result<()> {
+    let sm = &clients.sagemaker;
+    let (target, alarm) = (obs.route.target, obs.alarm);
+    let live_config = endpoints::describe_config(sm, &ep.config_name).await?;
+    obs.served = match &live_config {
+        Some(c) => registry::served_by(sm, c, Some(&target.variant)).await?,
+        None => None,
+    };
+    if let Some(served) = &obs.served {
+        let history = ledger.served(&target.endpoint).await?;
+        obs.went_live = went_live(&history, obs.in_flight.as_ref(), &served.arn, ep);
+        obs.worked = worked(sm, &history, served).await?;
+        obs.history_known = !obs.worked.is_empty();
+        let down_to = obs
+            .worked
+            .iter()
+            .find(|p| p.status == Approval::Approved)
+            .map(|p| p.version);
+        obs.older = older_versions(sm, served, down_to).await?;
+        if let Some(kpi) = obs.route.kpi {
+            let since = live_since(obs.in_flight.as_ref(), &served.arn, ep, alarm);
+            obs.samples = samples(clients, kpi, alarm, since).await?;
+        }
+    }
+    let candidate = obs
+        .worked
+        .iter()
+        .chain(&obs.older)
+        .find(|p| p.status == Approval::Approved)
+        .map(|p| p.arn.clone());
+    let reused = match (candidate, &live_config) {
+        (Some(arn), Some(live)) => reusable_config(sm, live, &arn).await?,
+        _ => None,
+    };
+    if let Some(live) = &live_config {
+        obs.rollback_scaling =
+            rollback_refused_while_scaled(clients, target, live, reused.as_ref()).await?;
+    }
+    obs.candidate_config = reused.map(|c| c.name);
+    obs.live_config = live_config;
+    Ok(())
 }
 
 /// Versions below the served one, newest first, described, down to the first Approved or
@@ -165,21 +173,14 @@ async fn rollback_refused_while_scaled(
     clients: &Clients,
     target: &DeploymentTarget,
     live: &EndpointConfig,
-    reused: Option<&str>,
+    reused: Option<&EndpointConfig>,
 ) -> Result<Option<lifecycle::scaling::Snapshot>> {
-    let instance_type = match reused {
-        Some(name) => endpoints::describe_config(&clients.sagemaker, name)
-            .await?
-            .and_then(|c| {
-                c.variant(&target.variant)
-                    .and_then(|v| v.instance_type())
-                    .map(|t| t.as_str().to_string())
-            })
-            .unwrap_or_else(|| target.instance_type.clone()),
-        None => target.instance_type.clone(),
-    };
+    let instance_type = reused
+        .and_then(|c| c.variant(&target.variant))
+        .and_then(|v| v.instance_type())
+        .map_or(target.instance_type.as_str(), |t| t.as_str());
     let aas = &clients.autoscaling;
-    lifecycle::scaling::refused_update(aas, &target.endpoint, live, &target.variant, &instance_type)
+    lifecycle::scaling::refused_update(aas, &target.endpoint, live, &target.variant, instance_type)
         .await
 }
 
@@ -189,14 +190,13 @@ async fn reusable_config(
     sm: &aws_sdk_sagemaker::Client,
     live: &EndpointConfig,
     arn: &str,
-) -> Result<Option<String>> {
+) -> Result<Option<EndpointConfig>> {
     let Some(previous) = live.tags.get(tags::REPLACES) else {
         return Ok(None);
     };
     Ok(endpoints::describe_config(sm, previous)
         .await?
-        .filter(|c| c.package_arn() == Some(arn))
-        .map(|c| c.name))
+        .filter(|c| c.package_arn() == Some(arn)))
 }
 
 /// When the served version went live: its most recent success in the ledger's history, else its

@@ -52,9 +52,35 @@ pub async fn observe<'a>(
         None => None,
     };
 
+    let candidates = candidates(clients, target, served.as_deref()).await?;
+    let alarms = alarm_states(clients, &target.rollback_alarms).await?;
+    let cause = cause_alarm(clients, in_flight.as_ref()).await?;
+    Ok(Observed {
+        target,
+        endpoint,
+        live_config,
+        served,
+        candidates,
+        in_flight,
+        alarms,
+        cause,
+        scaling,
+        only_if_live,
+        now_ms: now_ms(),
+    })
+}
+
+/// Approved packages, newest first, each judged by the target's gates, down to the one served
+/// (live, not judged again); at most [`MAX_CANDIDATES`] not yet live.
+async fn candidates(
+    clients: &Clients,
+    target: &DeploymentTarget,
+    served: Option<&str>,
+) -> Result<Vec<Candidate>> {
+    let sm = &clients.sagemaker;
     let mut candidates = Vec::new();
     for summary in registry::list(sm, &target.model_package_group, Approval::Approved).await? {
-        if served.as_deref() == Some(summary.arn.as_str()) {
+        if served == Some(summary.arn.as_str()) {
             candidates.push(Candidate {
                 arn: summary.arn,
                 version: summary.version,
@@ -83,34 +109,23 @@ pub async fn observe<'a>(
             unreadable,
         });
     }
+    Ok(candidates)
+}
 
-    let alarms = alarm_states(clients, &target.rollback_alarms).await?;
-    // A rollback done and not yet checked: is the alarm that caused it OK again?
-    let cause = match in_flight
-        .as_ref()
+/// A rollback done and not yet checked: the alarm that caused it, as it is now.
+async fn cause_alarm(
+    clients: &Clients,
+    in_flight: Option<&lifecycle::deployment::DeploymentRecord>,
+) -> Result<Option<AlarmNow>> {
+    let pending = in_flight
         .filter(|d| d.status == DeploymentStatus::Succeeded && d.recovered.is_none())
-    {
-        Some(d) => match &d.cause_alarm {
-            Some(alarm) => alarm_states(clients, std::slice::from_ref(alarm))
-                .await?
-                .into_iter()
-                .next(),
-            None => None,
-        },
+        .and_then(|d| d.cause_alarm.as_ref());
+    Ok(match pending {
+        Some(alarm) => alarm_states(clients, std::slice::from_ref(alarm))
+            .await?
+            .into_iter()
+            .next(),
         None => None,
-    };
-    Ok(Observed {
-        target,
-        endpoint,
-        live_config,
-        served,
-        candidates,
-        in_flight,
-        alarms,
-        cause,
-        scaling,
-        only_if_live,
-        now_ms: now_ms(),
     })
 }
 
