@@ -109,9 +109,23 @@ pub struct EndpointConfig {
     pub data_capture: Option<aws_sdk_sagemaker::types::DataCaptureConfig>,
     pub kms_key_id: Option<String>,
     pub tags: BTreeMap<String, String>,
+    pub created: Option<OffsetDateTime>,
+    /// Everything DescribeEndpointConfig said, so a copy keeps every field (async inference,
+    /// shadow variants, VPC, execution role, ...), including fields added to SageMaker later.
+    pub described:
+        Box<aws_sdk_sagemaker::operation::describe_endpoint_config::DescribeEndpointConfigOutput>,
 }
 
 impl EndpointConfig {
+    /// The models its production and shadow variants run.
+    pub fn models(&self) -> Vec<String> {
+        self.variants
+            .iter()
+            .chain(self.described.shadow_production_variants())
+            .filter_map(|v| v.model_name().map(str::to_string))
+            .collect()
+    }
+
     /// The model package this config was made from, per its tags.
     pub fn package_arn(&self) -> Option<&str> {
         self.tags.get(tags::PACKAGE_ARN).map(String::as_str)
@@ -245,6 +259,8 @@ pub async fn describe_config_with(
         data_capture: out.data_capture_config().cloned(),
         kms_key_id: out.kms_key_id().map(str::to_string),
         tags,
+        created: out.creation_time().and_then(to_time),
+        described: Box::new(out),
     }))
 }
 
@@ -387,36 +403,26 @@ pub async fn create_endpoint(
     created("CreateEndpoint", res)
 }
 
-/// A copy of a config with at least `min_instances` per variant, everything else kept (the
-/// sweeper's fix for a single-instance production variant). `Ok(false)` when it already exists.
+/// A copy of a config with at least `min_instances` per production variant and every other field
+/// as it was (the sweeper's fix for a single-instance production variant): the variants are
+/// cloned whole and only their instance count changes. `Ok(false)` when it already exists.
 pub async fn copy_config(
     sm: &aws_sdk_sagemaker::Client,
     from: &EndpointConfig,
     name: &str,
     min_instances: i32,
 ) -> Result<bool> {
-    let variants = from
-        .variants
+    let d = &from.described;
+    let variants = d
+        .production_variants()
         .iter()
         .map(|v| {
-            let count = v.initial_instance_count().unwrap_or(1).max(min_instances);
-            let mut b = ProductionVariant::builder()
-                .variant_name(v.variant_name().unwrap_or("AllTraffic"))
-                .set_model_name(v.model_name().map(str::to_string))
-                .set_instance_type(v.instance_type().cloned())
-                .initial_instance_count(count)
-                .set_initial_variant_weight(v.initial_variant_weight())
-                .set_volume_size_in_gb(v.volume_size_in_gb())
-                .set_model_data_download_timeout_in_seconds(
-                    v.model_data_download_timeout_in_seconds(),
-                )
-                .set_container_startup_health_check_timeout_in_seconds(
-                    v.container_startup_health_check_timeout_in_seconds(),
-                );
-            if let Some(m) = v.managed_instance_scaling() {
-                b = b.managed_instance_scaling(m.clone());
+            let mut v = v.clone();
+            // Serverless variants have no instances to raise.
+            if let Some(n) = v.initial_instance_count {
+                v.initial_instance_count = Some(n.max(min_instances));
             }
-            b.build()
+            v
         })
         .collect();
     let mut tags = from.tags.clone();
@@ -425,8 +431,15 @@ pub async fn copy_config(
         .create_endpoint_config()
         .endpoint_config_name(name)
         .set_production_variants(Some(variants))
-        .set_data_capture_config(from.data_capture.clone())
-        .set_kms_key_id(from.kms_key_id.clone())
+        .set_shadow_production_variants(d.shadow_production_variants.clone())
+        .set_data_capture_config(d.data_capture_config.clone())
+        .set_kms_key_id(d.kms_key_id.clone())
+        .set_async_inference_config(d.async_inference_config.clone())
+        .set_explainer_config(d.explainer_config.clone())
+        .set_execution_role_arn(d.execution_role_arn.clone())
+        .set_vpc_config(d.vpc_config.clone())
+        .set_enable_network_isolation(d.enable_network_isolation)
+        .set_metrics_config(d.metrics_config.clone())
         .set_tags(Some(sdk_tags(&tags)))
         .send()
         .await;
@@ -437,6 +450,12 @@ pub async fn copy_config(
 pub async fn delete_endpoint(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<bool> {
     let res = sm.delete_endpoint().endpoint_name(name).send().await;
     deleted("DeleteEndpoint", res)
+}
+
+/// DeleteModel; `Ok(false)` when it was already gone.
+pub async fn delete_model(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<bool> {
+    let res = sm.delete_model().model_name(name).send().await;
+    deleted("DeleteModel", res)
 }
 
 /// DeleteEndpointConfig; `Ok(false)` when it was already gone.

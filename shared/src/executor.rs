@@ -238,6 +238,7 @@ impl Executor<'_> {
             Action::DeleteEndpointConfig { config } => {
                 deleted(endpoints::delete_config(sm, config).await?)
             }
+            Action::DeleteModel { model } => deleted(endpoints::delete_model(sm, model).await?),
             Action::CopyEndpointConfig {
                 from,
                 name,

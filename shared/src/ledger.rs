@@ -218,6 +218,7 @@ impl Ledger {
                 "results": json("results"),
                 "evidence": json("evidence"),
                 "dry_run": item.get("dry_run").and_then(|v| v.as_bool().ok()).copied(),
+                "expires_at": get_n(&item, "expires_at"),
             }));
         }
         Ok(out)

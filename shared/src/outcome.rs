@@ -110,6 +110,8 @@ outcomes! {
     WithinThreshold => "within_threshold", Routine;
     EmptyCatalog => "empty_catalog", Routine;
     NoCutoff => "no_cutoff", NeedsPerson;
+    /// A finished retraining's adapter does not serve yet: no second job for the same gap.
+    AwaitingAdapter => "awaiting_adapter", Routine;
 
     // endpoint-sweeper: one decision per endpoint it changes, one per sweep
     MarkedIdle => "marked_idle", Acted;
@@ -117,7 +119,11 @@ outcomes! {
     Deleted => "deleted", Acted;
     ScaledDown => "scaled_down", Acted;
     Remediated => "remediated", Acted;
+    /// Models and configs of a target's versions older than the last K it served: deleted.
+    VersionsRetired => "versions_retired", Acted;
     Swept => "swept", Routine;
+    /// The sweep acted but its report could not be written to S3.
+    ReportUnwritten => "report_unwritten", NeedsPerson;
 }
 
 impl Outcome {

@@ -72,6 +72,9 @@ pub enum Action {
     DeleteEndpointConfig {
         config: String,
     },
+    DeleteModel {
+        model: String,
+    },
     /// A copy of `from` with at least `min_instances` per variant.
     CopyEndpointConfig {
         from: String,
@@ -165,6 +168,7 @@ action_kinds! {
     UntagResource => "untag_resource";
     DeleteEndpoint => "delete_endpoint";
     DeleteEndpointConfig => "delete_endpoint_config";
+    DeleteModel => "delete_model";
     CopyEndpointConfig => "copy_endpoint_config";
     SetScaleInCooldown => "set_scale_in_cooldown";
     ConfirmDeployment => "confirm_deployment";

@@ -217,6 +217,14 @@ pub async fn reject(sm: &aws_sdk_sagemaker::Client, arn: &str, description: &str
     Ok(())
 }
 
+/// The group of a versioned package ARN (`.../model-package/group/7`), as the ARN writes it
+/// (SageMaker lower-cases names in ARNs: compare without case).
+pub fn group_of(arn: &str) -> Option<&str> {
+    let rest = arn.split_once(":model-package/")?.1;
+    let (group, version) = rest.rsplit_once('/')?;
+    version.parse::<i64>().ok().map(|_| group)
+}
+
 /// The version number at the end of a versioned package ARN (`.../model-package/group/7`).
 pub fn version_of(arn: &str) -> Option<i64> {
     arn.rsplit('/').next()?.parse().ok()
@@ -238,6 +246,19 @@ mod tests {
             sorted.iter().map(|p| p.version).collect::<Vec<_>>(),
             vec![10, 2, 1]
         );
+    }
+
+    #[test]
+    fn groups_come_from_versioned_arns() {
+        assert_eq!(
+            group_of("arn:aws:sagemaker:us-east-1:1:model-package/recs-mpg/12"),
+            Some("recs-mpg")
+        );
+        assert_eq!(
+            group_of("arn:aws:sagemaker:us-east-1:1:model-package/recs-mpg"),
+            None
+        );
+        assert_eq!(group_of("arn:aws:sagemaker:us-east-1:1:model/recs/1"), None);
     }
 
     #[test]

@@ -14,6 +14,9 @@ suite need that moto does not do:
   ALARM, InService on the *old* config with no error (a silent guardrail rollback).
   LastDeploymentConfig is shown by DescribeEndpoint. Updating an endpoint that is not InService
   is refused with SageMaker's ValidationException.
+* Endpoint configs keep every field: moto drops shadow variants, the execution role, VPC,
+  network isolation, explainer and metrics configs; they are kept here and described back, so a
+  copy of a config can be checked field by field.
 * A call log: every request is recorded with its access key, service, operation and the
   resource it names, so a test can count exactly the mutations its own handler made
   (GET /_localaws/calls?access_key=...).
@@ -71,6 +74,16 @@ RESOURCE_KEYS = (
     "ResourceId",
     "ResourceArn",
     "Namespace",
+)
+# CreateEndpointConfig members moto does not keep.
+CONFIG_EXTRAS = (
+    "ShadowProductionVariants",
+    "ExecutionRoleArn",
+    "VpcConfig",
+    "EnableNetworkIsolation",
+    "ExplainerConfig",
+    "MetricsConfig",
+    "AsyncInferenceConfig",
 )
 # Operations that change nothing: everything else counts as a mutation.
 READ_PREFIXES = ("Describe", "List", "Get", "Query", "Scan", "BatchGet", "Search", "Head")
@@ -387,6 +400,8 @@ class LocalAws:
             return self.update_endpoint(region, body, recording_start_response)
         if op == "CreateTrainingJob" and service == "sagemaker":
             return self.create_training_job(environ, region, body, recording_start_response)
+        if op == "CreateEndpointConfig" and service == "sagemaker":
+            return self.create_endpoint_config(environ, region, body, recording_start_response)
         if op == "UpdateEndpointWeightsAndCapacities" and service == "sagemaker":
             answer = self.moto(environ, recording_start_response)
             self.touch_endpoint(region, json.loads(body or b"{}").get("EndpointName", ""))
@@ -499,14 +514,44 @@ class LocalAws:
             job.training_job_status = "InProgress"
         return result
 
-    def age_endpoint(self, name: str, minutes: float) -> bool:
+    def create_endpoint_config(self, environ: dict[str, Any], region: str, body: bytes, start_response: Callable) -> Any:
+        """moto's CreateEndpointConfig, then the members it drops, set on its config so that
+        DescribeEndpointConfig answers them (its answer is made of the object's attributes)."""
+        result = self.moto(environ, start_response)
+        request = json.loads(body or b"{}")
+        config = sagemaker_backends[DEFAULT_ACCOUNT_ID][region].endpoint_configs.get(request.get("EndpointConfigName"))
+        if config is not None:
+            # moto keeps `arn` as a 1-tuple, which its tagging API then prints as the ARN.
+            config.arn = config.endpoint_config_arn
+            for key in CONFIG_EXTRAS:
+                if key in request:
+                    attribute = re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+                    setattr(config, attribute, request[key])
+        return result
+
+    @staticmethod
+    def endpoints_named(name: str, region: str | None) -> list[Any]:
+        """Endpoints of that name, in one region or in every one (tests in their own regions
+        reuse names)."""
+        found = []
         for regions in sagemaker_backends.values():
-            for backend in regions.values():
+            for r, backend in regions.items():
                 ep = backend.endpoints.get(name)
-                if ep is not None:
-                    ep.creation_time = ep.creation_time - dt.timedelta(minutes=minutes)
-                    return True
-        return False
+                if ep is not None and region in (None, r):
+                    found.append(ep)
+        return found
+
+    def age_endpoint(self, name: str, minutes: float, region: str | None = None) -> bool:
+        found = self.endpoints_named(name, region)
+        for ep in found:
+            ep.creation_time = ep.creation_time - dt.timedelta(minutes=minutes)
+        return bool(found)
+
+    def set_endpoint_status(self, name: str, status: str, region: str | None = None) -> bool:
+        found = self.endpoints_named(name, region)
+        for ep in found:
+            ep.endpoint_status = status
+        return bool(found)
 
     def set_training_status(self, name: str, status: str) -> bool:
         for regions in sagemaker_backends.values():
@@ -599,8 +644,12 @@ class LocalAws:
         if path == "/_localaws/age-endpoint":
             # moto stamps endpoints with the time they were created; the sweeper judges only
             # endpoints older than its window.
-            aged = self.age_endpoint(body["endpoint"], float(body["minutes"]))
+            aged = self.age_endpoint(body["endpoint"], float(body["minutes"]), body.get("region"))
             return self.json_response(start_response, "200 OK" if aged else "404 Not Found", {"ok": aged})
+        if path == "/_localaws/endpoint-status":
+            # Endpoints in states moto never leaves them in (Failed, OutOfService, ...).
+            found = self.set_endpoint_status(body["endpoint"], body["status"], body.get("region"))
+            return self.json_response(start_response, "200 OK" if found else "404 Not Found", {"ok": found})
         if path == "/_localaws/update-seconds":
             self.endpoints.update_seconds = float(body["seconds"])
             return self.json_response(start_response, "200 OK", {"ok": True})

@@ -6,15 +6,16 @@ use lifecycle::targets::Targets;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `DEPLOY_TARGETS` (optional): the canonical endpoint of each model package group. Other
-    /// endpoints serving a target's group are stale; a target's endpoint is never deleted (the
-    /// deployer would recreate it).
+    /// `DEPLOY_TARGETS` (optional; unset, empty or `[]` for an account without any): the
+    /// canonical endpoint of each model package group. Other endpoints serving a target's group
+    /// are stale duplicates; a target's endpoint is never deleted (the deployer would recreate it).
     pub targets: Targets,
     /// `PROTECTION_TAG_KEY` (default `ProtectedFromAutoStop`): `=true` exempts an endpoint from
     /// every action.
     pub protection_tag: String,
     /// `ENVIRONMENT_TAG_KEY` (default `environment`): `production` or `prod` marks a production
-    /// endpoint. An endpoint without the tag counts as production: never deleted.
+    /// endpoint, any other value a non-production one. An endpoint without the tag is in the
+    /// stack's `ENVIRONMENT`: a production install never deletes it.
     pub environment_tag: String,
     /// `IDLE_WINDOW_MINUTES` (default 60).
     pub window_minutes: i64,
@@ -23,6 +24,12 @@ pub struct Config {
     pub grace_hours: i64,
     /// `STALE_INVOCATIONS_THRESHOLD` (default 100 per hour).
     pub stale_threshold: f64,
+    /// `STALE_WINDOW_HOURS` (default 168): how long a stale duplicate of a target stays marked,
+    /// with no invocation at all, before it is retired.
+    pub stale_hours: i64,
+    /// `KEEP_VERSIONS` (default 2): the deployer's models and configs of the last this many
+    /// versions a target served are kept; older unused ones are deleted after `GRACE_HOURS`.
+    pub keep_versions: usize,
     /// `MAX_ACTIONS_PER_RUN` (default 10): mutations per run, at most.
     pub max_actions: usize,
     /// `REMEDIATE` (default false): fix under-replicated, scale-to-zero and cooldown findings.
@@ -41,10 +48,18 @@ pub struct Config {
 impl Config {
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         let environment = Environment::from_source(src)?;
+        // The seeds' hourly idle sweep runs in accounts without deployment targets.
         let targets = match src.get("DEPLOY_TARGETS") {
-            Some(raw) => Targets::parse(&raw, environment)?,
-            None => Targets::default(),
+            Some(raw) if !matches!(raw.trim(), "" | "[]") => Targets::parse(&raw, environment)?,
+            _ => Targets::default(),
         };
+        let keep_versions = parsed(src, "KEEP_VERSIONS", 2, "a number of versions")?;
+        if !(1..=50).contains(&keep_versions) {
+            return Err(ConfigError::new(
+                "KEEP_VERSIONS",
+                format!("is {keep_versions}, expected 1 to 50"),
+            ));
+        }
         let window_minutes = parsed(src, "IDLE_WINDOW_MINUTES", 60, "minutes")?;
         if !(5..=10_080).contains(&window_minutes) {
             return Err(ConfigError::new(
@@ -79,6 +94,8 @@ impl Config {
                 100.0,
                 "invocations per hour",
             )?,
+            stale_hours: parsed(src, "STALE_WINDOW_HOURS", 168, "hours")?,
+            keep_versions,
             max_actions: parsed(src, "MAX_ACTIONS_PER_RUN", 10, "a number of actions")?,
             remediate: flag(src, "REMEDIATE", false)?,
             concurrency,
@@ -118,5 +135,20 @@ mod tests {
             Config::from_source(&bad).unwrap_err().var,
             "IDLE_WINDOW_MINUTES"
         );
+    }
+
+    #[test]
+    fn it_stands_alone_without_deployment_targets() {
+        for targets in ["", " ", "[]"] {
+            let env: &[(&str, &str)] = &[
+                ("REPORT_BUCKET", "reports"),
+                ("LEDGER_TABLE", "ledger"),
+                ("ENVIRONMENT", "staging"),
+                ("DEPLOY_TARGETS", targets),
+            ];
+            let c = Config::from_source(&env).unwrap();
+            assert!(c.targets.0.is_empty());
+            assert_eq!((c.stale_hours, c.keep_versions), (168, 2));
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! What the sweep does about its findings, within its rails. Pure.
 //!
 //! Rails: the protection tag exempts an endpoint from everything; production is never deleted and
-//! never scaled below two instances; a deployment target's endpoint is never deleted (the
-//! deployer would recreate it); a non-production endpoint is deleted only after it was marked idle
-//! and stayed idle for the grace period; fixes of risk findings need `REMEDIATE`; at most
+//! never scaled below two instances (nor below its deployment target's instance count); a
+//! deployment target's endpoint is never deleted (the deployer would recreate it) and its
+//! capacity fixes are the deployer's; a non-production endpoint, or a stale duplicate of a target,
+//! is deleted only after it was marked idle and had no invocation at all since (the grace period,
+//! or the stale window for a duplicate); a config goes only when no endpoint in any state uses it
+//! and no target may roll back to it; fixes of risk findings need `REMEDIATE`; at most
 //! `MAX_ACTIONS_PER_RUN` mutations a run, a group of steps that belong together (delete endpoint
 //! and config; new config and update) fits whole or waits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use lifecycle::names::{fingerprint, sagemaker_name};
 use lifecycle::outcome::Outcome;
@@ -20,6 +23,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::findings::{Finding, HA_FLOOR, IDLE_TAG, Judgement, MIN_SCALE_IN_COOLDOWN};
 use crate::inventory::{EndpointFacts, Scaling};
+use crate::versions::Retire;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Withheld {
@@ -44,8 +48,29 @@ pub struct Limits<'a> {
     pub max_actions: usize,
     pub remediate: bool,
     pub grace_hours: i64,
+    /// How long a stale duplicate of a target stays marked, without traffic, before it goes.
+    pub stale_hours: i64,
     pub protection_tag: &'a str,
+    /// Configs a target may roll back to (the versions the deployer recorded as served).
+    pub rollback_configs: &'a HashSet<String>,
+    /// Per target endpoint: its old versions to retire (see [`crate::versions`]).
+    pub retire: &'a HashMap<String, Vec<Retire>>,
     pub now: OffsetDateTime,
+}
+
+/// Who uses each config: every endpoint's current and pending config, in every state. `None`
+/// when some endpoint could not be read (its config could be any of them).
+pub fn config_users(facts: &[&EndpointFacts]) -> Option<HashMap<String, usize>> {
+    let mut users: HashMap<String, usize> = HashMap::new();
+    for e in facts {
+        if e.config.is_empty() {
+            return None;
+        }
+        for c in std::iter::once(&e.config).chain(&e.pending_config) {
+            *users.entry(c.clone()).or_default() += 1;
+        }
+    }
+    Some(users)
 }
 
 /// Steps that go together, what they are in words, and what doing them means for the endpoint.
@@ -74,7 +99,7 @@ fn weight(o: Outcome) -> u8 {
     match o {
         Outcome::Deleted => 4,
         Outcome::ScaledDown => 3,
-        Outcome::Remediated => 2,
+        Outcome::Remediated | Outcome::VersionsRetired => 2,
         Outcome::MarkedIdle => 1,
         _ => 0,
     }
@@ -95,23 +120,52 @@ pub fn decide(
 ) -> Vec<EndpointPlan> {
     let mut budget = l.max_actions;
     let mut out = vec![];
-    // A config another endpoint also runs on is not deleted with the idle one.
-    let mut users: HashMap<&str, usize> = HashMap::new();
-    for e in facts.values() {
-        *users.entry(e.config.as_str()).or_default() += 1;
-    }
+    let all: Vec<&EndpointFacts> = facts.values().copied().collect();
+    let users = config_users(&all);
     for j in judgements {
         let Some(e) = facts.get(j.endpoint.as_str()) else {
             continue;
         };
-        let shared_config = users.get(e.config.as_str()).copied().unwrap_or(0) > 1;
-        let (groups, withheld) = wanted(j, e, scaling, shared_config, l);
-        let ep = within_rails(j, groups, withheld, &mut budget, l);
+        let ep = plan_endpoint(j, e, scaling, users.as_ref(), &mut budget, l);
         if !ep.plan.is_empty() || !ep.withheld.is_empty() {
             out.push(ep);
         }
     }
     out
+}
+
+/// One endpoint's plan within the rails and what is left of the budget (also used under the
+/// lease, on what was read again).
+pub fn plan_endpoint(
+    j: &Judgement,
+    e: &EndpointFacts,
+    scaling: &HashMap<String, Scaling>,
+    users: Option<&HashMap<String, usize>>,
+    budget: &mut usize,
+    l: &Limits,
+) -> EndpointPlan {
+    let config_kept = config_kept(e, users, l);
+    let (groups, withheld) = wanted(j, e, scaling, config_kept, l);
+    within_rails(j, groups, withheld, budget, l)
+}
+
+/// Why the config of a deleted endpoint must stay, if it must.
+fn config_kept(
+    e: &EndpointFacts,
+    users: Option<&HashMap<String, usize>>,
+    l: &Limits,
+) -> Option<String> {
+    if l.rollback_configs.contains(&e.config) {
+        return Some(format!(
+            "{}: a deployment target may roll back to it",
+            e.config
+        ));
+    }
+    match users.map(|u| u.get(&e.config).copied().unwrap_or(0)) {
+        None => Some("an endpoint could not be read: its config may be this one".into()),
+        Some(n) if n > 1 => Some(format!("{} is also used by another endpoint", e.config)),
+        _ => None,
+    }
 }
 
 /// The groups that pass protection and the budget become the endpoint's plan; a group fits
@@ -161,7 +215,7 @@ fn wanted(
     j: &Judgement,
     e: &EndpointFacts,
     scaling: &HashMap<String, Scaling>,
-    shared_config: bool,
+    config_kept: Option<String>,
     l: &Limits,
 ) -> (Vec<Group>, Vec<Withheld>) {
     let mut groups = vec![];
@@ -171,24 +225,30 @@ fn wanted(
     }
     // Traffic came back: the idle mark goes.
     if !j.idle() && j.idle_since.is_some() && j.invocations.is_some() {
-        groups.push(Group::new(Outcome::Unmarked, "remove the idle mark").push(
-            Action::UntagResource {
-                arn: e.arn.clone(),
-                key: IDLE_TAG.into(),
-            },
-            "traffic returned",
-        ));
+        groups.push(unmark(e, "traffic returned".into()));
     }
     if j.idle() {
-        idle(j, e, scaling, shared_config, l, &mut groups, &mut withheld);
-    }
-    if j.stale() {
+        idle(j, e, scaling, config_kept, l, &mut groups, &mut withheld);
+    } else if j.stale() {
         withheld.push(withhold(
             "DeleteEndpoint",
-            "stale: reported with its cost; a person retires it (users may still be on it)",
+            format!(
+                "a stale duplicate with traffic: retired once it has had none for {} h; move its users to the target's endpoint",
+                l.stale_hours
+            ),
         ));
     }
-    let fixes = fixes(j, e, scaling, &mut withheld);
+    for r in l.retire.get(&e.name).into_iter().flatten() {
+        let mut g = Group::new(
+            Outcome::VersionsRetired,
+            format!("retire version {}", r.version),
+        );
+        for (action, why) in &r.steps {
+            g = g.push(action.clone(), why.clone());
+        }
+        groups.push(g);
+    }
+    let fixes = fixes(j, e, scaling, l, &mut withheld);
     if l.remediate {
         groups.extend(fixes);
     } else {
@@ -202,33 +262,44 @@ fn wanted(
     (groups, withheld)
 }
 
-/// An idle endpoint: production shrinks to the HA floor; a target's endpoint stays; the rest is
-/// marked, and deleted on a later run once the grace period has passed.
+/// An idle endpoint: production shrinks to its floor; a target's endpoint stays; the rest, and a
+/// stale duplicate of a target even in production, is marked, and deleted on a later run once it
+/// has had no invocation at all since the mark for the grace period (the stale window).
 fn idle(
     j: &Judgement,
     e: &EndpointFacts,
     scaling: &HashMap<String, Scaling>,
-    shared_config: bool,
+    config_kept: Option<String>,
     l: &Limits,
     groups: &mut Vec<Group>,
     withheld: &mut Vec<Withheld>,
 ) {
-    let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
-    if j.production {
-        withheld.push(withhold(
-            "DeleteEndpoint",
-            "production: never deleted; at most scaled down to the HA floor",
-        ));
-        groups.extend(scale_down(e, scaling));
-        return;
-    }
     if l.targets.by_endpoint(&e.name).is_some() {
         withheld.push(withhold(
             "DeleteEndpoint",
             "a deployment target's endpoint: the deployer would recreate it; remove it from DEPLOY_TARGETS first",
         ));
+        if j.production {
+            groups.extend(scale_down(e, scaling, l));
+        }
         return;
     }
+    if j.production && !j.stale() {
+        withheld.push(withhold(
+            "DeleteEndpoint",
+            "production: never deleted; at most scaled down to the HA floor",
+        ));
+        groups.extend(scale_down(e, scaling, l));
+        return;
+    }
+    let (hours, what) = if j.stale() {
+        (
+            l.stale_hours.max(l.grace_hours),
+            "a stale duplicate of a target, idle",
+        )
+    } else {
+        (l.grace_hours, "idle")
+    };
     match j.idle_since {
         None => groups.push(Group::new(Outcome::MarkedIdle, "mark idle").push(
             Action::TagResource {
@@ -236,46 +307,81 @@ fn idle(
                 key: IDLE_TAG.into(),
                 value: fmt(l.now),
             },
+            format!("{what}: deleted on a later run if no invocation at all in the next {hours} h"),
+        )),
+        Some(since) if l.now - since >= time::Duration::hours(hours) => {
+            after_grace(j, e, since, hours, config_kept, groups, withheld)
+        }
+        Some(since) => withheld.push(withhold(
+            "DeleteEndpoint",
             format!(
-                "idle: deleted on a later run if still idle after {} h",
-                l.grace_hours
+                "marked idle at {}; deleted after {hours} h without invocations",
+                fmt(since)
             ),
         )),
-        Some(since) if l.now - since >= time::Duration::hours(l.grace_hours) => {
+    }
+}
+
+fn fmt(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Past the grace: deleted only if it had no invocation over the whole time since the mark.
+fn after_grace(
+    j: &Judgement,
+    e: &EndpointFacts,
+    since: OffsetDateTime,
+    hours: i64,
+    config_kept: Option<String>,
+    groups: &mut Vec<Group>,
+    withheld: &mut Vec<Withheld>,
+) {
+    match j.since_mark {
+        Some(n) if n > 0.0 => groups.push(unmark(
+            e,
+            format!(
+                "{n} invocations since it was marked idle at {}: kept",
+                fmt(since)
+            ),
+        )),
+        None => withheld.push(withhold(
+            "DeleteEndpoint",
+            "invocations since the mark could not be read: not deleted this run",
+        )),
+        Some(_) => {
             let mut g = Group::new(Outcome::Deleted, "delete the idle endpoint").push(
                 Action::DeleteEndpoint {
                     endpoint: e.name.clone(),
                 },
                 format!(
-                    "idle since {} (grace {} h); models and older configs are kept for a rollback",
-                    fmt(since),
-                    l.grace_hours
+                    "no invocation since it was marked idle at {} ({hours} h); its models are kept",
+                    fmt(since)
                 ),
             );
-            if shared_config {
-                withheld.push(withhold(
-                    "DeleteEndpointConfig",
-                    format!("{} is also used by another endpoint", e.config),
-                ));
-            } else {
-                g = g.push(
-                    Action::DeleteEndpointConfig {
-                        config: e.config.clone(),
-                    },
-                    "the config of the deleted endpoint",
-                );
+            match config_kept {
+                Some(why) => withheld.push(withhold("DeleteEndpointConfig", why)),
+                None => {
+                    g = g.push(
+                        Action::DeleteEndpointConfig {
+                            config: e.config.clone(),
+                        },
+                        "the config of the deleted endpoint; no other endpoint uses it",
+                    )
+                }
             }
             groups.push(g);
         }
-        Some(since) => withheld.push(withhold(
-            "DeleteEndpoint",
-            format!(
-                "marked idle at {}; deleted after {} h if still idle",
-                fmt(since),
-                l.grace_hours
-            ),
-        )),
     }
+}
+
+fn unmark(e: &EndpointFacts, why: String) -> Group {
+    Group::new(Outcome::Unmarked, "remove the idle mark").push(
+        Action::UntagResource {
+            arn: e.arn.clone(),
+            key: IDLE_TAG.into(),
+        },
+        why,
+    )
 }
 
 /// The fixes the risk findings ask for (applied only with `REMEDIATE`).
@@ -283,11 +389,18 @@ fn fixes(
     j: &Judgement,
     e: &EndpointFacts,
     scaling: &HashMap<String, Scaling>,
+    l: &Limits,
     withheld: &mut Vec<Withheld>,
 ) -> Vec<Group> {
     let mut fixes = vec![];
+    let target = l.targets.by_endpoint(&e.name);
     for f in &j.findings {
         match f {
+            // The deployer owns a target's capacity: a second writer would fight it.
+            Finding::UnderReplicated { .. } if target.is_some() => withheld.push(withhold(
+                "CreateEndpointConfig",
+                "a deployment target's endpoint: raise its instance_count in DEPLOY_TARGETS",
+            )),
             // A stale endpoint is to be retired, not given more capacity.
             Finding::UnderReplicated { .. } if j.stale() => withheld.push(withhold(
                 "CreateEndpointConfig",
@@ -329,36 +442,41 @@ fn fixes(
     fixes
 }
 
-/// Idle production: down to the HA floor, never below.
-fn scale_down(e: &EndpointFacts, scaling: &HashMap<String, Scaling>) -> Vec<Group> {
+/// Idle production: down to the floor, never below: the HA floor, or a deployment target's
+/// instance count when that is higher (the deployer sized it so).
+fn scale_down(e: &EndpointFacts, scaling: &HashMap<String, Scaling>, l: &Limits) -> Vec<Group> {
+    let floor = l
+        .targets
+        .by_endpoint(&e.name)
+        .map_or(HA_FLOOR, |t| t.instance_count.max(HA_FLOOR));
     let mut groups = vec![];
     for v in &e.variants {
         let mut g = Group::new(
             Outcome::ScaledDown,
-            format!("scale {} down to {HA_FLOOR}", v.name),
+            format!("scale {} down to {floor}", v.name),
         );
         if let Some(s) = scaling.get(&resource_id(&e.name, &v.name))
-            && s.min > HA_FLOOR
+            && s.min > floor
         {
             g = g.push(
                 Action::SetScalingBounds {
                     target: ScalableTarget {
                         resource_id: resource_id(&e.name, &v.name),
-                        min: HA_FLOOR,
+                        min: floor,
                         max: s.max,
                     },
                 },
-                format!("idle: MinCapacity {} -> {HA_FLOOR}", s.min),
+                format!("idle: MinCapacity {} -> {floor}", s.min),
             );
         }
-        if let Some(n) = v.instances.filter(|n| *n > HA_FLOOR) {
+        if let Some(n) = v.instances.filter(|n| *n > floor) {
             g = g.push(
                 Action::SetInstanceCount {
                     endpoint: e.name.clone(),
                     variant: v.name.clone(),
-                    count: HA_FLOOR,
+                    count: floor,
                 },
-                format!("idle: {n} -> {HA_FLOOR} instances, the HA floor"),
+                format!("idle: {n} -> {floor} instances, the floor"),
             );
         }
         if !g.steps.is_empty() {
@@ -449,6 +567,10 @@ mod tests {
                 instances: Some(instances),
                 inference_components: false,
             }],
+            config_read: true,
+            models: vec![],
+            package: None,
+            pending_config: None,
             error: None,
         }
     }
@@ -463,6 +585,7 @@ mod tests {
             invocations: Some(0.0),
             monthly_usd: Some(100.0),
             idle_since: None,
+            since_mark: Some(0.0),
         }
     }
 
@@ -493,10 +616,121 @@ mod tests {
                 max_actions: max,
                 remediate,
                 grace_hours: 24,
+                stale_hours: 168,
                 protection_tag: "ProtectedFromAutoStop",
+                rollback_configs: &HashSet::from(["kept-config".to_string()]),
+                retire: &HashMap::new(),
                 now: now(),
             },
         )
+    }
+
+    #[test]
+    fn past_the_grace_only_no_invocation_since_the_mark_deletes() {
+        let f = [facts("staging", 1)];
+        let mut j = judgement("staging", false, vec![Finding::Idle]);
+        j.idle_since = Some(now() - time::Duration::hours(30));
+        j.since_mark = Some(12.0);
+        let p = &run(std::slice::from_ref(&j), &f, 10, false)[0];
+        assert_eq!(names(p), [ActionKind::UntagResource]);
+        assert_eq!(p.outcome, Some(Outcome::Unmarked));
+        assert!(p.doing[0].contains("12 invocations since"), "{:?}", p.doing);
+        j.since_mark = None;
+        let p = &run(&[j], &f, 10, false)[0];
+        assert!(p.plan.is_empty() && p.withheld[0].why.contains("could not be read"));
+    }
+
+    #[test]
+    fn a_config_in_use_anywhere_or_kept_for_a_rollback_stays() {
+        let mut j = judgement("staging-a", false, vec![Finding::Idle]);
+        j.idle_since = Some(now() - time::Duration::hours(25));
+        // Another endpoint is updating *to* this config.
+        let mut b = facts("staging-b", 1);
+        b.status = EndpointStatus::Updating;
+        b.pending_config = Some("staging-a-config".into());
+        let p = &run(
+            std::slice::from_ref(&j),
+            &[facts("staging-a", 1), b],
+            10,
+            false,
+        )[0];
+        assert_eq!(names(p), [ActionKind::DeleteEndpoint]);
+        // An endpoint that could not be read could use it.
+        let mut c = facts("staging-c", 1);
+        c.config = String::new();
+        let p = &run(
+            std::slice::from_ref(&j),
+            &[facts("staging-a", 1), c],
+            10,
+            false,
+        )[0];
+        assert_eq!(names(p), [ActionKind::DeleteEndpoint]);
+        assert!(p.withheld[0].why.contains("could not be read"));
+        // A target may roll back to it.
+        let mut a = facts("staging-a", 1);
+        a.config = "kept-config".into();
+        let p = &run(&[j], &[a], 10, false)[0];
+        assert!(
+            p.withheld[0].why.contains("roll back to it"),
+            "{:?}",
+            p.withheld
+        );
+    }
+
+    fn stale(per_hour: f64) -> Finding {
+        Finding::Stale {
+            group: "recs".into(),
+            canonical: "recs-prod".into(),
+            per_hour,
+            version: Some(1),
+            canonical_version: Some(2),
+        }
+    }
+
+    #[test]
+    fn a_quiet_stale_duplicate_is_retired_after_the_stale_window_even_in_production() {
+        let f = [facts("recs-v1", 2)];
+        let mut j = judgement("recs-v1", true, vec![Finding::Idle, stale(0.0)]);
+        assert_eq!(
+            run(std::slice::from_ref(&j), &f, 10, false)[0].outcome,
+            Some(Outcome::MarkedIdle)
+        );
+        j.idle_since = Some(now() - time::Duration::hours(30));
+        let p = &run(std::slice::from_ref(&j), &f, 10, false)[0];
+        assert!(p.plan.is_empty(), "the grace passed, not the stale window");
+        j.idle_since = Some(now() - time::Duration::hours(170));
+        let p = &run(&[j], &f, 10, false)[0];
+        assert_eq!(
+            names(p),
+            [ActionKind::DeleteEndpoint, ActionKind::DeleteEndpointConfig]
+        );
+    }
+
+    #[test]
+    fn a_targets_endpoint_keeps_its_floor_and_its_capacity_is_the_deployers() {
+        let targets = Targets::parse(
+            r#"[{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge",
+                 "instance_count":3,"rollback_alarms":["a"]}]"#,
+            lifecycle::config::Environment::Production,
+        )
+        .unwrap();
+        let f = [facts("recs-prod", 6)];
+        let j = judgement("recs-prod", true, vec![Finding::Idle]);
+        let p = &run_with(&targets, &[j], &f, 10, false)[0];
+        let Action::SetInstanceCount { count, .. } = &p.plan.steps[0].action else {
+            panic!("{:?}", p.plan)
+        };
+        assert_eq!(*count, 3, "the target's instance count, not the HA floor");
+        let j = judgement(
+            "recs-prod",
+            true,
+            vec![Finding::UnderReplicated {
+                variant: "AllTraffic".into(),
+                instances: 1,
+            }],
+        );
+        let p = &run_with(&targets, &[j], &[facts("recs-prod", 1)], 10, true)[0];
+        assert!(p.plan.is_empty() && p.withheld[0].why.contains("instance_count"));
     }
 
     fn names(p: &EndpointPlan) -> Vec<ActionKind> {
@@ -579,11 +813,7 @@ mod tests {
             "recs-v1",
             true,
             vec![
-                Finding::Stale {
-                    group: "recs".into(),
-                    canonical: "recs-prod".into(),
-                    per_hour: 10.0,
-                },
+                stale(10.0),
                 Finding::UnderReplicated {
                     variant: "AllTraffic".into(),
                     instances: 1,
@@ -647,7 +877,7 @@ mod tests {
         let p = &run(&[j], &f, 10, false)[0];
         assert_eq!(p.outcome, Some(Outcome::Deleted));
         assert!(
-            p.doing[0].starts_with("delete the idle endpoint (idle since"),
+            p.doing[0].starts_with("delete the idle endpoint (no invocation since it was marked"),
             "{:?}",
             p.doing
         );

@@ -2,14 +2,17 @@
 
 use std::collections::HashMap;
 
-use lifecycle::endpoints::{EndpointStatus, tags};
+use lifecycle::config::Environment;
+use lifecycle::endpoints::EndpointStatus;
+use lifecycle::registry::version_of;
 use lifecycle::scaling::resource_id;
 use lifecycle::targets::Targets;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::inventory::{EndpointFacts, Invocations, Scaling};
+use crate::inventory::{EndpointFacts, Scaling};
 use crate::prices;
+use crate::traffic::Invocations;
 
 /// Production variants need at least this many instances: one is a single point of failure.
 pub const HA_FLOOR: i32 = 2;
@@ -26,12 +29,17 @@ pub enum Finding {
         group: String,
         canonical: String,
         per_hour: f64,
+        /// The version it serves, and the one the target's endpoint serves, when known.
+        version: Option<i64>,
+        canonical_version: Option<i64>,
     },
     /// Serves a deployment target's group but is not its endpoint, and people still use it.
     StaleWithTraffic {
         group: String,
         canonical: String,
         per_hour: f64,
+        version: Option<i64>,
+        canonical_version: Option<i64>,
     },
     UnderReplicated {
         variant: String,
@@ -64,6 +72,9 @@ pub struct Judgement {
     /// When the sweeper marked it idle (its tag), if it did.
     #[serde(with = "time::serde::rfc3339::option")]
     pub idle_since: Option<OffsetDateTime>,
+    /// Invocations since the mark, all variants, when the mark is old enough to delete on;
+    /// `None` when not read or unreadable.
+    pub since_mark: Option<f64>,
 }
 
 impl Judgement {
@@ -85,17 +96,29 @@ pub struct Rules<'a> {
     pub targets: &'a Targets,
     pub protection_tag: &'a str,
     pub environment_tag: &'a str,
+    /// The stack's environment: the environment of an endpoint without the tag.
+    pub environment: Environment,
+    /// The package version each endpoint serves, where known (for stale duplicates).
+    pub versions: &'a HashMap<String, i64>,
+    /// Invocations since the idle mark, per variant (read only for marks past the grace).
+    pub since_mark: &'a Invocations,
     pub window_minutes: i64,
     pub stale_threshold: f64,
     pub now: OffsetDateTime,
 }
 
-pub fn is_production(e: &EndpointFacts, environment_tag: &str) -> bool {
-    // No tag: production. A wrong guess here deletes a user-facing endpoint.
-    e.tags
+/// The endpoint's own environment tag wins; without one it is in the stack's environment
+/// (seed 002: a staging install sweeps its untagged idle endpoints, a production one never
+/// deletes them). Only `production` (or `prod`) in the tag is production, as the seeds write it.
+pub fn is_production(e: &EndpointFacts, environment_tag: &str, stack: Environment) -> bool {
+    match e
+        .tags
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(environment_tag))
-        .is_none_or(|(_, v)| matches!(v.to_ascii_lowercase().as_str(), "production" | "prod"))
+    {
+        Some((_, v)) => v.parse::<Environment>() == Ok(Environment::Production),
+        None => stack.is_production(),
+    }
 }
 
 pub fn judge(
@@ -104,7 +127,7 @@ pub fn judge(
     invocations: &Invocations,
     r: &Rules,
 ) -> Judgement {
-    let production = is_production(e, r.environment_tag);
+    let production = is_production(e, r.environment_tag, r.environment);
     let protected = e
         .tags
         .get(r.protection_tag)
@@ -128,6 +151,7 @@ pub fn judge(
         invocations: None,
         monthly_usd,
         idle_since,
+        since_mark: None,
     };
     j.not_judged = not_judged(e, r);
     if j.not_judged.is_some() {
@@ -146,6 +170,17 @@ pub fn judge(
     if j.invocations == Some(0.0) && !e.variants.is_empty() {
         j.findings.push(Finding::Idle);
     }
+    j.since_mark = e
+        .variants
+        .iter()
+        .map(|v| {
+            r.since_mark
+                .get(&(e.name.clone(), v.name.clone()))
+                .copied()
+                .flatten()
+        })
+        .sum::<Option<f64>>()
+        .filter(|_| !e.variants.is_empty());
     if let Some(stale) = stale(e, j.invocations, r) {
         j.findings.push(stale);
     }
@@ -199,28 +234,36 @@ fn risks(e: &EndpointFacts, scaling: &HashMap<String, Scaling>, production: bool
 }
 
 /// An endpoint serving a target's group that is not the target's endpoint.
+/// Found through its tags, its config's tags or its model's package.
 fn stale(e: &EndpointFacts, invocations: Option<f64>, r: &Rules) -> Option<Finding> {
-    let group = e
-        .tags
-        .get(tags::PACKAGE_GROUP)
-        .or_else(|| e.config_tags.get(tags::PACKAGE_GROUP))?;
-    let target = r.targets.by_group(group)?;
+    let group = e.group()?;
+    // ARNs carry the group lower-cased.
+    let target = r
+        .targets
+        .iter()
+        .find(|t| t.model_package_group.eq_ignore_ascii_case(&group))?;
     if target.endpoint == e.name {
         return None;
     }
     let per_hour = invocations? * 60.0 / r.window_minutes as f64;
-    let (group, canonical) = (group.clone(), target.endpoint.clone());
+    let (group, canonical) = (target.model_package_group.clone(), target.endpoint.clone());
+    let version = e.package.as_deref().and_then(version_of);
+    let canonical_version = r.versions.get(&canonical).copied();
     Some(if per_hour < r.stale_threshold {
         Finding::Stale {
             group,
             canonical,
             per_hour,
+            version,
+            canonical_version,
         }
     } else {
         Finding::StaleWithTraffic {
             group,
             canonical,
             per_hour,
+            version,
+            canonical_version,
         }
     })
 }
@@ -254,6 +297,10 @@ mod tests {
                 instances: Some(instances),
                 inference_components: false,
             }],
+            config_read: true,
+            models: vec![format!("{name}-model")],
+            package: None,
+            pending_config: None,
             error: None,
         }
     }
@@ -273,10 +320,14 @@ mod tests {
         scaling: HashMap<String, Scaling>,
     ) -> Judgement {
         let t = targets();
+        let versions = HashMap::from([("recs-prod".to_string(), 7)]);
         let rules = Rules {
             targets: &t,
             protection_tag: "ProtectedFromAutoStop",
             environment_tag: "environment",
+            environment: Environment::Production,
+            versions: &versions,
+            since_mark: &HashMap::new(),
             window_minutes: 60,
             stale_threshold: 100.0,
             now: now(),
@@ -330,6 +381,48 @@ mod tests {
         );
         let canonical = endpoint("recs-prod", &[("lifecycle:model-package-group", "recs")], 2);
         assert!(!judge_with(&canonical, Some(1.0), HashMap::new()).stale());
+    }
+
+    #[test]
+    fn an_untagged_copy_is_found_through_its_models_package() {
+        // Seed 000, scenario 5: no tag anywhere; its model was built from version 3 of the group
+        // (ARNs carry names lower-cased).
+        let mut e = endpoint("mangaassist-recommendation-v1", &[], 2);
+        e.package = Some("arn:aws:sagemaker:us-east-1:1:model-package/recs/3".into());
+        let j = judge_with(&e, Some(4_000.0), HashMap::new());
+        assert!(
+            matches!(
+                &j.findings[0],
+                Finding::StaleWithTraffic {
+                    version: Some(3),
+                    canonical_version: Some(7),
+                    ..
+                }
+            ),
+            "{:?}",
+            j.findings
+        );
+    }
+
+    #[test]
+    fn the_environment_tag_wins_and_untagged_takes_the_stacks() {
+        let staging = endpoint("a", &[("Environment", "Staging")], 1);
+        let untagged = endpoint("b", &[], 1);
+        let prod = endpoint("c", &[("environment", "prod")], 1);
+        for stack in [Environment::Production, Environment::Staging] {
+            assert!(!is_production(&staging, "environment", stack));
+            assert!(is_production(&prod, "environment", stack));
+        }
+        assert!(is_production(
+            &untagged,
+            "environment",
+            Environment::Production
+        ));
+        assert!(!is_production(
+            &untagged,
+            "environment",
+            Environment::Staging
+        ));
     }
 
     #[test]

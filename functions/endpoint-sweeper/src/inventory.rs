@@ -1,27 +1,25 @@
 //! Everything the sweep judges, read from AWS. No writes here.
 //!
-//! Account-wide reads (the endpoint list, autoscaling targets and policies) must all succeed or
-//! the sweep acts on nothing. Per-endpoint describes run concurrently with a bound; one that fails
-//! leaves that endpoint unjudged. Invocations come from GetMetricData, up to 500 queries a call,
-//! one query per variant (SageMaker publishes per EndpointName *and* VariantName; a query on the
-//! endpoint alone returns nothing and would make every endpoint look idle).
+//! Account-wide reads (the endpoint list, every endpoint's and config's tags, autoscaling targets
+//! and policies) must all succeed or the sweep acts on nothing. Then every endpoint, in every
+//! state, is described once (its config counts as in use whatever the state); configs are
+//! described once per run each, only where a judgement needs what is in them; models only to find
+//! the package of an endpoint nothing tags. A per-endpoint read that fails leaves that endpoint
+//! unjudged, and no config is deleted that run (it could be the unreadable endpoint's).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_applicationautoscaling::types::ServiceNamespace;
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, StatusCode};
 use futures_util::stream::{self, StreamExt};
-use lifecycle::endpoints::{self, EndpointStatus};
+use lifecycle::endpoints::{self, EndpointStatus, tags};
 use lifecycle::error::{Error, Result};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-/// GetMetricData's limit of queries per call.
-pub const METRIC_BATCH: usize = 500;
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Variant {
     pub name: String,
+    /// `None` until the config is read.
     pub instance_type: Option<String>,
     pub instances: Option<i32>,
     /// No model: the variant hosts inference components (the only kind that can scale to zero).
@@ -36,12 +34,34 @@ pub struct EndpointFacts {
     #[serde(with = "time::serde::rfc3339::option")]
     pub created: Option<OffsetDateTime>,
     pub config: String,
+    /// The config an update in progress moves to: in use too.
+    pub pending_config: Option<String>,
     pub tags: BTreeMap<String, String>,
     /// The config's tags (the deployer's `lifecycle:model-package-group`, for one).
     pub config_tags: BTreeMap<String, String>,
     pub variants: Vec<Variant>,
+    /// Whether the config was read: instance types, costs and models are known only then.
+    pub config_read: bool,
+    /// The models the config runs (when read).
+    pub models: Vec<String>,
+    /// The model package it serves: from its tags, its config's tags, or its model.
+    pub package: Option<String>,
     /// Why this endpoint could not be read in full; it is then not judged.
     pub error: Option<String>,
+}
+
+impl EndpointFacts {
+    /// The model package group it serves, if anything says.
+    pub fn group(&self) -> Option<String> {
+        self.tags
+            .get(tags::PACKAGE_GROUP)
+            .or_else(|| self.config_tags.get(tags::PACKAGE_GROUP))
+            .cloned()
+            .or_else(|| {
+                let arn = self.package.as_deref()?;
+                lifecycle::registry::group_of(arn).map(str::to_string)
+            })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,21 +78,20 @@ pub struct Scaling {
     pub policies: Vec<Policy>,
 }
 
-/// Invocations of one variant over the window: `None` when the metric could not be read.
-pub type Invocations = HashMap<(String, String), Option<f64>>;
-
-#[derive(Debug, Default)]
-pub struct Inventory {
-    pub endpoints: Vec<EndpointFacts>,
-    pub scaling: HashMap<String, Scaling>,
-    pub invocations: Invocations,
-    pub metric_calls: usize,
+/// One row of ListEndpoints.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: String,
+    pub arn: String,
+    pub status: EndpointStatus,
+    pub created: Option<OffsetDateTime>,
 }
 
+/// Tags by lower-cased ARN (SageMaker writes names lower-case in ARNs).
+pub type TagMap = HashMap<String, BTreeMap<String, String>>;
+
 /// Every endpoint of the account (all pages).
-pub async fn list(
-    sm: &aws_sdk_sagemaker::Client,
-) -> Result<Vec<(String, EndpointStatus, Option<OffsetDateTime>)>> {
+pub async fn list(sm: &aws_sdk_sagemaker::Client) -> Result<Vec<Listed>> {
     let mut pages = sm
         .list_endpoints()
         .max_results(100)
@@ -82,97 +101,246 @@ pub async fn list(
     let mut out = vec![];
     while let Some(e) = pages.next().await {
         let e = e.map_err(|e| Error::aws("ListEndpoints", e))?;
-        out.push((
-            e.endpoint_name().unwrap_or_default().to_string(),
-            EndpointStatus::parse(e.endpoint_status().map(|s| s.as_str()).unwrap_or("Unknown")),
-            e.creation_time()
+        out.push(Listed {
+            name: e.endpoint_name().unwrap_or_default().to_string(),
+            arn: e.endpoint_arn().unwrap_or_default().to_string(),
+            status: EndpointStatus::parse(
+                e.endpoint_status().map(|s| s.as_str()).unwrap_or("Unknown"),
+            ),
+            created: e
+                .creation_time()
                 .and_then(|t| OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
-        ));
+        });
     }
     Ok(out)
 }
 
-/// One endpoint: DescribeEndpoint, its tags and its config; the config's tags only when the
-/// config may be the deployer's (named after a deployment target's endpoint), which is where the
-/// `lifecycle:model-package-group` tag of a stale endpoint can come from if the endpoint has none.
-async fn describe(
-    sm: &aws_sdk_sagemaker::Client,
-    name: &str,
-    deployer_config: &(dyn Fn(&str) -> bool + Sync),
-) -> Result<Option<EndpointFacts>> {
-    let Some(ep) = endpoints::describe(sm, name).await? else {
-        return Ok(None);
-    };
-    let tags = endpoints::list_tags(sm, &ep.arn).await?;
-    let with_tags =
-        !tags.contains_key(endpoints::tags::PACKAGE_GROUP) && deployer_config(&ep.config_name);
-    let config = endpoints::describe_config_with(sm, &ep.config_name, with_tags).await?;
-    let variants = ep
-        .variants
-        .iter()
-        .map(|v| {
-            let configured = config.as_ref().and_then(|c| c.variant(&v.name));
-            Variant {
-                name: v.name.clone(),
-                instance_type: configured
-                    .and_then(|c| c.instance_type())
-                    .map(|t| t.as_str().to_string()),
-                instances: v.current_instance_count,
-                inference_components: configured.is_some_and(|c| c.model_name().is_none()),
-            }
-        })
-        .collect();
-    Ok(Some(EndpointFacts {
-        name: ep.name,
-        arn: ep.arn,
-        status: ep.status,
-        created: None,
-        config: ep.config_name,
-        tags,
-        config_tags: config.map(|c| c.tags).unwrap_or_default(),
-        variants,
-        error: None,
-    }))
+/// The tags of every endpoint and endpoint config of the account that has any, 100 a call (the
+/// Resource Groups Tagging API), instead of one ListTags per endpoint. It can trail a tag change
+/// by a little: what is acted on is read again, endpoint by endpoint, under its lease.
+pub async fn tags(tagging: &aws_sdk_resourcegroupstagging::Client) -> Result<TagMap> {
+    let mut out = TagMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = tagging
+            .get_resources()
+            .resource_type_filters("sagemaker:endpoint")
+            .resource_type_filters("sagemaker:endpoint-config")
+            .resources_per_page(100)
+            .set_pagination_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| Error::aws("GetResources", e))?;
+        for r in page.resource_tag_mapping_list() {
+            let tags = r
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            out.insert(r.resource_arn().unwrap_or_default().to_lowercase(), tags);
+        }
+        token = page
+            .pagination_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
 }
 
-/// Describes the InService endpoints, `concurrency` at a time. Others are listed, not described:
-/// they are not judged.
+/// An endpoint config's ARN, from its endpoint's (same account and region), lower-cased.
+fn config_arn(endpoint_arn: &str, config: &str) -> String {
+    match endpoint_arn.to_lowercase().split_once(":endpoint/") {
+        Some((head, _)) => format!("{head}:endpoint-config/{}", config.to_lowercase()),
+        None => String::new(),
+    }
+}
+
+/// DescribeEndpoint of every listed endpoint, whatever its state, `concurrency` at a time.
 pub async fn endpoints(
     sm: &aws_sdk_sagemaker::Client,
-    listed: Vec<(String, EndpointStatus, Option<OffsetDateTime>)>,
+    listed: Vec<Listed>,
+    tags: &TagMap,
     concurrency: usize,
-    deployer_config: &(dyn Fn(&str) -> bool + Sync),
 ) -> Vec<EndpointFacts> {
     let mut out: Vec<EndpointFacts> = stream::iter(listed)
-        .map(|(name, status, created)| async move {
-            let shell = |error: Option<String>| EndpointFacts {
-                name: name.clone(),
-                arn: String::new(),
-                status: status.clone(),
-                created,
-                config: String::new(),
-                tags: BTreeMap::new(),
-                config_tags: BTreeMap::new(),
-                variants: vec![],
-                error,
-            };
-            if status != EndpointStatus::InService {
-                return shell(None);
-            }
-            match describe(sm, &name, deployer_config).await {
-                Ok(Some(mut facts)) => {
-                    facts.created = created;
-                    facts
-                }
-                Ok(None) => shell(Some("deleted while the sweep ran".into())),
-                Err(e) => shell(Some(e.to_string())),
-            }
+        .map(|l| async move {
+            let described = endpoints::describe(sm, &l.name).await;
+            facts(l, described, tags)
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// One endpoint's facts from its listing, its description and the account's tags.
+pub fn facts(
+    l: Listed,
+    described: Result<Option<endpoints::Endpoint>>,
+    tags: &TagMap,
+) -> EndpointFacts {
+    let mut f = EndpointFacts {
+        tags: tags.get(&l.arn.to_lowercase()).cloned().unwrap_or_default(),
+        name: l.name,
+        arn: l.arn,
+        status: l.status,
+        created: l.created,
+        config: String::new(),
+        pending_config: None,
+        config_tags: BTreeMap::new(),
+        variants: vec![],
+        config_read: false,
+        models: vec![],
+        package: None,
+        error: None,
+    };
+    match described {
+        Ok(Some(ep)) => {
+            f.status = ep.status;
+            f.config_tags = tags
+                .get(&config_arn(&f.arn, &ep.config_name))
+                .cloned()
+                .unwrap_or_default();
+            f.package = f
+                .tags
+                .get(tags::PACKAGE_ARN)
+                .or_else(|| f.config_tags.get(tags::PACKAGE_ARN))
+                .cloned();
+            f.config = ep.config_name;
+            f.pending_config = ep.pending_config;
+            f.variants = ep
+                .variants
+                .into_iter()
+                .map(|v| Variant {
+                    name: v.name,
+                    instance_type: None,
+                    instances: v.current_instance_count,
+                    inference_components: false,
+                })
+                .collect();
+        }
+        Ok(None) => f.error = Some("deleted while the sweep ran".into()),
+        Err(e) => f.error = Some(e.to_string()),
+    }
+    f
+}
+
+/// Describes the configs of the endpoints `wanted` picks, each config once, and fills in their
+/// variants' instance types, the models and (when nothing tagged it) the package.
+pub async fn configs(
+    sm: &aws_sdk_sagemaker::Client,
+    facts: &mut [EndpointFacts],
+    wanted: impl Fn(&EndpointFacts) -> bool,
+    concurrency: usize,
+) -> usize {
+    let names: HashSet<String> = facts
+        .iter()
+        .filter(|f| f.error.is_none() && !f.config.is_empty() && wanted(f))
+        .map(|f| f.config.clone())
+        .collect();
+    let calls = names.len();
+    let read: HashMap<String, Result<Option<endpoints::EndpointConfig>>> = stream::iter(names)
+        .map(|name| async move {
+            let c = endpoints::describe_config_with(sm, &name, false).await;
+            (name, c)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for f in facts.iter_mut() {
+        match read.get(&f.config) {
+            None => {}
+            Some(Ok(Some(c))) => fill(f, c),
+            Some(Ok(None)) => f.error = Some(format!("its config {} is gone", f.config)),
+            Some(Err(e)) => f.error = Some(e.to_string()),
+        }
+    }
+    calls
+}
+
+fn fill(f: &mut EndpointFacts, c: &endpoints::EndpointConfig) {
+    for v in &mut f.variants {
+        let configured = c.variant(&v.name);
+        v.instance_type = configured
+            .and_then(|c| c.instance_type())
+            .map(|t| t.as_str().to_string());
+        v.inference_components = configured.is_some_and(|c| c.model_name().is_none());
+    }
+    f.models = c.models();
+    f.config_read = true;
+}
+
+/// The package of each endpoint whose tags name none, through its first model's
+/// `ModelPackageName` (DescribeModel, each model once): how an untagged copy of a target's model
+/// is found. A model that cannot be read leaves the endpoint unjudged: it could be such a copy.
+pub async fn packages(
+    sm: &aws_sdk_sagemaker::Client,
+    facts: &mut [EndpointFacts],
+    concurrency: usize,
+) -> usize {
+    let models: HashSet<String> = facts
+        .iter()
+        .filter(|f| f.error.is_none() && f.package.is_none())
+        .filter_map(|f| f.models.first().cloned())
+        .collect();
+    let calls = models.len();
+    let read: HashMap<String, Result<Option<String>>> = stream::iter(models)
+        .map(|m| async move {
+            let p = endpoints::model_package_of(sm, &m).await;
+            (m, p)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for f in facts.iter_mut() {
+        if f.package.is_some() {
+            continue;
+        }
+        match f.models.first().and_then(|m| read.get(m)) {
+            Some(Ok(p)) => f.package = p.clone(),
+            Some(Err(e)) => f.error = Some(e.to_string()),
+            None => {}
+        }
+    }
+    calls
+}
+
+/// One endpoint read again in full, with its own ListTags (not the tagging API, which can trail a
+/// change): what the sweeper acts on, under the endpoint's lease.
+pub async fn read_again(
+    sm: &aws_sdk_sagemaker::Client,
+    old: &EndpointFacts,
+    with_packages: bool,
+) -> Result<EndpointFacts> {
+    let listed = Listed {
+        name: old.name.clone(),
+        arn: old.arn.clone(),
+        status: old.status.clone(),
+        created: old.created,
+    };
+    let Some(ep) = endpoints::describe(sm, &old.name).await? else {
+        return Ok(facts(listed, Ok(None), &TagMap::new()));
+    };
+    let mut tags = TagMap::from([(
+        old.arn.to_lowercase(),
+        endpoints::list_tags(sm, &ep.arn).await?,
+    )]);
+    let config = endpoints::describe_config(sm, &ep.config_name).await?;
+    if let Some(c) = &config {
+        tags.insert(config_arn(&old.arn, &ep.config_name), c.tags.clone());
+    }
+    let mut f = facts(listed, Ok(Some(ep)), &tags);
+    match &config {
+        Some(c) => fill(&mut f, c),
+        None => f.error = Some(format!("its config {} is gone", f.config)),
+    }
+    if with_packages && f.error.is_none() {
+        packages(sm, std::slice::from_mut(&mut f), 1).await;
+    }
+    Ok(f)
 }
 
 /// Every SageMaker scalable target and its policies, by resource id (all pages, two listings for
@@ -212,189 +380,19 @@ pub async fn scaling(
     Ok(out)
 }
 
-/// Invocations per variant over the window, in batches of [`METRIC_BATCH`] queries.
-pub async fn invocations(
-    cw: &aws_sdk_cloudwatch::Client,
-    variants: &[(String, String)],
-    now: OffsetDateTime,
-    window_minutes: i64,
-) -> (Invocations, usize) {
-    let mut out = HashMap::new();
-    let mut calls = 0;
-    for batch in variants.chunks(METRIC_BATCH) {
-        let queries = batch
-            .iter()
-            .enumerate()
-            .map(|(i, (endpoint, variant))| query(i, endpoint, variant, window_minutes))
-            .collect::<Vec<_>>();
-        let (sums, failed, n) = sums(cw, queries, now, window_minutes).await;
-        calls += n;
-        for (i, key) in batch.iter().enumerate() {
-            // A query missing from the answer, or not answered in full, was not read. A complete
-            // answer without datapoints is zero invocations.
-            let value = match sums.get(&format!("q{i}")) {
-                Some((sum, true)) if !failed => Some(*sum),
-                _ => None,
-            };
-            out.insert(key.clone(), value);
-        }
-    }
-    (out, calls)
-}
-
-/// Invocations of one variant over the window: SageMaker publishes them per endpoint and variant.
-fn query(i: usize, endpoint: &str, variant: &str, window_minutes: i64) -> MetricDataQuery {
-    let dimension = |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
-    let metric = Metric::builder()
-        .namespace("AWS/SageMaker")
-        .metric_name("Invocations")
-        .dimensions(dimension("EndpointName", endpoint))
-        .dimensions(dimension("VariantName", variant))
-        .build();
-    MetricDataQuery::builder()
-        .id(format!("q{i}"))
-        .metric_stat(
-            MetricStat::builder()
-                .metric(metric)
-                .period((window_minutes * 60) as i32)
-                .stat("Sum")
-                .build(),
-        )
-        .return_data(true)
-        .build()
-}
-
-/// Per query id: the sum over every page, and whether every page answered it in full; whether a
-/// call failed; how many calls it took.
-async fn sums(
-    cw: &aws_sdk_cloudwatch::Client,
-    queries: Vec<MetricDataQuery>,
-    now: OffsetDateTime,
-    window_minutes: i64,
-) -> (HashMap<String, (f64, bool)>, bool, usize) {
-    let ts = |t: OffsetDateTime| aws_smithy_types::DateTime::from_secs(t.unix_timestamp());
-    let start = now - time::Duration::minutes(window_minutes);
-    let mut sums: HashMap<String, (f64, bool)> = HashMap::new();
-    let mut token: Option<String> = None;
-    let mut calls = 0;
-    loop {
-        calls += 1;
-        let res = cw
-            .get_metric_data()
-            .set_metric_data_queries(Some(queries.clone()))
-            .start_time(ts(start))
-            .end_time(ts(now))
-            .set_next_token(token.clone())
-            .send()
-            .await;
-        let page = match res {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %Error::aws("GetMetricData", e), "invocations unreadable: those variants are not judged idle");
-                return (sums, true, calls);
-            }
-        };
-        token = page.next_token().map(str::to_string);
-        for r in page.metric_data_results() {
-            let entry = sums
-                .entry(r.id().unwrap_or_default().to_string())
-                .or_insert((0.0, true));
-            entry.0 += r.values().iter().sum::<f64>();
-            // PartialData means "more on the next page"; on the last page it means "not all".
-            let complete = match r.status_code() {
-                Some(StatusCode::Complete) | None => true,
-                Some(StatusCode::PartialData) => token.is_some(),
-                _ => false,
-            };
-            entry.1 &= complete;
-        }
-        if token.is_none() {
-            return (sums, false, calls);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    //! GetMetricData answers moto never gives: partial and failed results, and pages. Mocked.
     use super::*;
-    use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
-    use aws_sdk_cloudwatch::types::MetricDataResult;
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
-    fn result(id: &str, status: StatusCode, values: &[f64]) -> MetricDataResult {
-        MetricDataResult::builder()
-            .id(id)
-            .status_code(status)
-            .set_values(Some(values.to_vec()))
-            .build()
-    }
-
-    fn variants(n: usize) -> Vec<(String, String)> {
-        (0..n)
-            .map(|i| (format!("ep-{i}"), "AllTraffic".to_string()))
-            .collect()
-    }
-
-    fn now() -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(1_772_344_800).unwrap()
-    }
-
-    #[tokio::test]
-    async fn only_a_complete_answer_counts_and_no_datapoints_is_zero() {
-        let answer = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
-            GetMetricDataOutput::builder()
-                .metric_data_results(result("q0", StatusCode::Complete, &[]))
-                .metric_data_results(result("q1", StatusCode::PartialData, &[3.0]))
-                .metric_data_results(result("q2", StatusCode::InternalError, &[]))
-                .metric_data_results(result("q3", StatusCode::Complete, &[2.0, 5.0]))
-                .build()
-        });
-        let cw = mock_client!(aws_sdk_cloudwatch, [&answer]);
-        let (inv, calls) = invocations(&cw, &variants(5), now(), 60).await;
-        let get = |i: usize| inv[&(format!("ep-{i}"), "AllTraffic".to_string())];
-        assert_eq!(get(0), Some(0.0), "complete, no datapoints: zero");
-        assert_eq!(get(1), None, "partial on the last page: not read");
-        assert_eq!(get(2), None, "failed: not read");
-        assert_eq!(get(3), Some(7.0));
-        assert_eq!(get(4), None, "missing from the answer: not read");
-        assert_eq!(calls, 1);
-    }
-
-    #[tokio::test]
-    async fn pages_add_up_and_a_failed_call_reads_nothing() {
-        let first = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
-            GetMetricDataOutput::builder()
-                .metric_data_results(result("q0", StatusCode::PartialData, &[4.0]))
-                .next_token("more")
-                .build()
-        });
-        let second = mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_output(|| {
-            GetMetricDataOutput::builder()
-                .metric_data_results(result("q0", StatusCode::Complete, &[1.0]))
-                .build()
-        });
-        let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, [&first, &second]);
-        let (inv, calls) = invocations(&cw, &variants(1), now(), 60).await;
+    #[test]
+    fn a_configs_arn_follows_its_endpoints_in_lower_case() {
         assert_eq!(
-            inv[&("ep-0".to_string(), "AllTraffic".to_string())],
-            Some(5.0)
+            config_arn(
+                "arn:aws:sagemaker:us-east-1:111:endpoint/Recs-Prod",
+                "Recs-Prod-v3-ab"
+            ),
+            "arn:aws:sagemaker:us-east-1:111:endpoint-config/recs-prod-v3-ab"
         );
-        assert_eq!(calls, 2);
-
-        // 600 variants: two batches, both refused.
-        let denied = || {
-            mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_error(|| {
-                aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataError::unhandled(
-                    "AccessDenied",
-                )
-            })
-        };
-        let (a, b) = (denied(), denied());
-        let cw = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, [&a, &b]);
-        let (inv, calls) = invocations(&cw, &variants(600), now(), 60).await;
-        assert_eq!(calls, 2);
-        assert_eq!(inv.len(), 600);
-        assert!(inv.values().all(Option::is_none), "unreadable is not idle");
+        assert_eq!(config_arn("not an arn", "c"), "");
     }
 }

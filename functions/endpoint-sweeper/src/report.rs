@@ -37,6 +37,8 @@ pub struct Totals {
     pub protected: usize,
     pub actions_taken: usize,
     pub actions_withheld: usize,
+    /// Old versions of targets whose model was deleted this run (with their configs).
+    pub versions_retired: usize,
     pub idle_monthly_usd: f64,
     pub stale_monthly_usd: f64,
 }
@@ -63,6 +65,12 @@ pub fn totals(endpoints: &[EndpointReport]) -> Totals {
         t.protected += usize::from(j.protected);
         t.actions_taken += e.actions.len();
         t.actions_withheld += e.withheld.len();
+        // Only the retirement of old versions deletes models.
+        t.versions_retired += e
+            .actions
+            .iter()
+            .filter(|a| a.action == ActionKind::DeleteModel && a.result.ends_with(": done"))
+            .count();
         let cost = j.monthly_usd.unwrap_or(0.0);
         if j.idle() {
             t.idle += 1;

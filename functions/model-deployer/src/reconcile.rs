@@ -908,6 +908,10 @@ mod tests {
             data_capture: None,
             kms_key_id: None,
             tags: BTreeMap::from([(tags::PACKAGE_ARN.to_string(), arn(v))]),
+            created: None,
+            described: Box::new(
+                aws_sdk_sagemaker::operation::describe_endpoint_config::DescribeEndpointConfigOutput::builder().build(),
+            ),
         }
     }
 
