@@ -244,11 +244,23 @@ async fn past_the_threshold_the_catalog_is_exported_and_one_job_starts() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 200);
+    // Seed 000's fine-tuning format; the catalog has no genre, author or synopsis: empty parts.
     assert!(
-        lines
-            .iter()
-            .all(|l| l["id"].is_string() && l["price"] == 9.99)
+        lines.iter().all(|l| {
+            let text = l["text"].as_str().unwrap();
+            l.as_object().unwrap().len() == 1
+                && text.starts_with("Title: ")
+                && text.ends_with(" Genre:  Author:  Synopsis: ")
+        }),
+        "{:?}",
+        &lines[..2]
     );
+    assert!(lines.iter().any(|l| {
+        l["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Title: New release")
+    }));
 
     let job = r.training_job.clone().unwrap();
     let described = s
@@ -303,7 +315,7 @@ async fn past_the_threshold_the_catalog_is_exported_and_one_job_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_running_job_for_the_adapter_blocks_a_second_one() {
+async fn a_running_or_finished_job_for_the_gap_blocks_a_second_one_until_its_adapter_serves() {
     let fx = Fixture::new("driftbusy").await;
     let catalog = Catalog::new(&fx).await;
     catalog.seed(50, 50).await;
@@ -328,11 +340,20 @@ async fn a_running_job_for_the_adapter_blocks_a_second_one() {
     assert_eq!(fx.count("CreateTrainingJob"), 0);
     assert_eq!(fx.count("CreateMultipartUpload"), 0);
 
+    // Finished: it trained on the catalog of 2026-01-10, newer than the served cutoff; tomorrow's
+    // scan must not start another job for the same gap.
     local_aws().control(
         "training-jobs",
         Some(json!({"name": earlier, "status": "Completed"})),
     );
-    let r = scan(&fx, &scanner, "free").await.unwrap();
+    let r = scan(&fx, &scanner, "finished").await.unwrap();
+    assert_eq!(r.outcome, Outcome::AwaitingAdapter, "{}", r.reason);
+    assert!(r.reason.contains(&earlier), "{}", r.reason);
+    assert_eq!(fx.count("CreateTrainingJob"), 0);
+
+    // Its adapter serves (the cutoff is its snapshot date) and the catalog still outgrew it.
+    let served = catalog.scanner(&[("TRAINING_CUTOFF", "2026-01-10".into())]);
+    let r = scan(&fx, &served, "served").await.unwrap();
     assert_eq!(r.outcome, Outcome::Retraining, "{}", r.reason);
 }
 
@@ -477,6 +498,10 @@ async fn parallel_and_sequential_scans_agree_and_large_exports_go_in_parts() {
         &catalog.scanner(&[
             ("TRAINING_CUTOFF", "2025-09-01".into()),
             ("SCAN_SEGMENTS", "8".into()),
+            (
+                "EXPORT_TEMPLATE",
+                "Title: {title} Synopsis: {description}".into(),
+            ),
         ]),
         "par",
     )
@@ -562,4 +587,35 @@ async fn a_failed_export_is_aborted_and_starts_no_job() {
     // Tomorrow's run (or a retry) starts clean.
     let r = scan(&fx, &scanner, "again").await.unwrap();
     assert_eq!(r.outcome, Outcome::Retraining, "{}", r.reason);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_export_or_training_job_is_recorded_for_a_person_and_fails_the_invocation() {
+    let fx = Fixture::new("driftrefused").await;
+    let catalog = Catalog::new(&fx).await;
+    catalog.seed(10, 10).await;
+    let scanner = catalog.scanner(&with_cutoff());
+    let ledger = Ledger::new(fx.clients.dynamodb.clone(), fx.table.clone());
+    let subject = format!("adapter#{}", catalog.adapter);
+    for (operation, status) in [("CreateMultipartUpload", 403), ("CreateTrainingJob", 400)] {
+        local_aws().control(
+            "faults",
+            Some(json!({"error": {"code": "AccessDenied", "status": status}, "operations": [operation],
+                        "access_key": fx.key})),
+        );
+        let err = scan(&fx, &scanner, operation).await.unwrap_err();
+        local_aws().control("faults", Some(json!({"access_key": fx.key})));
+        assert!(err.to_string().contains(operation), "{err}");
+        assert!(!err.is_retryable(), "{err}");
+        let last = ledger.decisions(&subject).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (&last["outcome"], &last["severity"]),
+            (&json!("failed"), &json!("needs_person")),
+            "{last}"
+        );
+        assert!(last["expires_at"].is_null(), "kept for the audit");
+        // The same plan is not tried again at once (backing off); a person fixed the access.
+        ledger.clear_failure(&subject).await.unwrap();
+    }
+    assert_eq!(fx.count("CreateTrainingJob"), 1, "the refused one only");
 }

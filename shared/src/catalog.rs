@@ -1,6 +1,9 @@
 //! The catalog, exported to S3 as JSON Lines for training, streamed: parallel scan segments fill
 //! their own part buffers and upload each full part at once (multipart upload), so memory holds at
 //! most one part per segment, never the catalog.
+//!
+//! Each item becomes one line in the fine-tuning format of seed 000 (scenario 2):
+//! `{"text": "Title: … Genre: … Author: … Synopsis: …"}`, written from a [`Template`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -10,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use serde::Serialize;
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
 /// S3 wants every part but the last to be at least 5 MiB.
 pub const PART_BYTES: usize = 6 * 1024 * 1024;
@@ -27,6 +30,8 @@ pub struct CatalogExport {
     pub page_size: Option<i32>,
     pub bucket: String,
     pub key: String,
+    /// Each item's line ([`Template`]; validated with the configuration).
+    pub template: String,
 }
 
 impl CatalogExport {
@@ -46,47 +51,112 @@ pub struct Exported {
     pub reused: bool,
 }
 
-/// One DynamoDB item as a JSON object (numbers stay numbers, sets become arrays, binary base64).
-pub fn item_json(item: &HashMap<String, AttributeValue>) -> Value {
-    let mut keys: Vec<&String> = item.keys().collect();
-    keys.sort();
-    Value::Object(
-        keys.into_iter()
-            .map(|k| (k.clone(), attr_json(&item[k])))
-            .collect::<Map<_, _>>(),
-    )
+/// The default line of the training corpus, as seed 000 writes it.
+pub const DEFAULT_TEMPLATE: &str =
+    "Title: {title} Genre: {genre} Author: {author} Synopsis: {synopsis}";
+
+/// A line of the corpus: text with `{attribute}` placeholders for top-level item attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
 }
 
-fn number(n: &str) -> Value {
-    n.parse::<i64>()
-        .ok()
-        .map(Value::from)
-        .or_else(|| {
-            n.parse::<f64>()
-                .ok()
-                .and_then(Number::from_f64)
-                .map(Value::Number)
-        })
-        .unwrap_or_else(|| Value::String(n.to_string()))
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Field(String),
 }
 
-fn attr_json(v: &AttributeValue) -> Value {
-    use aws_smithy_types::base64;
-    match v {
-        AttributeValue::S(s) => Value::String(s.clone()),
-        AttributeValue::N(n) => number(n),
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::Null(_) => Value::Null,
-        AttributeValue::B(b) => Value::String(base64::encode(b.as_ref())),
-        AttributeValue::Ss(v) => v.iter().cloned().map(Value::String).collect(),
-        AttributeValue::Ns(v) => v.iter().map(|n| number(n)).collect(),
-        AttributeValue::Bs(v) => v
+impl Template {
+    /// Parses a template; `{{` and `}}` are literal braces.
+    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        let mut parts = vec![];
+        let mut text = String::new();
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    text.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    text.push('}');
+                }
+                '{' => {
+                    let (mut field, mut closed) = (String::new(), false);
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        field.push(c);
+                    }
+                    let name = field.trim();
+                    if !closed || name.is_empty() || name.contains('{') {
+                        return Err(format!(
+                            "{raw:?}: a placeholder must name an attribute, as {{title}}"
+                        ));
+                    }
+                    parts.push(Part::Text(std::mem::take(&mut text)));
+                    parts.push(Part::Field(name.to_string()));
+                }
+                '}' => return Err(format!("{raw:?}: a lone }}; write }}}} for a brace")),
+                c => text.push(c),
+            }
+        }
+        parts.push(Part::Text(text));
+        parts.retain(|p| !matches!(p, Part::Text(t) if t.is_empty()));
+        if !parts.iter().any(|p| matches!(p, Part::Field(_))) {
+            return Err(format!(
+                "{raw:?} names no attribute; expected placeholders such as {{title}}"
+            ));
+        }
+        Ok(Self { parts })
+    }
+
+    /// The attributes it reads (what the export's scan projects).
+    pub fn fields(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .parts
             .iter()
-            .map(|b| Value::String(base64::encode(b.as_ref())))
-            .collect(),
-        AttributeValue::L(v) => v.iter().map(attr_json).collect(),
-        AttributeValue::M(m) => item_json(m),
-        _ => Value::Null,
+            .filter_map(|p| match p {
+                Part::Field(f) => Some(f.as_str()),
+                Part::Text(_) => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// One corpus line: `{"text": ...}`. A missing attribute is an empty part, not a skipped item.
+    pub fn line(&self, item: &HashMap<String, AttributeValue>) -> Value {
+        let text: String = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.clone(),
+                Part::Field(f) => item.get(f).map(text_of).unwrap_or_default(),
+            })
+            .collect();
+        serde_json::json!({ "text": text })
+    }
+}
+
+/// An attribute as text: strings and numbers as written, sets and lists joined by ", ".
+fn text_of(v: &AttributeValue) -> String {
+    match v {
+        AttributeValue::S(s) | AttributeValue::N(s) => s.clone(),
+        AttributeValue::Bool(b) => b.to_string(),
+        AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.join(", "),
+        AttributeValue::L(v) => v
+            .iter()
+            .map(text_of)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
     }
 }
 
@@ -139,7 +209,9 @@ pub async fn export(
         page_size,
         bucket,
         key,
+        template,
     } = spec;
+    let template = Template::parse(template).map_err(Error::InvalidData)?;
     let (segments, page_size) = (*segments, *page_size);
     let uri = spec.uri();
     if let Some(bytes) = already_exported(s3, bucket, key).await? {
@@ -166,15 +238,14 @@ pub async fn export(
         upload_id: created.upload_id().unwrap_or_default().to_string(),
         next_part: AtomicI32::new(1),
     };
-    match stream(
+    let scan = Scan {
         ddb,
         table,
-        segments.min(MAX_EXPORT_SEGMENTS),
+        segments: segments.min(MAX_EXPORT_SEGMENTS),
         page_size,
-        &upload,
-    )
-    .await
-    {
+        template: &template,
+    };
+    match stream(&scan, &upload).await {
         Ok((parts, items, bytes)) => {
             let count = parts.len() as i32;
             s3.complete_multipart_upload()
@@ -220,13 +291,35 @@ async fn already_exported(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> R
     }
 }
 
-async fn stream(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
+/// What the export reads, and how each item is written.
+struct Scan<'a> {
+    ddb: &'a aws_sdk_dynamodb::Client,
+    table: &'a str,
     segments: i32,
     page_size: Option<i32>,
-    upload: &Upload<'_>,
-) -> Result<(Vec<CompletedPart>, u64, u64)> {
+    template: &'a Template,
+}
+
+async fn stream(scan: &Scan<'_>, upload: &Upload<'_>) -> Result<(Vec<CompletedPart>, u64, u64)> {
+    let Scan {
+        ddb,
+        table,
+        segments,
+        page_size,
+        template,
+    } = *scan;
+    // Only the attributes the template names are read.
+    let fields = template.fields();
+    let projection = (0..fields.len())
+        .map(|i| format!("#f{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let names: HashMap<String, String> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (format!("#f{i}"), f.to_string()))
+        .collect();
+    let (projection, names) = (&projection, &names);
     let tasks = (0..segments).map(|segment| async move {
         let mut out = Segment {
             parts: vec![],
@@ -240,13 +333,15 @@ async fn stream(
             .segment(segment)
             .total_segments(segments)
             .set_limit(page_size)
+            .projection_expression(projection)
+            .set_expression_attribute_names(Some(names.clone()))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| Error::aws("Scan", e))?;
             for item in page.items() {
                 let before = out.rest.len();
-                serde_json::to_writer(&mut out.rest, &item_json(item))
+                serde_json::to_writer(&mut out.rest, &template.line(item))
                     .map_err(|e| Error::InvalidData(e.to_string()))?;
                 out.rest.push(b'\n');
                 out.items += 1;
@@ -281,36 +376,51 @@ async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_smithy_types::Blob;
     use serde_json::json;
 
+    fn item(fields: &[(&str, AttributeValue)]) -> HashMap<String, AttributeValue> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
     #[test]
-    fn items_become_plain_json() {
-        let item = HashMap::from([
-            ("id".to_string(), AttributeValue::S("B0C1".into())),
-            ("price".to_string(), AttributeValue::N("12.5".into())),
-            ("volume".to_string(), AttributeValue::N("17".into())),
+    fn items_become_the_seeds_fine_tuning_lines() {
+        let t = Template::parse(DEFAULT_TEMPLATE).unwrap();
+        assert_eq!(t.fields(), ["author", "genre", "synopsis", "title"]);
+        let full = item(&[
+            ("title", AttributeValue::S("Chainsaw Man 17".into())),
             (
-                "tags".to_string(),
-                AttributeValue::Ss(vec!["shonen".into()]),
+                "genre",
+                AttributeValue::Ss(vec!["action".into(), "horror".into()]),
             ),
-            (
-                "cover".to_string(),
-                AttributeValue::B(Blob::new(b"hi".to_vec())),
-            ),
-            (
-                "series".to_string(),
-                AttributeValue::M(HashMap::from([(
-                    "name".to_string(),
-                    AttributeValue::S("Chainsaw Man".into()),
-                )])),
-            ),
-            ("discontinued".to_string(), AttributeValue::Null(true)),
+            ("author", AttributeValue::S("藤本タツキ".into())),
+            ("synopsis", AttributeValue::S("Denji, again.".into())),
+            ("price", AttributeValue::N("12.5".into())),
         ]);
         assert_eq!(
-            item_json(&item),
-            json!({"id": "B0C1", "price": 12.5, "volume": 17, "tags": ["shonen"], "cover": "aGk=",
-                   "series": {"name": "Chainsaw Man"}, "discontinued": null})
+            t.line(&full),
+            json!({"text": "Title: Chainsaw Man 17 Genre: action, horror Author: 藤本タツキ Synopsis: Denji, again."})
+        );
+        // Missing fields are empty parts: the item is still in the corpus.
+        let sparse = item(&[("title", AttributeValue::S("Frieren 14".into()))]);
+        assert_eq!(
+            t.line(&sparse),
+            json!({"text": "Title: Frieren 14 Genre:  Author:  Synopsis: "})
+        );
+    }
+
+    #[test]
+    fn templates_are_checked() {
+        assert!(Template::parse("no placeholders").is_err());
+        assert!(Template::parse("{}").is_err());
+        assert!(Template::parse("a } b {title}").is_err());
+        assert!(Template::parse("Title: {title").is_err(), "unterminated");
+        let t = Template::parse("{{{title}}}").unwrap();
+        assert_eq!(
+            t.line(&item(&[("title", AttributeValue::N("7".into()))])),
+            json!({"text": "{7}"})
         );
     }
 }

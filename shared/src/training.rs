@@ -97,6 +97,52 @@ pub async fn running(sm: &aws_sdk_sagemaker::Client, adapter: &str) -> Result<Ve
     Ok(out)
 }
 
+/// A retraining job of the adapter that completed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finished {
+    pub name: String,
+    /// The catalog snapshot it trained on (`YYYY-MM-DD`, from its name).
+    pub snapshot_date: String,
+    /// When it ended (epoch seconds).
+    pub ended_at: i64,
+}
+
+/// The snapshot date in a job name this suite made: `<adapter>-catalog-YYYYMMDD`.
+pub fn snapshot_of(adapter: &str, name: &str) -> Option<String> {
+    let digits = name.strip_prefix(&format!("{adapter}-catalog-"))?;
+    let ok = digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..]))
+}
+
+/// The adapter's most recent completed retraining job, if any.
+pub async fn latest_completed(
+    sm: &aws_sdk_sagemaker::Client,
+    adapter: &str,
+) -> Result<Option<Finished>> {
+    let out = sm
+        .list_training_jobs()
+        .name_contains(adapter)
+        .status_equals(TrainingJobStatus::Completed)
+        .sort_by(aws_sdk_sagemaker::types::SortBy::CreationTime)
+        .sort_order(aws_sdk_sagemaker::types::SortOrder::Descending)
+        .max_results(50)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ListTrainingJobs", e))?;
+    Ok(out.training_job_summaries().iter().find_map(|j| {
+        let name = j.training_job_name().unwrap_or_default();
+        let ended = j
+            .training_end_time()
+            .or(j.last_modified_time())
+            .or(j.creation_time());
+        Some(Finished {
+            snapshot_date: snapshot_of(adapter, name)?,
+            name: name.to_string(),
+            ended_at: ended.map(|t| t.secs()).unwrap_or_default(),
+        })
+    }))
+}
+
 /// CreateTrainingJob. `Ok(false)` when a job of that name already exists.
 pub async fn start(sm: &aws_sdk_sagemaker::Client, s: &TrainingJob) -> Result<bool> {
     let tags = BTreeMap::from([
@@ -166,6 +212,20 @@ pub async fn start(sm: &aws_sdk_sagemaker::Client, s: &TrainingJob) -> Result<bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobs_snapshot_date_is_in_its_name() {
+        let name = job_name("mangaassist-recs-lora", "2026-03-02");
+        assert_eq!(
+            snapshot_of("mangaassist-recs-lora", &name).as_deref(),
+            Some("2026-03-02")
+        );
+        assert_eq!(
+            snapshot_of("mangaassist-recs-lora", "someone-elses-job"),
+            None
+        );
+        assert_eq!(snapshot_of("a", "a-catalog-2026030"), None);
+    }
 
     #[test]
     fn job_names_are_per_adapter_and_day() {

@@ -381,11 +381,16 @@ class LocalAws:
             if faults.throttle_share and faults.random.random() < faults.throttle_share:
                 call.status = 400
                 return self.throttled(service, cbor is not None, start_response)
-            if faults.error and cbor is None and service != "s3":
+            if faults.error and cbor is None:
                 status = int(faults.error.get("status", 400))
                 call.status = status
                 code = faults.error.get("code")
-                body = {"message": faults.error.get("message", "injected by the local AWS")}
+                message = faults.error.get("message", "injected by the local AWS")
+                if service == "s3":
+                    xml = f"<Error><Code>{code or 'InternalError'}</Code><Message>{message}</Message></Error>"
+                    start_response(f"{status} Injected", [("Content-Type", "application/xml")])
+                    return [xml.encode()]
+                body = {"message": message}
                 if code:
                     body["__type"] = code
                 return self.json_response(start_response, f"{status} Injected", body)

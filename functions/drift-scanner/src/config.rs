@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use lifecycle::catalog::{DEFAULT_TEMPLATE, Template};
 use lifecycle::config::{Environment, Source, flag, parsed, required};
 use lifecycle::error::ConfigError;
 use lifecycle::targets::is_sagemaker_name;
@@ -38,6 +39,12 @@ pub struct Config {
     /// `TRAINING_BUCKET` and `TRAINING_PREFIX` (default `catalog-snapshots/`): where exports go.
     pub bucket: String,
     pub prefix: String,
+    /// `EXPORT_TEMPLATE` (default seed 000's `Title: {title} Genre: {genre} Author: {author}
+    /// Synopsis: {synopsis}`): each item's line of the training corpus, `{"text": ...}`.
+    pub template: String,
+    /// `RETRAIN_AFTER_DAYS` (default 14): a finished retraining blocks another for the same gap
+    /// until its adapter serves, or this many days after it ended.
+    pub retrain_after_days: i64,
     pub training: TrainingSpec,
     pub ledger_table: String,
     pub environment: Environment,
@@ -90,7 +97,20 @@ impl Config {
         if !prefix.is_empty() && !prefix.ends_with('/') {
             prefix.push('/');
         }
+        let template = src
+            .get("EXPORT_TEMPLATE")
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
+        Template::parse(&template).map_err(|e| ConfigError::new("EXPORT_TEMPLATE", e))?;
+        let retrain_after_days = parsed(src, "RETRAIN_AFTER_DAYS", 14, "days")?;
+        if !(1..=365).contains(&retrain_after_days) {
+            return Err(ConfigError::new(
+                "RETRAIN_AFTER_DAYS",
+                format!("is {retrain_after_days}, expected 1 to 365"),
+            ));
+        }
         Ok(Self {
+            template,
+            retrain_after_days,
             adapter,
             products_table: required(src, "PRODUCTS_TABLE", "a DynamoDB table name")?,
             created_attribute: src
@@ -228,6 +248,8 @@ mod tests {
             ("TRAINING_HYPERPARAMETERS", "[1]"),
             ("TRAINING_CUTOFF", "last spring"),
             ("ADAPTER_NAME", "bad name"),
+            ("EXPORT_TEMPLATE", "Title: {title"),
+            ("RETRAIN_AFTER_DAYS", "0"),
         ] {
             let mut env = base();
             env.retain(|(k, _)| *k != var);

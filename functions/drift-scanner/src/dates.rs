@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use lifecycle::events::parse_time;
 use time::macros::format_description;
-use time::{Date, Duration, OffsetDateTime, Time};
+use time::{Date, OffsetDateTime, Time};
 
 /// A training cutoff: an RFC 3339 time, or a date, which covers that whole day (an item created
 /// on the snapshot date is in the snapshot).
@@ -14,7 +14,9 @@ pub fn parse_cutoff(raw: &str) -> Result<OffsetDateTime, String> {
     }
     let date = parse_date(raw)
         .ok_or_else(|| format!("{raw:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time"))?;
-    Ok(date.with_time(Time::MIDNIGHT).assume_utc() + Duration::days(1) - Duration::nanoseconds(1))
+    // The last instant of that day, without arithmetic that could pass the last representable
+    // date (9999-12-31).
+    Ok(date.with_time(Time::MAX).assume_utc())
 }
 
 fn parse_date(raw: &str) -> Option<Date> {
@@ -84,6 +86,59 @@ mod tests {
         );
         assert_eq!(parse_created(&s("yesterday")), None);
         assert_eq!(parse_created(&AttributeValue::Bool(true)), None);
+    }
+
+    #[test]
+    fn dates_at_the_edges_are_read_or_refused_never_a_panic() {
+        assert!(parse_cutoff("9999-12-31").is_ok());
+        assert!(parse_cutoff("0000-01-01").is_ok());
+        assert!(parse_cutoff("10000-01-01").is_err());
+        assert!(
+            parse_cutoff("２０２５-０９-０１").is_err(),
+            "full-width digits"
+        );
+        assert!(parse_cutoff("2025-09-01T12:00:00.000+0900").is_ok());
+        assert!(parse_cutoff("日付+0900").is_err());
+        for n in [
+            "1e300",
+            "-1e300",
+            "NaN",
+            "inf",
+            "253402300800",
+            "-62167219201",
+            "1e19",
+        ] {
+            let _ = parse_created(&AttributeValue::N(n.into()));
+        }
+        assert_eq!(parse_created(&AttributeValue::N("1e300".into())), None);
+        assert_eq!(
+            parse_created(&s("9999-12-31T23:59:59Z")).map(|t| t.year()),
+            Some(9999)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_text_panics(raw in "\\PC{0,40}") {
+            let _ = parse_cutoff(&raw);
+            let _ = parse_created(&s(&raw));
+            let _ = parse_created(&AttributeValue::N(raw.clone()));
+        }
+
+        #[test]
+        fn no_number_panics(v in proptest::num::f64::ANY, i in proptest::num::i128::ANY) {
+            let _ = parse_created(&AttributeValue::N(v.to_string()));
+            let _ = parse_created(&AttributeValue::N(i.to_string()));
+        }
+
+        #[test]
+        fn every_written_date_is_read_or_refused(y in -99_999i32..=99_999, m in 0u8..=13, d in 0u8..=32) {
+            for raw in [format!("{y:04}-{m:02}-{d:02}"), format!("{y:04}-{m:02}-{d:02}T23:59:59Z")] {
+                if let Ok(t) = parse_cutoff(&raw) {
+                    proptest::prop_assert_eq!(t.year(), y);
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,8 +4,9 @@ use lifecycle::catalog::CatalogExport;
 use lifecycle::decision::Decision;
 use lifecycle::outcome::Outcome;
 use lifecycle::plan::{Action, ActionKind, Plan};
-use lifecycle::training::TrainingJob;
+use lifecycle::training::{Finished, TrainingJob};
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::coverage::Tally;
 
@@ -20,6 +21,9 @@ pub enum Verdict {
     AlreadyStarted { job: String, status: String },
     /// Another job for the adapter is still running: never two at once.
     TrainingInProgress { jobs: Vec<String> },
+    /// A completed job trained on a catalog newer than the served adapter's cutoff: its adapter
+    /// is on its way (evaluation, approval, deployment); no second job for the same gap.
+    AwaitingAdapter { job: String, snapshot_date: String },
     /// Export the catalog and start the job.
     Retrain,
 }
@@ -31,6 +35,7 @@ impl Verdict {
             Verdict::WithinThreshold => Outcome::WithinThreshold,
             Verdict::AlreadyStarted { .. } => Outcome::AlreadyStarted,
             Verdict::TrainingInProgress { .. } => Outcome::TrainingInProgress,
+            Verdict::AwaitingAdapter { .. } => Outcome::AwaitingAdapter,
             Verdict::Retrain => Outcome::Retraining,
         }
     }
@@ -64,6 +69,9 @@ pub fn decision(
             "{measured}; {} still running: never two at once",
             jobs.join(", ")
         ),
+        Verdict::AwaitingAdapter { job, snapshot_date } => format!(
+            "{measured}; {job} already trained on the catalog of {snapshot_date}: waiting for its adapter to serve, not retraining for the same gap"
+        ),
         Verdict::Retrain => format!(
             "{measured}: exporting the catalog and starting {}",
             job.name
@@ -91,32 +99,57 @@ pub fn decision(
     }
 }
 
-/// `todays_job`: the status of the job for this snapshot date, if it exists; `running`: the
-/// adapter's jobs in progress.
-pub fn decide(
-    tally: &Tally,
-    threshold_pct: f64,
-    todays_job: Option<(&str, &str)>,
-    running: &[String],
-) -> Verdict {
+/// The adapter's jobs, as far as a decision needs them.
+#[derive(Debug, Clone, Default)]
+pub struct Jobs {
+    /// The status of the job for this snapshot date, if it exists.
+    pub todays: Option<(String, String)>,
+    /// The adapter's jobs in progress.
+    pub running: Vec<String>,
+    /// The most recent completed job, if it trained on a catalog newer than the served cutoff
+    /// and ended less than `RETRAIN_AFTER_DAYS` ago.
+    pub awaited: Option<Finished>,
+}
+
+pub fn decide(tally: &Tally, threshold_pct: f64, jobs: &Jobs) -> Verdict {
     if tally.items == 0 {
         return Verdict::EmptyCatalog;
     }
     if tally.gap_pct() <= threshold_pct {
         return Verdict::WithinThreshold;
     }
-    if let Some((job, status)) = todays_job {
+    if let Some((job, status)) = &jobs.todays {
         return Verdict::AlreadyStarted {
-            job: job.to_string(),
-            status: status.to_string(),
+            job: job.clone(),
+            status: status.clone(),
         };
     }
-    if !running.is_empty() {
+    if !jobs.running.is_empty() {
         return Verdict::TrainingInProgress {
-            jobs: running.to_vec(),
+            jobs: jobs.running.clone(),
+        };
+    }
+    if let Some(f) = &jobs.awaited {
+        return Verdict::AwaitingAdapter {
+            job: f.name.clone(),
+            snapshot_date: f.snapshot_date.clone(),
         };
     }
     Verdict::Retrain
+}
+
+/// Whether a completed job still stands for the gap: it trained on a catalog newer than the
+/// served cutoff (so its adapter is not serving yet) and ended less than `days` ago.
+pub fn awaited(
+    finished: &Finished,
+    cutoff: OffsetDateTime,
+    now: OffsetDateTime,
+    days: i64,
+) -> bool {
+    let newer = crate::dates::parse_cutoff(&finished.snapshot_date).is_ok_and(|s| s > cutoff);
+    let recent = OffsetDateTime::from_unix_timestamp(finished.ended_at)
+        .is_ok_and(|ended| now - ended < time::Duration::days(days));
+    newer && recent
 }
 
 #[cfg(test)]
@@ -133,19 +166,53 @@ mod tests {
 
     #[test]
     fn past_the_threshold_and_nothing_running_means_retrain() {
-        assert_eq!(decide(&tally(0, 0), 5.0, None, &[]), Verdict::EmptyCatalog);
+        let none = Jobs::default();
+        assert_eq!(decide(&tally(0, 0), 5.0, &none), Verdict::EmptyCatalog);
+        assert_eq!(decide(&tally(100, 5), 5.0, &none), Verdict::WithinThreshold);
+        assert_eq!(decide(&tally(100, 6), 5.0, &none), Verdict::Retrain);
+        let todays = Jobs {
+            todays: Some(("j".into(), "Completed".into())),
+            ..Jobs::default()
+        };
         assert_eq!(
-            decide(&tally(100, 5), 5.0, None, &[]),
-            Verdict::WithinThreshold
-        );
-        assert_eq!(decide(&tally(100, 6), 5.0, None, &[]), Verdict::Retrain);
-        assert_eq!(
-            decide(&tally(100, 6), 5.0, Some(("j", "Completed")), &[]).outcome(),
+            decide(&tally(100, 6), 5.0, &todays).outcome(),
             Outcome::AlreadyStarted
         );
+        let running = Jobs {
+            running: vec!["old".into()],
+            ..Jobs::default()
+        };
         assert_eq!(
-            decide(&tally(100, 6), 5.0, None, &["old".into()]).outcome(),
+            decide(&tally(100, 6), 5.0, &running).outcome(),
             Outcome::TrainingInProgress
+        );
+    }
+
+    #[test]
+    fn a_finished_job_stands_for_its_gap_until_its_adapter_serves_or_days_pass() {
+        let cutoff = crate::dates::parse_cutoff("2025-09-01").unwrap();
+        let now = crate::dates::parse_cutoff("2026-03-10").unwrap();
+        let job = |snapshot: &str, days_ago: i64| Finished {
+            name: format!("lora-catalog-{}", snapshot.replace('-', "")),
+            snapshot_date: snapshot.into(),
+            ended_at: (now - time::Duration::days(days_ago)).unix_timestamp(),
+        };
+        assert!(awaited(&job("2026-03-02", 7), cutoff, now, 14));
+        assert!(
+            !awaited(&job("2026-03-02", 15), cutoff, now, 14),
+            "its adapter never came"
+        );
+        assert!(
+            !awaited(&job("2025-08-01", 1), cutoff, now, 14),
+            "the served adapter is newer"
+        );
+        let waiting = Jobs {
+            awaited: Some(job("2026-03-02", 7)),
+            ..Jobs::default()
+        };
+        assert_eq!(
+            decide(&tally(100, 6), 5.0, &waiting).outcome(),
+            Outcome::AwaitingAdapter
         );
     }
 
@@ -156,6 +223,7 @@ mod tests {
             page_size: None,
             bucket: "b".into(),
             key: "k/catalog.jsonl".into(),
+            template: lifecycle::catalog::DEFAULT_TEMPLATE.into(),
         };
         let job = TrainingJob {
             name: "lora-catalog-20260302".into(),

@@ -191,17 +191,12 @@ async fn observe(scanner: &Scanner) -> Result<Option<Seen>> {
     publish(&tally);
     let retraining = retraining(c, &dates::snapshot_date(OffsetDateTime::now_utc()));
     // Only past the threshold is SageMaker asked about jobs.
-    let (todays, running) = if tally.items > 0 && tally.gap_pct() > c.threshold_pct {
-        jobs(&scanner.clients.sagemaker, &retraining.job.name, &c.adapter).await?
+    let jobs = if tally.items > 0 && tally.gap_pct() > c.threshold_pct {
+        jobs(scanner, &retraining.job.name, cutoff.at).await?
     } else {
-        (None, vec![])
+        decide::Jobs::default()
     };
-    let verdict = decide::decide(
-        &tally,
-        c.threshold_pct,
-        todays.as_deref().map(|s| (retraining.job.name.as_str(), s)),
-        &running,
-    );
+    let verdict = decide::decide(&tally, c.threshold_pct, &jobs);
     Ok(Some(Seen {
         cutoff,
         tally,
@@ -231,16 +226,21 @@ async fn no_cutoff(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Error {
     }
 }
 
-/// Today's job's status, if it exists, and the adapter's jobs in progress.
-async fn jobs(
-    sm: &aws_sdk_sagemaker::Client,
-    todays: &str,
-    adapter: &str,
-) -> Result<(Option<String>, Vec<String>)> {
-    Ok((
-        training::status(sm, todays).await?,
-        training::running(sm, adapter).await?,
-    ))
+/// Today's job's status, if it exists, the adapter's jobs in progress, and its last completed
+/// job if that one still stands for the gap.
+async fn jobs(scanner: &Scanner, todays: &str, cutoff: OffsetDateTime) -> Result<decide::Jobs> {
+    let (sm, c) = (&scanner.clients.sagemaker, &scanner.config);
+    let now = OffsetDateTime::now_utc();
+    let awaited = training::latest_completed(sm, &c.adapter)
+        .await?
+        .filter(|f| decide::awaited(f, cutoff, now, c.retrain_after_days));
+    Ok(decide::Jobs {
+        todays: training::status(sm, todays)
+            .await?
+            .map(|status| (todays.to_string(), status)),
+        running: training::running(sm, &c.adapter).await?,
+        awaited,
+    })
 }
 
 fn measure(tally: &Tally, cutoff: &Cutoff, scan_seconds: f64) -> Measurement {
@@ -275,6 +275,7 @@ fn retraining(c: &Config, snapshot: &str) -> Retraining {
             "{}{}/snapshot={snapshot}/catalog.jsonl",
             c.prefix, c.adapter
         ),
+        template: c.template.clone(),
     };
     let job = TrainingJob {
         name: training::job_name(&c.adapter, snapshot),
