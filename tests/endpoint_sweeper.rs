@@ -202,6 +202,7 @@ impl Fleet {
             )
             .item("package_version", A::N(version.to_string()))
             .item("config", A::S(config.to_string()))
+            .item("finished_at", A::N(lifecycle::ledger::now_ms().to_string()))
             .send()
             .await
             .unwrap();
@@ -488,7 +489,8 @@ async fn the_seeds_fleet_is_reported_and_a_dry_run_changes_nothing() {
     let m = fleet.mutations();
     assert!(
         m.contains(&"UpdateEndpointWeightsAndCapacities search-prod".to_string()),
-        "{m:?}"
+        "{m:?} {}",
+        row(&r2, "search-prod")
     );
     assert!(
         !m.iter().any(|c| c.contains("recs-sandbox")),
@@ -1133,45 +1135,62 @@ async fn a_copied_config_keeps_every_field_but_the_instance_count() {
 async fn old_versions_of_a_target_are_retired_within_the_cap_and_what_is_in_use_stays() {
     let fleet = Fleet::new("sweepversions", "ap-northeast-2").await;
     let sm = &fleet.setup.sagemaker;
+    let target = fleet.sweeper(&[]).config.targets.0.remove(0);
+    let arn = |v: i64| {
+        format!(
+            "arn:aws:sagemaker:{}:123456789012:model-package/{GROUP}/{v}",
+            fleet.region
+        )
+    };
+    let names = |v: i64| {
+        (
+            lifecycle::deploy::model_name(&target, &arn(v), v),
+            lifecycle::deploy::config_name(&target, &arn(v), v),
+        )
+    };
     for v in 1..=4 {
-        let name = format!("recs-prod-v{v}-0123abcd");
+        let (model, config) = names(v);
         sm.create_model()
-            .model_name(&name)
+            .model_name(&model)
             .execution_role_arn(ROLE_ARN)
             .primary_container(ContainerDefinition::builder().image("img").build())
             .send()
             .await
             .unwrap();
         sm.create_endpoint_config()
-            .endpoint_config_name(&name)
+            .endpoint_config_name(&config)
             .production_variants(
                 ProductionVariant::builder()
                     .variant_name("AllTraffic")
-                    .model_name(&name)
+                    .model_name(&model)
                     .instance_type(ProductionVariantInstanceType::MlM5Xlarge)
                     .initial_instance_count(2)
+                    .build(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("lifecycle:model-package-arn")
+                    .value(arn(v))
                     .build(),
             )
             .send()
             .await
             .unwrap();
-        fleet.served("recs-prod", v, &name).await;
+    }
+    // Served in turn, a second apart (the ledger keeps milliseconds; moto's creation times are
+    // seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for v in 1..=4 {
+        fleet.served("recs-prod", v, &names(v).1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     fleet
-        .endpoint_on(
-            "recs-prod",
-            "recs-prod-v4-0123abcd",
-            &[("environment", "production")],
-        )
+        .endpoint_on("recs-prod", &names(4).1, &[("environment", "production")])
         .await;
     fleet.traffic("recs-prod", 500.0).await;
-    // Someone's experiment still runs on version 1.
+    // Someone's experiment still runs on version 1's config.
     fleet
-        .endpoint_on(
-            "experiment",
-            "recs-prod-v1-0123abcd",
-            &[("environment", "staging")],
-        )
+        .endpoint_on("experiment", &names(1).1, &[("environment", "staging")])
         .await;
     fleet.traffic("experiment", 5.0).await;
     let sweeper = fleet.sweeper(&[
@@ -1181,21 +1200,23 @@ async fn old_versions_of_a_target_are_retired_within_the_cap_and_what_is_in_use_
     ]);
     let s = fleet.sweep(&sweeper, "retire").await.unwrap();
     let r = fleet.report(&s).await;
-    // Versions 3 and 4 kept (the last two served), 1 in use: 2 goes, configs before models.
+    // Versions 3 and 4 kept (the last two served), 1 in use: 2 goes, its config before its model.
     assert_eq!(
         actions(&r, "recs-prod"),
-        ["delete_endpoint_config", "delete_model"]
+        ["delete_endpoint_config", "delete_model"],
+        "{}",
+        row(&r, "recs-prod")
     );
     assert_eq!(s.totals.versions_retired, 1, "{}", row(&r, "recs-prod"));
-    let exists = |name: &'static str| async move {
+    let exists = |name: String| async move {
         sm.describe_endpoint_config()
             .endpoint_config_name(name)
             .send()
             .await
             .is_ok()
     };
-    assert!(!exists("recs-prod-v2-0123abcd").await);
-    assert!(exists("recs-prod-v1-0123abcd").await && exists("recs-prod-v3-0123abcd").await);
+    assert!(!exists(names(2).1).await);
+    assert!(exists(names(1).1).await && exists(names(3).1).await && exists(names(4).1).await);
     let said = fleet.decisions("endpoint#recs-prod").await;
     assert_eq!(said.last().unwrap()["outcome"], "versions_retired");
 }

@@ -75,6 +75,9 @@ impl EndpointStatus {
 pub struct LiveVariant {
     pub name: String,
     pub current_instance_count: Option<i32>,
+    /// The traffic weight it has now (it can differ from its config's initial weight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_weight: Option<f32>,
 }
 
 /// DescribeEndpoint, reduced to what decisions need.
@@ -216,6 +219,7 @@ pub async fn describe(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Opti
             .map(|v| LiveVariant {
                 name: v.variant_name().unwrap_or_default().to_string(),
                 current_instance_count: v.current_instance_count(),
+                current_weight: v.current_weight(),
             })
             .collect(),
     }))
@@ -405,12 +409,15 @@ pub async fn create_endpoint(
 
 /// A copy of a config with at least `min_instances` per production variant and every other field
 /// as it was (the sweeper's fix for a single-instance production variant): the variants are
-/// cloned whole and only their instance count changes. `Ok(false)` when it already exists.
+/// cloned whole; only their instance count changes, and it starts from what runs now (`live`),
+/// so a sibling variant that scaled out is not shrunk back to its initial count, nor a drained one
+/// given its initial weight back. `Ok(false)` when it already exists.
 pub async fn copy_config(
     sm: &aws_sdk_sagemaker::Client,
     from: &EndpointConfig,
     name: &str,
     min_instances: i32,
+    live: &[LiveVariant],
 ) -> Result<bool> {
     let d = &from.described;
     let variants = d
@@ -418,9 +425,16 @@ pub async fn copy_config(
         .iter()
         .map(|v| {
             let mut v = v.clone();
+            let now = live
+                .iter()
+                .find(|l| Some(l.name.as_str()) == v.variant_name());
             // Serverless variants have no instances to raise.
             if let Some(n) = v.initial_instance_count {
-                v.initial_instance_count = Some(n.max(min_instances));
+                let running = now.and_then(|l| l.current_instance_count).unwrap_or(n);
+                v.initial_instance_count = Some(running.max(min_instances));
+            }
+            if let Some(w) = now.and_then(|l| l.current_weight) {
+                v.initial_variant_weight = Some(w);
             }
             v
         })

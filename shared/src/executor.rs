@@ -243,13 +243,14 @@ impl Executor<'_> {
                 from,
                 name,
                 min_instances,
+                live,
             } => {
                 let Some(source) = endpoints::describe_config(sm, from).await? else {
                     return Err(Error::InvalidData(format!(
                         "endpoint config {from} is gone"
                     )));
                 };
-                created(endpoints::copy_config(sm, &source, name, *min_instances).await?)
+                created(endpoints::copy_config(sm, &source, name, *min_instances, live).await?)
             }
             Action::SetScaleInCooldown {
                 resource_id,

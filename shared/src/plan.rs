@@ -75,11 +75,13 @@ pub enum Action {
     DeleteModel {
         model: String,
     },
-    /// A copy of `from` with at least `min_instances` per variant.
+    /// A copy of `from` with at least `min_instances` per production variant, starting from the
+    /// counts and weights the variants have now (`live`).
     CopyEndpointConfig {
         from: String,
         name: String,
         min_instances: i32,
+        live: Vec<crate::endpoints::LiveVariant>,
     },
     SetScaleInCooldown {
         resource_id: String,

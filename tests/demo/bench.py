@@ -238,10 +238,20 @@ def main() -> None:
           "bare lambda_runtime binary 6-7 ms, 21 MB.")
     if sweeps:
         print("\nendpoint-sweeper on the local AWS (dry run; GetMetricData batches of 500; describes 32 at a time)")
-        print(f"{'endpoints':>9} {'latency/call':>13} {'wall s':>7} {'peak RSS MB':>12} {'GetMetricData':>14}  calls by operation")
+        print(f"{'endpoints':>9} {'latency/call':>13} {'wall s':>7} {'peak RSS MB':>12} {'calls/endpoint':>15}  calls by operation")
         for n, latency, wall, rss, calls in sweeps:
-            ops = ", ".join(f"{op} {k}" for op, k in sorted(calls.items()) if op != "GetMetricData")
-            print(f"{n:>9} {str(latency) + ' ms':>13} {wall:>7.1f} {rss:>12.1f} {calls.get('GetMetricData', 0):>14}  {ops}")
+            ops = ", ".join(f"{op} {k}" for op, k in sorted(calls.items()))
+            per = sum(calls.values()) / n
+            print(f"{n:>9} {str(latency) + ' ms':>13} {wall:>7.1f} {rss:>12.1f} {per:>15.2f}  {ops}")
+        # The same sweep with and without added latency: the difference is what the calls' latency
+        # costs; the 0 ms run is the local AWS's own processing (moto is single-process Python) plus
+        # the sweeper's.
+        walls = {(n, latency): wall for n, latency, wall, _, _ in sweeps}
+        for n in sorted({n for n, *_ in sweeps}):
+            if (n, 0) in walls and (n, 30) in walls:
+                print(f"{n:>9} endpoints at 30 ms a call: {walls[(n, 30)]:.1f} s, of which the local AWS's own "
+                      f"processing {walls[(n, 0)]:.1f} s (the 0 ms run) and the calls' latency "
+                      f"{walls[(n, 30)] - walls[(n, 0)]:.1f} s")
     if scans:
         print(f"\ndrift-scanner coverage scan of a {SCAN_ITEMS:,}-item products table on the local AWS "
               f"(projection of 2 attributes, {SCAN_PAGE_SIZE} items a page; moto is single-process Python, so "

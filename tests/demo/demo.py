@@ -182,23 +182,52 @@ class Demo:
     def seed_fleet(self) -> None:
         """The seeds' fleet: what an hourly sweep finds in an account after a year of experiments."""
         self.s3.create_bucket(Bucket=REPORT_BUCKET)
-        self.fleet_endpoint("recs-experiment-staging", 1, {"environment": "staging"}, 0)
         self.fleet_endpoint("recs-sandbox", 1, {"environment": "staging", "ProtectedFromAutoStop": "true"}, 0)
         self.fleet_endpoint("search-rerank-prod", 4, {"environment": "production"}, 0)
-        self.fleet_endpoint("mangaassist-recommendation-v1", 1,
-                            {"environment": "production", "lifecycle:model-package-group": GROUP}, 60)
         self.fleet_endpoint("checkout-ranker", 1, {"environment": "production"}, 5_400)
         self.fleet_endpoint("chat-intent", 2, {"environment": "production"}, 900)
         self.aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId="endpoint/chat-intent/variant/AllTraffic",
                                           ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=0, MaxCapacity=4)
+        # Case 1: marked idle 30 h ago. One stayed idle; someone used the other 10 h ago, outside the
+        # last hour's window: idle over the window, not idle all along.
+        self.fleet_endpoint("recs-experiment-staging", 1, {"environment": "staging"}, 0)
+        self.fleet_endpoint("recs-ab-test-staging", 1, {"environment": "staging"}, 0)
+        for name in ("recs-experiment-staging", "recs-ab-test-staging"):
+            self.mark_idle(name, hours_ago=30)
+        self.invocations("recs-ab-test-staging", 35, seconds_ago=10 * 3600)
+        # Case 3: an untagged notebook endpoint: the stack's ENVIRONMENT decides.
+        self.fleet_endpoint("notebook-endpoint-untagged", 1, {}, 0)
+        # Case 4 (seed 000, scenario 5): the forgotten v1, untagged, serving 40% of users from a model
+        # built from version 1 of the target's group.
+        v1 = self.sm.list_model_packages(ModelPackageGroupName=GROUP, SortBy="CreationTime",
+                                         SortOrder="Ascending")["ModelPackageSummaryList"][0]["ModelPackageArn"]
+        self.sm.create_model(ModelName="mangaassist-recommendation-v1-model", ExecutionRoleArn=ROLE,
+                             PrimaryContainer={"ModelPackageName": v1})
+        self.sm.create_endpoint_config(EndpointConfigName="mangaassist-recommendation-v1-config", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "mangaassist-recommendation-v1-model",
+            "InstanceType": "ml.g4dn.xlarge", "InitialInstanceCount": 1}])
+        self.sm.create_endpoint(EndpointName="mangaassist-recommendation-v1",
+                                EndpointConfigName="mangaassist-recommendation-v1-config")
+        self.app.age_endpoint("mangaassist-recommendation-v1", 600)
+        self.invocations("mangaassist-recommendation-v1", 3_800, seconds_ago=300)
 
-    def sweep_report(self, uri: str) -> None:
+    def mark_idle(self, name: str, hours_ago: float) -> None:
+        arn = self.sm.describe_endpoint(EndpointName=name)["EndpointArn"]
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - hours_ago * 3600))
+        self.sm.add_tags(ResourceArn=arn, Tags=[{"Key": "lifecycle:idle-since", "Value": at}])
+
+    def invocations(self, name: str, count: float, seconds_ago: float) -> None:
+        self.cw.put_metric_data(Namespace="AWS/SageMaker", MetricData=[{
+            "MetricName": "Invocations", "Value": count, "Timestamp": time.time() - seconds_ago,
+            "Dimensions": [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}]}])
+
+    def sweep_report(self, uri: str, only: list[str] | None = None) -> None:
         key = uri.split("/", 3)[3]
         report = json.loads(self.s3.get_object(Bucket=REPORT_BUCKET, Key=key)["Body"].read())
         for e in report["endpoints"]:
-            if e.get("not_judged"):
+            if e.get("not_judged") or (only and e["endpoint"] not in only):
                 continue
-            finds = ", ".join(f["finding"] for f in e["findings"]) or "healthy"
+            finds = ", ".join(finding(f) for f in e["findings"]) or "healthy"
             cost = f"${e['monthly_usd']:,.0f}/mo" if e.get("monthly_usd") is not None else "?"
             print(f"    {e['endpoint']:<32} {finds:<42} {cost:>10}")
             for a in e["actions"]:
@@ -240,7 +269,7 @@ class Demo:
         target.chmod(target.stat().st_mode | stat.S_IEXEC)
         return str(target)
 
-    def start(self, name: str, env: dict[str, str]) -> None:
+    def start(self, name: str, env: dict[str, str], binary: str | None = None) -> None:
         base = {
             "AWS_ENDPOINT_URL": self.url,
             "AWS_REGION": REGION,
@@ -249,7 +278,8 @@ class Demo:
             "LEDGER_TABLE": LEDGER,
             "ENVIRONMENT": "production",
         }
-        fn = Function(name, self.binary(name), {**base, **env}, log_path=str(self.workdir / f"{name}.log"))
+        env = {k: v for k, v in {**base, **env}.items() if v != ""}
+        fn = Function(name, self.binary(binary or name), env, log_path=str(self.workdir / f"{name}.log"))
         init = fn.wait_ready()
         self.functions[name] = fn
         print(f"  {name}: cold start {init * 1000:.1f} ms (logs: {self.workdir / (name + '.log')})")
@@ -346,6 +376,14 @@ class Demo:
         for fn in self.functions.values():
             fn.stop()
         self.server.shutdown()
+
+
+def finding(f: dict) -> str:
+    """A finding in words; a stale duplicate with the versions and traffic that matter."""
+    if f["finding"].startswith("stale"):
+        return (f"{f['finding']} of {f['canonical']} (serves v{f.get('version')}, target v{f.get('canonical_version')}, "
+                f"{f['per_hour']:,.0f}/h)")
+    return f["finding"]
 
 
 def localaws_calls(app: localaws.LocalAws) -> dict:
@@ -480,23 +518,46 @@ def run(demo: Demo) -> None:
     demo.start("drift-scanner", DRIFT_ENV)
     demo.send("drift-scanner", load_event("drift-scanner-schedule.json"), "Daily drift scan")
     demo.send("drift-scanner", {"schedule": "drift-scan"}, "The scan runs again the same day (Scheduler payload)")
+    # Case 11: one retraining per gap. A second adapter's job from yesterday completed overnight; its
+    # adapter awaits evaluation and approval. Today's scan sees the same gap and starts nothing.
+    other = "mangaassist-search-lora"
+    yesterday = time.strftime("%Y%m%d", time.gmtime(time.time() - 86400))
+    job = f"{other}-catalog-{yesterday}"
+    demo.sm.create_training_job(
+        TrainingJobName=job, RoleArn=ROLE, AlgorithmSpecification={"TrainingImage": DRIFT_ENV["TRAINING_IMAGE"],
+                                                                    "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": f"s3://{TRAINING_BUCKET}/adapters/{other}/"},
+        ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        StoppingCondition={"MaxRuntimeInSeconds": 86400})
+    demo.app.set_training_status(job, "Completed")
+    demo.start("drift-scanner-search", {**DRIFT_ENV, "ADAPTER_NAME": other, "ENDPOINT_NAME": "",
+                                         "TRAINING_CUTOFF": "2025-09-01"}, binary="drift-scanner")
+    demo.send("drift-scanner-search", {"schedule": "drift-scan"},
+              f"{other}: yesterday's retraining {job} completed overnight; today's scan, same gap")
 
     print(f"\n{bold('The hourly sweep finds a year of experiments')}")
     demo.seed_fleet()
-    sweep_env = {"DEPLOY_TARGETS": json.dumps(TARGETS), "REPORT_BUCKET": REPORT_BUCKET, "GRACE_HOURS": "0"}
+    sweep_env = {"DEPLOY_TARGETS": json.dumps(TARGETS), "REPORT_BUCKET": REPORT_BUCKET, "GRACE_HOURS": "24"}
     demo.start("endpoint-sweeper", sweep_env)
-    dry = demo.send("endpoint-sweeper", load_event("endpoint-sweeper-schedule.json"), "Hourly sweep, as installed: DRY_RUN=true")
+    dry = demo.send("endpoint-sweeper", load_event("endpoint-sweeper-schedule.json"),
+                    "Hourly sweep, as installed in production: DRY_RUN=true")
     if dry:
         demo.sweep_report(dry["report_uri"])
     demo.functions.pop("endpoint-sweeper").stop()
     demo.start("endpoint-sweeper", {**sweep_env, "DRY_RUN": "false", "REMEDIATE": "true"})
     real = demo.send("endpoint-sweeper", load_event("endpoint-sweeper-schedule.json"),
-                     "The reports looked right: DRY_RUN=false, REMEDIATE=true")
+                     "The reports looked right: DRY_RUN=false, REMEDIATE=true "
+                     "(recs-ab-test-staging was used 10 h ago, after its mark: kept)")
     if real:
         demo.sweep_report(real["report_uri"])
-    again = demo.send("endpoint-sweeper", {"schedule": "sweep"}, "The next hour (grace period 0 for the demo)")
-    if again:
-        demo.sweep_report(again["report_uri"])
+    demo.functions.pop("endpoint-sweeper").stop()
+    # Case 3: the same fleet seen by a staging install, in a dry run: its untagged endpoints are its own.
+    demo.start("endpoint-sweeper", {**sweep_env, "ENVIRONMENT": "staging", "DEPLOY_TARGETS": "[]"})
+    staging = demo.send("endpoint-sweeper", {"schedule": "sweep"},
+                        "The same account seen by a staging install (ENVIRONMENT=staging, no targets, dry run): "
+                        "untagged endpoints are staging's to sweep")
+    if staging:
+        demo.sweep_report(staging["report_uri"], only=["notebook-endpoint-untagged"])
 
     demo.send(
         "model-deployer",

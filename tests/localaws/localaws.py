@@ -49,6 +49,8 @@ import botocore.session
 import cbor2
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core import DEFAULT_ACCOUNT_ID
+# moto keeps naive UTC times on its resources; ours must compare with them.
+from moto.core.utils import utcnow as moto_utcnow
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -244,7 +246,7 @@ class Endpoints:
                 )
             )
             endpoint.endpoint_status = "Updating"
-            endpoint.last_modified_time = utcnow()
+            endpoint.last_modified_time = moto_utcnow()
             endpoint.pending_deployment_summary = {
                 "EndpointConfigName": config,
                 "StartTime": utcnow(),
@@ -286,7 +288,7 @@ class Endpoints:
                 backend.endpoint_configs[d.new_config].production_variants
             )
         ep.endpoint_status = "InService"
-        ep.last_modified_time = utcnow()
+        ep.last_modified_time = moto_utcnow()
         if hasattr(ep, "pending_deployment_summary"):
             del ep.pending_deployment_summary
 
@@ -418,7 +420,7 @@ class LocalAws:
         """SageMaker sets LastModifiedTime when capacity changes (autoscaling, a person); moto does not."""
         endpoint = sagemaker_backends[DEFAULT_ACCOUNT_ID][region].endpoints.get(name)
         if endpoint is not None:
-            endpoint.last_modified_time = utcnow()
+            endpoint.last_modified_time = moto_utcnow()
 
     # ---- request identity
     @staticmethod
@@ -549,7 +551,9 @@ class LocalAws:
     def age_endpoint(self, name: str, minutes: float, region: str | None = None) -> bool:
         found = self.endpoints_named(name, region)
         for ep in found:
+            # Up for that long, and unchanged since it was made.
             ep.creation_time = ep.creation_time - dt.timedelta(minutes=minutes)
+            ep.last_modified_time = ep.creation_time
         return bool(found)
 
     def set_endpoint_status(self, name: str, status: str, region: str | None = None) -> bool:

@@ -552,6 +552,7 @@ mod tests {
             variants: vec![LiveVariant {
                 name: "AllTraffic".into(),
                 current_instance_count: Some(instances),
+                current_weight: None,
             }],
         }
     }

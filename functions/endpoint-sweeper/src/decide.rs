@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use lifecycle::endpoints::LiveVariant;
 use lifecycle::names::{fingerprint, sagemaker_name};
 use lifecycle::outcome::Outcome;
 use lifecycle::plan::{Action, Plan};
@@ -55,7 +56,19 @@ pub struct Limits<'a> {
     pub rollback_configs: &'a HashSet<String>,
     /// Per target endpoint: its old versions to retire (see [`crate::versions`]).
     pub retire: &'a HashMap<String, Vec<Retire>>,
+    /// Set under the lease when other endpoints were created or changed since the sweep read the
+    /// account: who uses a config is then not known, and no config or model is deleted.
+    pub account_changed: Option<&'a str>,
     pub now: OffsetDateTime,
+}
+
+impl Limits<'_> {
+    /// The deployment target whose endpoint this is (SageMaker names ignore case).
+    pub fn target_of(&self, endpoint: &str) -> Option<&lifecycle::targets::DeploymentTarget> {
+        self.targets
+            .iter()
+            .find(|t| t.endpoint.eq_ignore_ascii_case(endpoint))
+    }
 }
 
 /// Who uses each config: every endpoint's current and pending config, in every state. `None`
@@ -155,6 +168,12 @@ fn config_kept(
     users: Option<&HashMap<String, usize>>,
     l: &Limits,
 ) -> Option<String> {
+    if let Some(changed) = l.account_changed {
+        return Some(format!(
+            "endpoints changed since the sweep read the account ({changed}): who uses {} is not known this run",
+            e.config
+        ));
+    }
     if l.rollback_configs.contains(&e.config) {
         return Some(format!(
             "{}: a deployment target may roll back to it",
@@ -238,7 +257,11 @@ fn wanted(
             ),
         ));
     }
-    for r in l.retire.get(&e.name).into_iter().flatten() {
+    let retire = l
+        .retire
+        .get(&e.name)
+        .filter(|_| l.account_changed.is_none());
+    for r in retire.into_iter().flatten() {
         let mut g = Group::new(
             Outcome::VersionsRetired,
             format!("retire version {}", r.version),
@@ -274,7 +297,7 @@ fn idle(
     groups: &mut Vec<Group>,
     withheld: &mut Vec<Withheld>,
 ) {
-    if l.targets.by_endpoint(&e.name).is_some() {
+    if l.target_of(&e.name).is_some() {
         withheld.push(withhold(
             "DeleteEndpoint",
             "a deployment target's endpoint: the deployer would recreate it; remove it from DEPLOY_TARGETS first",
@@ -308,6 +331,15 @@ fn idle(
                 value: fmt(l.now),
             },
             format!("{what}: deleted on a later run if no invocation at all in the next {hours} h"),
+        )),
+        // Changed after its mark (an update, a capacity change): someone works on it.
+        Some(since) if e.last_modified.is_some_and(|m| m > since) => groups.push(unmark(
+            e,
+            format!(
+                "changed at {} after it was marked idle at {}: kept",
+                e.last_modified.map(fmt).unwrap_or_default(),
+                fmt(since)
+            ),
         )),
         Some(since) if l.now - since >= time::Duration::hours(hours) => {
             after_grace(j, e, since, hours, config_kept, groups, withheld)
@@ -393,7 +425,7 @@ fn fixes(
     withheld: &mut Vec<Withheld>,
 ) -> Vec<Group> {
     let mut fixes = vec![];
-    let target = l.targets.by_endpoint(&e.name);
+    let target = l.target_of(&e.name);
     for f in &j.findings {
         match f {
             // The deployer owns a target's capacity: a second writer would fight it.
@@ -446,8 +478,7 @@ fn fixes(
 /// instance count when that is higher (the deployer sized it so).
 fn scale_down(e: &EndpointFacts, scaling: &HashMap<String, Scaling>, l: &Limits) -> Vec<Group> {
     let floor = l
-        .targets
-        .by_endpoint(&e.name)
+        .target_of(&e.name)
         .map_or(HA_FLOOR, |t| t.instance_count.max(HA_FLOOR));
     let mut groups = vec![];
     for v in &e.variants {
@@ -486,58 +517,66 @@ fn scale_down(e: &EndpointFacts, scaling: &HashMap<String, Scaling>, l: &Limits)
     groups
 }
 
-/// A single-instance production variant: a new config with two, then an update to it.
+/// A single-instance production variant: with autoscaling, MinCapacity raised to two (SageMaker
+/// refuses an update of an autoscaled variant, and autoscaling would undo a new count); without,
+/// a copy of the config with two, from what every variant runs now, then an update to it.
 fn under_replicated(
     e: &EndpointFacts,
     variant: &str,
     instances: i32,
     scaling: &HashMap<String, Scaling>,
 ) -> Group {
-    let name = sagemaker_name(
-        &e.name,
-        &format!("ha{HA_FLOOR}-{}", fingerprint(&[&e.config])),
-    );
-    let mut g = Group::new(
-        Outcome::Remediated,
-        format!("give {variant} {HA_FLOOR} instances"),
-    )
-    .push(
-        Action::CopyEndpointConfig {
-            from: e.config.clone(),
-            name: name.clone(),
-            min_instances: HA_FLOOR,
-        },
-        format!(
-            "{} with at least {HA_FLOOR} instances per variant",
-            e.config
-        ),
-    )
-    .push(
-        Action::UpdateEndpoint {
-            endpoint: e.name.clone(),
-            config: name,
-            rollout: None,
-        },
-        format!("{instances} instance(s) in production is a single point of failure"),
-    );
-    if let Some(s) = scaling.get(&resource_id(&e.name, variant))
-        && s.min < HA_FLOOR
-    {
-        g = g.push(
+    let what = format!("give {variant} {HA_FLOOR} instances");
+    let single = format!("{instances} instance(s) in production is a single point of failure");
+    if let Some(s) = scaling.get(&resource_id(&e.name, variant)) {
+        return Group::new(Outcome::Remediated, what).push(
             Action::SetScalingBounds {
                 target: ScalableTarget {
                     resource_id: resource_id(&e.name, variant),
-                    min: HA_FLOOR,
+                    min: s.min.max(HA_FLOOR),
                     max: s.max.max(HA_FLOOR),
                 },
             },
             format!(
-                "MinCapacity {} -> {HA_FLOOR}, so autoscaling keeps two",
+                "{single}; MinCapacity {} -> {HA_FLOOR}: autoscaling adds the second",
                 s.min
             ),
         );
     }
-    g
+    let name = sagemaker_name(
+        &e.name,
+        &format!("ha{HA_FLOOR}-{}", fingerprint(&[&e.config])),
+    );
+    let live = e
+        .variants
+        .iter()
+        .map(|v| LiveVariant {
+            name: v.name.clone(),
+            current_instance_count: v.instances,
+            current_weight: v.weight,
+        })
+        .collect();
+    Group::new(Outcome::Remediated, what)
+        .push(
+            Action::CopyEndpointConfig {
+                from: e.config.clone(),
+                name: name.clone(),
+                min_instances: HA_FLOOR,
+                live,
+            },
+            format!(
+                "{} with at least {HA_FLOOR} instances per production variant, every other field kept",
+                e.config
+            ),
+        )
+        .push(
+            Action::UpdateEndpoint {
+                endpoint: e.name.clone(),
+                config: name,
+                rollout: None,
+            },
+            single,
+        )
 }
 
 #[cfg(test)]
@@ -565,12 +604,15 @@ mod tests {
                 name: "AllTraffic".into(),
                 instance_type: Some("ml.m5.xlarge".into()),
                 instances: Some(instances),
+                weight: None,
                 inference_components: false,
             }],
             config_read: true,
             models: vec![],
             package: None,
             pending_config: None,
+            last_modified: None,
+            traffic_unmeasured: None,
             error: None,
         }
     }
@@ -620,9 +662,92 @@ mod tests {
                 protection_tag: "ProtectedFromAutoStop",
                 rollback_configs: &HashSet::from(["kept-config".to_string()]),
                 retire: &HashMap::new(),
+                account_changed: None,
                 now: now(),
             },
         )
+    }
+
+    #[test]
+    fn an_account_that_changed_since_the_read_keeps_every_config() {
+        let f = facts("staging", 1);
+        let mut j = judgement("staging", false, vec![Finding::Idle]);
+        j.idle_since = Some(now() - time::Duration::hours(30));
+        let (retire, rollback) = (HashMap::new(), HashSet::new());
+        let targets = Targets::default();
+        let l = Limits {
+            targets: &targets,
+            max_actions: 10,
+            remediate: false,
+            grace_hours: 24,
+            stale_hours: 168,
+            protection_tag: "ProtectedFromAutoStop",
+            rollback_configs: &rollback,
+            retire: &retire,
+            account_changed: Some("new-endpoint"),
+            now: now(),
+        };
+        let users = config_users(&[&f]);
+        let p = plan_endpoint(&j, &f, &HashMap::new(), users.as_ref(), &mut 10, &l);
+        assert_eq!(names(&p), [ActionKind::DeleteEndpoint]);
+        assert!(
+            p.withheld[0].why.contains("new-endpoint"),
+            "{:?}",
+            p.withheld
+        );
+    }
+
+    #[test]
+    fn a_marked_endpoint_changed_after_its_mark_is_kept() {
+        let mut f = facts("staging", 1);
+        f.last_modified = Some(now() - time::Duration::hours(2));
+        let mut j = judgement("staging", false, vec![Finding::Idle]);
+        j.idle_since = Some(now() - time::Duration::hours(30));
+        let p = &run(&[j], &[f], 10, false)[0];
+        assert_eq!(p.outcome, Some(Outcome::Unmarked));
+        assert!(
+            p.doing[0].contains("after it was marked idle"),
+            "{:?}",
+            p.doing
+        );
+    }
+
+    #[test]
+    fn an_autoscaled_single_instance_variant_gets_a_higher_minimum_not_a_new_config() {
+        let f = [facts("one", 1)];
+        let j = judgement(
+            "one",
+            true,
+            vec![Finding::UnderReplicated {
+                variant: "AllTraffic".into(),
+                instances: 1,
+            }],
+        );
+        let scaling = HashMap::from([(
+            resource_id("one", "AllTraffic"),
+            Scaling {
+                min: 1,
+                max: 4,
+                policies: vec![],
+            },
+        )]);
+        let by_name: HashMap<&str, &EndpointFacts> =
+            f.iter().map(|e| (e.name.as_str(), e)).collect();
+        let (retire, rollback, targets) = (HashMap::new(), HashSet::new(), Targets::default());
+        let l = Limits {
+            targets: &targets,
+            max_actions: 10,
+            remediate: true,
+            grace_hours: 24,
+            stale_hours: 168,
+            protection_tag: "ProtectedFromAutoStop",
+            rollback_configs: &rollback,
+            retire: &retire,
+            account_changed: None,
+            now: now(),
+        };
+        let p = &decide(&[j], &by_name, &scaling, &l)[0];
+        assert_eq!(names(p), [ActionKind::SetScalingBounds]);
     }
 
     #[test]

@@ -107,18 +107,39 @@ pub struct Rules<'a> {
     pub now: OffsetDateTime,
 }
 
+/// Environment tag values that mean "not production". Anything else a tag says (`prd`, `live`,
+/// `Production-EU`) is not known to be safe: the stack's environment decides.
+const NON_PRODUCTION: &[&str] = &[
+    "staging",
+    "stage",
+    "development",
+    "dev",
+    "test",
+    "qa",
+    "sandbox",
+];
+
 /// The endpoint's own environment tag wins; without one it is in the stack's environment
 /// (seed 002: a staging install sweeps its untagged idle endpoints, a production one never
-/// deletes them). Only `production` (or `prod`) in the tag is production, as the seeds write it.
+/// deletes them). Only a known non-production value makes an endpoint non-production; if several
+/// keys match (`environment`, `Environment`), one that says production wins.
 pub fn is_production(e: &EndpointFacts, environment_tag: &str, stack: Environment) -> bool {
-    match e
+    let values: Vec<String> = e
         .tags
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(environment_tag))
+        .filter(|(k, _)| k.eq_ignore_ascii_case(environment_tag))
+        .map(|(_, v)| v.trim().to_ascii_lowercase())
+        .collect();
+    if values
+        .iter()
+        .any(|v| v.parse::<Environment>() == Ok(Environment::Production))
     {
-        Some((_, v)) => v.parse::<Environment>() == Ok(Environment::Production),
-        None => stack.is_production(),
+        return true;
     }
+    if !values.is_empty() && values.iter().all(|v| NON_PRODUCTION.contains(&v.as_str())) {
+        return false;
+    }
+    stack.is_production()
 }
 
 pub fn judge(
@@ -155,6 +176,11 @@ pub fn judge(
     };
     j.not_judged = not_judged(e, r);
     if j.not_judged.is_some() {
+        return j;
+    }
+    // No metric says anything about this one's traffic: never idle (nor stale) on a zero.
+    if e.traffic_unmeasured.is_some() {
+        j.findings.extend(risks(e, scaling, production));
         return j;
     }
     j.invocations = e
@@ -242,7 +268,7 @@ fn stale(e: &EndpointFacts, invocations: Option<f64>, r: &Rules) -> Option<Findi
         .targets
         .iter()
         .find(|t| t.model_package_group.eq_ignore_ascii_case(&group))?;
-    if target.endpoint == e.name {
+    if target.endpoint.eq_ignore_ascii_case(&e.name) {
         return None;
     }
     let per_hour = invocations? * 60.0 / r.window_minutes as f64;
@@ -295,12 +321,15 @@ mod tests {
                 name: "AllTraffic".into(),
                 instance_type: Some("ml.m5.xlarge".into()),
                 instances: Some(instances),
+                weight: None,
                 inference_components: false,
             }],
             config_read: true,
             models: vec![format!("{name}-model")],
             package: None,
             pending_config: None,
+            last_modified: None,
+            traffic_unmeasured: None,
             error: None,
         }
     }

@@ -22,6 +22,9 @@ pub struct Variant {
     /// `None` until the config is read.
     pub instance_type: Option<String>,
     pub instances: Option<i32>,
+    /// Its traffic weight now.
+    #[serde(skip)]
+    pub weight: Option<f32>,
     /// No model: the variant hosts inference components (the only kind that can scale to zero).
     pub inference_components: bool,
 }
@@ -36,6 +39,12 @@ pub struct EndpointFacts {
     pub config: String,
     /// The config an update in progress moves to: in use too.
     pub pending_config: Option<String>,
+    /// When it last changed (an update, a capacity change).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_modified: Option<OffsetDateTime>,
+    /// Why its Invocations say nothing about its traffic, if they do not (asynchronous inference,
+    /// inference components): it is then never judged idle.
+    pub traffic_unmeasured: Option<String>,
     pub tags: BTreeMap<String, String>,
     /// The config's tags (the deployer's `lifecycle:model-package-group`, for one).
     pub config_tags: BTreeMap<String, String>,
@@ -190,6 +199,8 @@ pub fn facts(
         created: l.created,
         config: String::new(),
         pending_config: None,
+        last_modified: None,
+        traffic_unmeasured: None,
         config_tags: BTreeMap::new(),
         variants: vec![],
         config_read: false,
@@ -211,6 +222,7 @@ pub fn facts(
                 .cloned();
             f.config = ep.config_name;
             f.pending_config = ep.pending_config;
+            f.last_modified = ep.last_modified;
             f.variants = ep
                 .variants
                 .into_iter()
@@ -218,6 +230,7 @@ pub fn facts(
                     name: v.name,
                     instance_type: None,
                     instances: v.current_instance_count,
+                    weight: v.current_weight,
                     inference_components: false,
                 })
                 .collect();
@@ -271,6 +284,15 @@ fn fill(f: &mut EndpointFacts, c: &endpoints::EndpointConfig) {
     }
     f.models = c.models();
     f.config_read = true;
+    // SageMaker publishes no Invocations for asynchronous endpoints, and those of inference
+    // components per component: zero there is not idle.
+    f.traffic_unmeasured = if c.described.async_inference_config().is_some() {
+        Some("asynchronous inference: no Invocations metric".into())
+    } else if f.variants.iter().any(|v| v.inference_components) {
+        Some("inference components: Invocations are per component".into())
+    } else {
+        None
+    };
 }
 
 /// The package of each endpoint whose tags name none, through its first model's
@@ -343,15 +365,46 @@ pub async fn read_again(
     Ok(f)
 }
 
+/// The endpoints created or changed after `since` (ListEndpoints' LastModifiedTimeAfter): what
+/// the sweep's first read could not know about.
+pub async fn changed_since(
+    sm: &aws_sdk_sagemaker::Client,
+    since: OffsetDateTime,
+) -> Result<Vec<String>> {
+    let mut pages = sm
+        .list_endpoints()
+        .last_modified_time_after(aws_smithy_types::DateTime::from_secs(
+            since.unix_timestamp(),
+        ))
+        .max_results(100)
+        .into_paginator()
+        .items()
+        .send();
+    let mut out = vec![];
+    while let Some(e) = pages.next().await {
+        let e = e.map_err(|e| Error::aws("ListEndpoints", e))?;
+        out.push(e.endpoint_name().unwrap_or_default().to_string());
+    }
+    Ok(out)
+}
+
 /// Every SageMaker scalable target and its policies, by resource id (all pages, two listings for
-/// the whole account, not two calls per endpoint).
+/// the whole account, not two calls per endpoint), or only those of `ids`.
 pub async fn scaling(
     client: &aws_sdk_applicationautoscaling::Client,
+) -> Result<HashMap<String, Scaling>> {
+    scaling_of(client, None).await
+}
+
+pub async fn scaling_of(
+    client: &aws_sdk_applicationautoscaling::Client,
+    ids: Option<Vec<String>>,
 ) -> Result<HashMap<String, Scaling>> {
     let mut out: HashMap<String, Scaling> = HashMap::new();
     let mut targets = client
         .describe_scalable_targets()
         .service_namespace(ServiceNamespace::Sagemaker)
+        .set_resource_ids(ids.clone())
         .into_paginator()
         .items()
         .send();
@@ -361,9 +414,26 @@ pub async fn scaling(
         s.min = t.min_capacity();
         s.max = t.max_capacity();
     }
+    // Policies of the targets asked about, or all; one resource id at a time is what the API takes.
+    let per_id: Vec<Option<String>> = match ids {
+        Some(ids) => ids.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    for id in per_id {
+        policies(client, id, &mut out).await?;
+    }
+    Ok(out)
+}
+
+async fn policies(
+    client: &aws_sdk_applicationautoscaling::Client,
+    id: Option<String>,
+    out: &mut HashMap<String, Scaling>,
+) -> Result<()> {
     let mut policies = client
         .describe_scaling_policies()
         .service_namespace(ServiceNamespace::Sagemaker)
+        .set_resource_id(id)
         .into_paginator()
         .items()
         .send();
@@ -377,7 +447,7 @@ pub async fn scaling(
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

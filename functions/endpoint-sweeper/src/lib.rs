@@ -42,7 +42,8 @@ use crate::traffic::Invocations;
 use crate::versions::Managed;
 
 pub const FUNCTION: &str = "endpoint-sweeper";
-const LEASE_SECONDS: i64 = 120;
+/// Long enough for a plan's calls with the SDK's retries (each call at most 30 s).
+const LEASE_SECONDS: i64 = 300;
 
 pub struct Sweeper {
     pub clients: Clients,
@@ -109,9 +110,14 @@ async fn sweep(sweeper: &Sweeper, pipeline: &Pipeline<'_>) -> Result<SweepSummar
     let mut plans: HashMap<String, EndpointPlan> =
         plans.into_iter().map(|p| (p.endpoint.clone(), p)).collect();
     let mut endpoints = vec![];
+    // Endpoints this run changed: their own changes do not make the account look changed.
+    let mut acted = HashSet::new();
     for (j, e) in judgements.into_iter().zip(&seen.facts) {
         let planned = plans.remove(&j.endpoint).unwrap_or_default();
-        let (j, plan, results) = act(sweeper, pipeline, &ctx, &seen, j, e, planned).await;
+        let (j, plan, results) = act(sweeper, pipeline, &ctx, &seen, &acted, j, e, planned).await;
+        if !results.is_empty() {
+            acted.insert(e.name.clone());
+        }
         endpoints.push(EndpointReport {
             actions: report::taken(&plan, &results),
             withheld: plan.withheld,
@@ -171,6 +177,8 @@ pub struct Seen {
     pub served: HashMap<String, Vec<Served>>,
     pub managed: HashMap<String, Vec<Managed>>,
     pub calls: BTreeMap<&'static str, usize>,
+    /// When the account was read.
+    pub read_at: OffsetDateTime,
 }
 
 /// Account-wide reads first: if any fails, the sweep stops here, having changed nothing. Then
@@ -190,7 +198,7 @@ async fn observe(sweeper: &Sweeper, now: OffsetDateTime) -> Result<Seen> {
         );
         managed.insert(
             t.endpoint.clone(),
-            versions::managed(sm, &t.endpoint).await?,
+            versions::managed(sm, &t.endpoint, &tags).await?,
         );
     }
     let mut calls = BTreeMap::from([
@@ -233,6 +241,7 @@ async fn observe(sweeper: &Sweeper, now: OffsetDateTime) -> Result<Seen> {
         served,
         managed,
         calls,
+        read_at: now,
     })
 }
 
@@ -339,6 +348,7 @@ impl<'a> Context<'a> {
             protection_tag: &c.protection_tag,
             rollback_configs: &self.rollback_configs,
             retire: &self.retire,
+            account_changed: None,
             now: self.now,
         }
     }
@@ -360,10 +370,13 @@ fn retirements(
         .flat_map(|e| std::iter::once(e.config.clone()).chain(e.pending_config.clone()))
         .collect();
     let models_in_use: HashSet<String> = seen.facts.iter().flat_map(|e| e.models.clone()).collect();
-    seen.managed
+    c.targets
         .iter()
-        .map(|(endpoint, managed)| {
+        .filter_map(|t| Some((t, seen.managed.get(&t.endpoint)?)))
+        .map(|(t, managed)| {
+            let endpoint = &t.endpoint;
             let keep = versions::Keep {
+                target: t,
                 served: seen.served.get(endpoint).map_or(&[], Vec::as_slice),
                 versions: c.keep_versions,
                 configs_in_use: &configs_in_use,
@@ -371,7 +384,7 @@ fn retirements(
                 grace_hours: c.grace_hours,
                 now,
             };
-            (endpoint.clone(), versions::retire(endpoint, managed, &keep))
+            (endpoint.clone(), versions::retire(managed, &keep))
         })
         .collect()
 }
@@ -395,11 +408,13 @@ fn judge_and_plan(ctx: &Context, seen: &Seen) -> (Vec<Judgement>, Vec<EndpointPl
 /// be minutes old and the tagging API trails tag changes, so what is acted on is what is true
 /// now, decided again within what the first decision was allowed of the budget. Returns the
 /// judgement and plan acted on and what each step did, for the report.
+#[allow(clippy::too_many_arguments)]
 async fn act(
     sweeper: &Sweeper,
     pipeline: &Pipeline<'_>,
     ctx: &Context<'_>,
     seen: &Seen,
+    acted: &HashSet<String>,
     judgement: Judgement,
     facts: &EndpointFacts,
     planned: EndpointPlan,
@@ -416,7 +431,7 @@ async fn act(
     let leased = sweeper
         .ledger
         .with_lease(&endpoint, pipeline.request_id, LEASE_SECONDS, async || {
-            let again = decide_again(sweeper, ctx, seen, facts, &planned).await;
+            let again = decide_again(sweeper, ctx, seen, acted, facts, &planned).await;
             let (j, plan) = match again {
                 Ok(again) => again,
                 Err(e) => {
@@ -445,32 +460,96 @@ async fn act(
     }
 }
 
-/// The endpoint read again (its description, its tags, its config) and decided again.
+/// The endpoint read again (its description, its tags, its config, its autoscaling, its
+/// invocations since an idle mark, up to now) and decided again. No config or model is deleted if
+/// other endpoints changed since the account was read (who uses what is then not known), nor any
+/// old version this endpoint uses now.
 async fn decide_again(
     sweeper: &Sweeper,
     ctx: &Context<'_>,
     seen: &Seen,
+    acted: &HashSet<String>,
     old: &EndpointFacts,
     planned: &EndpointPlan,
 ) -> Result<(Judgement, EndpointPlan)> {
+    let clients = &sweeper.clients;
     let with_targets = !sweeper.config.targets.0.is_empty();
-    let fresh = inventory::read_again(&sweeper.clients.sagemaker, old, with_targets).await?;
-    let j = findings::judge(&fresh, &seen.scaling, &seen.invocations, &ctx.rules(seen));
+    let fresh = inventory::read_again(&clients.sagemaker, old, with_targets).await?;
+    let ids = fresh
+        .variants
+        .iter()
+        .map(|v| lifecycle::scaling::resource_id(&fresh.name, &v.name))
+        .collect();
+    let scaling = inventory::scaling_of(&clients.autoscaling, Some(ids)).await?;
+    let since_mark = match fresh
+        .tags
+        .get(findings::IDLE_TAG)
+        .map(|t| lifecycle::events::parse_time(t))
+    {
+        Some(Ok(since)) => {
+            let marked: Vec<_> = fresh
+                .variants
+                .iter()
+                .map(|v| (fresh.name.clone(), v.name.clone(), since))
+                .collect();
+            traffic::since_mark(&clients.cloudwatch, &marked, OffsetDateTime::now_utc())
+                .await
+                .0
+        }
+        _ => Invocations::new(),
+    };
+    let margin = seen.read_at - time::Duration::seconds(5);
+    let changed: Vec<String> = inventory::changed_since(&clients.sagemaker, margin)
+        .await?
+        .into_iter()
+        .filter(|n| *n != fresh.name && !acted.contains(n))
+        .collect();
+    let changed = (!changed.is_empty()).then(|| changed.join(", "));
+    let mut rules = ctx.rules(seen);
+    rules.since_mark = &since_mark;
+    let j = findings::judge(&fresh, &scaling, &seen.invocations, &rules);
     let mut others: Vec<&EndpointFacts> =
         seen.facts.iter().filter(|e| e.name != fresh.name).collect();
     others.push(&fresh);
     let users = decide::config_users(&others);
+    let retire = still_retirable(ctx, &fresh);
+    let limits = decide::Limits {
+        account_changed: changed.as_deref(),
+        retire: &retire,
+        ..ctx.limits()
+    };
     let mut allowance = planned.plan.steps.len();
-    let limits = ctx.limits();
     let plan = decide::plan_endpoint(
         &j,
         &fresh,
-        &seen.scaling,
+        &scaling,
         users.as_ref(),
         &mut allowance,
         &limits,
     );
     Ok((j, plan))
+}
+
+/// The endpoint's old versions to retire, less any it uses now (a rollback to an old version
+/// reuses its config and model as they are).
+fn still_retirable(
+    ctx: &Context<'_>,
+    fresh: &EndpointFacts,
+) -> HashMap<String, Vec<versions::Retire>> {
+    let in_use: HashSet<&String> = std::iter::once(&fresh.config)
+        .chain(&fresh.pending_config)
+        .chain(&fresh.models)
+        .collect();
+    let used = |a: &lifecycle::plan::Action| match a {
+        lifecycle::plan::Action::DeleteModel { model } => in_use.contains(model),
+        lifecycle::plan::Action::DeleteEndpointConfig { config } => in_use.contains(config),
+        _ => false,
+    };
+    let mut out = ctx.retire.clone();
+    for groups in out.values_mut() {
+        groups.retain(|r| !r.steps.iter().any(|(a, _)| used(a)));
+    }
+    out
 }
 
 /// Runs and records one endpoint's decision; what each step did.
@@ -492,7 +571,13 @@ async fn record(pipeline: &Pipeline<'_>, j: &Judgement, plan: &EndpointPlan) -> 
             summary.results
         }
         Err(e) if pipeline.executor.dry_run => vec![format!("dry run, not recorded: {e}")],
-        Err(e) => vec![format!("applied but not recorded: {e}")],
+        // The steps may or may not have run: the record of them is what failed.
+        Err(e) => {
+            error!(endpoint = %plan.endpoint, error = %e, "sweep decision not recorded");
+            let unknown =
+                format!("unknown: the decision could not be recorded ({e}); see the logs");
+            vec![unknown; plan.plan.steps.len()]
+        }
     }
 }
 

@@ -896,6 +896,7 @@ mod tests {
             variants: vec![LiveVariant {
                 name: "AllTraffic".into(),
                 current_instance_count: Some(3),
+                current_weight: None,
             }],
         }
     }
