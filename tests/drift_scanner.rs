@@ -234,8 +234,10 @@ async fn past_the_threshold_the_catalog_is_exported_and_one_job_starts() {
     assert_eq!(
         export_uri,
         format!(
-            "s3://{}/catalog-snapshots/{}/snapshot={snapshot}/catalog.jsonl",
-            catalog.bucket, catalog.adapter
+            "s3://{}/catalog-snapshots/{}/snapshot={snapshot}/catalog-{}.jsonl",
+            catalog.bucket,
+            catalog.adapter,
+            lifecycle::names::fingerprint(&[lifecycle::catalog::DEFAULT_TEMPLATE])
         )
     );
     let body = catalog.object(&export_uri).await;

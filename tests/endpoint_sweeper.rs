@@ -335,7 +335,7 @@ impl Fleet {
             env.push((k, v));
         }
         let config = Config::from_source(&env.as_slice()).unwrap();
-        Sweeper::new(self.fx.clients.clone(), config)
+        Sweeper::new(&self.fx.sdk, config)
     }
 
     async fn sweep(&self, sweeper: &Sweeper, request_id: &str) -> Result<SweepSummary, Error> {

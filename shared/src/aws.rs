@@ -43,8 +43,6 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
     pub autoscaling: aws_sdk_applicationautoscaling::Client,
-    /// The Resource Groups Tagging API: every endpoint's tags in a few calls (the sweeper).
-    pub tagging: aws_sdk_resourcegroupstagging::Client,
 }
 
 impl Clients {
@@ -60,7 +58,6 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),
             autoscaling: aws_sdk_applicationautoscaling::Client::new(config),
-            tagging: aws_sdk_resourcegroupstagging::Client::new(config),
         }
     }
 }

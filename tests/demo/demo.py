@@ -164,8 +164,9 @@ class Demo:
         for k in range(0, len(items), 25):
             self.ddb.batch_write_item(RequestItems={PRODUCTS: [{"PutRequest": {"Item": it}} for it in items[k:k + 25]]})
 
-    def fleet_endpoint(self, name: str, instances: int, tags: dict[str, str], invocations: float) -> None:
-        """An endpoint that has been up for ten hours, with its last hour of traffic."""
+    def fleet_endpoint(self, name: str, instances: int, tags: dict[str, str], invocations: float,
+                       hours_up: float = 10) -> None:
+        """An endpoint that has been up (unchanged) for `hours_up`, with its last hour of traffic."""
         self.sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE,
                              PrimaryContainer={"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-gpu"})
         self.sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[{
@@ -173,7 +174,7 @@ class Demo:
             "InitialInstanceCount": instances}])
         self.sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config",
                                 Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
-        self.app.age_endpoint(name, 600)
+        self.app.age_endpoint(name, hours_up * 60)
         if invocations:
             self.cw.put_metric_data(Namespace="AWS/SageMaker", MetricData=[{
                 "MetricName": "Invocations", "Value": invocations, "Timestamp": time.time() - 300,
@@ -190,8 +191,8 @@ class Demo:
                                           ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=0, MaxCapacity=4)
         # Case 1: marked idle 30 h ago. One stayed idle; someone used the other 10 h ago, outside the
         # last hour's window: idle over the window, not idle all along.
-        self.fleet_endpoint("recs-experiment-staging", 1, {"environment": "staging"}, 0)
-        self.fleet_endpoint("recs-ab-test-staging", 1, {"environment": "staging"}, 0)
+        self.fleet_endpoint("recs-experiment-staging", 1, {"environment": "staging"}, 0, hours_up=48)
+        self.fleet_endpoint("recs-ab-test-staging", 1, {"environment": "staging"}, 0, hours_up=48)
         for name in ("recs-experiment-staging", "recs-ab-test-staging"):
             self.mark_idle(name, hours_ago=30)
         self.invocations("recs-ab-test-staging", 35, seconds_ago=10 * 3600)

@@ -146,7 +146,10 @@ pub fn awaited(
     now: OffsetDateTime,
     days: i64,
 ) -> bool {
-    let newer = crate::dates::parse_cutoff(&finished.snapshot_date).is_ok_and(|s| s > cutoff);
+    // Days, not instants: a cutoff written as the export's time that day is that day's snapshot.
+    let cutoff_day = cutoff.to_offset(time::UtcOffset::UTC).date();
+    let newer =
+        crate::dates::parse_cutoff(&finished.snapshot_date).is_ok_and(|s| s.date() > cutoff_day);
     let recent = OffsetDateTime::from_unix_timestamp(finished.ended_at)
         .is_ok_and(|ended| now - ended < time::Duration::days(days));
     newer && recent
@@ -206,6 +209,9 @@ mod tests {
             !awaited(&job("2025-08-01", 1), cutoff, now, 14),
             "the served adapter is newer"
         );
+        // Its own adapter serves, its cutoff written as the export's time that day.
+        let its_own = crate::dates::parse_cutoff("2026-03-02T03:10:00Z").unwrap();
+        assert!(!awaited(&job("2026-03-02", 7), its_own, now, 14));
         let waiting = Jobs {
             awaited: Some(job("2026-03-02", 7)),
             ..Jobs::default()

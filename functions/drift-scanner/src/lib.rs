@@ -231,14 +231,18 @@ async fn no_cutoff(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Error {
 async fn jobs(scanner: &Scanner, todays: &str, cutoff: OffsetDateTime) -> Result<decide::Jobs> {
     let (sm, c) = (&scanner.clients.sagemaker, &scanner.config);
     let now = OffsetDateTime::now_utc();
+    // Running before completed: a job only goes from one to the other, so one that finishes
+    // between the two reads is seen in one of them, never in neither.
+    let running = training::running(sm, &c.adapter).await?;
+    let todays = training::status(sm, todays)
+        .await?
+        .map(|status| (todays.to_string(), status));
     let awaited = training::latest_completed(sm, &c.adapter)
         .await?
         .filter(|f| decide::awaited(f, cutoff, now, c.retrain_after_days));
     Ok(decide::Jobs {
-        todays: training::status(sm, todays)
-            .await?
-            .map(|status| (todays.to_string(), status)),
-        running: training::running(sm, &c.adapter).await?,
+        todays,
+        running,
         awaited,
     })
 }
@@ -272,8 +276,11 @@ fn retraining(c: &Config, snapshot: &str) -> Retraining {
         page_size: c.page_size,
         bucket: c.bucket.clone(),
         key: format!(
-            "{}{}/snapshot={snapshot}/catalog.jsonl",
-            c.prefix, c.adapter
+            // The corpus format is in the name: a day's export in another format is not reused.
+            "{}{}/snapshot={snapshot}/catalog-{}.jsonl",
+            c.prefix,
+            c.adapter,
+            lifecycle::names::fingerprint(&[&c.template])
         ),
         template: c.template.clone(),
     };

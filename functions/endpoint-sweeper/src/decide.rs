@@ -433,6 +433,11 @@ fn fixes(
                 "CreateEndpointConfig",
                 "a deployment target's endpoint: raise its instance_count in DEPLOY_TARGETS",
             )),
+            // Nobody uses it: a second instance would only double its cost.
+            Finding::UnderReplicated { .. } if j.idle() => withheld.push(withhold(
+                "CreateEndpointConfig",
+                "under-replicated but idle: no traffic to protect; a second instance would double its cost",
+            )),
             // A stale endpoint is to be retired, not given more capacity.
             Finding::UnderReplicated { .. } if j.stale() => withheld.push(withhold(
                 "CreateEndpointConfig",
@@ -543,10 +548,16 @@ fn under_replicated(
             ),
         );
     }
-    let name = sagemaker_name(
-        &e.name,
-        &format!("ha{HA_FLOOR}-{}", fingerprint(&[&e.config])),
-    );
+    // The copy is made of the config and of what runs now: a copy made for other counts is not
+    // reused.
+    let running: Vec<String> = e
+        .variants
+        .iter()
+        .map(|v| format!("{}={:?}/{:?}", v.name, v.instances, v.weight))
+        .collect();
+    let mut parts: Vec<&str> = vec![&e.config];
+    parts.extend(running.iter().map(String::as_str));
+    let name = sagemaker_name(&e.name, &format!("ha{HA_FLOOR}-{}", fingerprint(&parts)));
     let live = e
         .variants
         .iter()
@@ -1006,21 +1017,21 @@ mod tests {
             "{:?}",
             p.doing
         );
-        // Idle production that is also under-replicated: a fix and no shrink (already one).
+        // Idle production that is also under-replicated: no shrink (already one), and no second
+        // instance for no traffic.
         let f = [facts("prod", 1)];
-        let j = judgement(
-            "prod",
-            true,
-            vec![
-                Finding::Idle,
-                Finding::UnderReplicated {
-                    variant: "AllTraffic".into(),
-                    instances: 1,
-                },
-            ],
-        );
+        let under = Finding::UnderReplicated {
+            variant: "AllTraffic".into(),
+            instances: 1,
+        };
+        let j = judgement("prod", true, vec![Finding::Idle, under.clone()]);
+        let p = &run(&[j], &f, 10, true)[0];
+        assert_eq!(p.outcome, None);
+        assert!(p.withheld.iter().any(|w| w.why.contains("double its cost")));
+        let mut busy = judgement("prod", true, vec![under]);
+        busy.invocations = Some(900.0);
         assert_eq!(
-            run(&[j], &f, 10, true)[0].outcome,
+            run(&[busy], &f, 10, true)[0].outcome,
             Some(Outcome::Remediated)
         );
     }

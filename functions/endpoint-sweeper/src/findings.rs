@@ -108,7 +108,7 @@ pub struct Rules<'a> {
 }
 
 /// Environment tag values that mean "not production". Anything else a tag says (`prd`, `live`,
-/// `Production-EU`) is not known to be safe: the stack's environment decides.
+/// `Production-EU`) is not known to be safe: production, whatever the stack.
 const NON_PRODUCTION: &[&str] = &[
     "staging",
     "stage",
@@ -121,8 +121,9 @@ const NON_PRODUCTION: &[&str] = &[
 
 /// The endpoint's own environment tag wins; without one it is in the stack's environment
 /// (seed 002: a staging install sweeps its untagged idle endpoints, a production one never
-/// deletes them). Only a known non-production value makes an endpoint non-production; if several
-/// keys match (`environment`, `Environment`), one that says production wins.
+/// deletes them). Only a known non-production value makes an endpoint non-production; any other
+/// value is production; if several keys match (`environment`, `Environment`), all must say
+/// non-production.
 pub fn is_production(e: &EndpointFacts, environment_tag: &str, stack: Environment) -> bool {
     let values: Vec<String> = e
         .tags
@@ -130,16 +131,10 @@ pub fn is_production(e: &EndpointFacts, environment_tag: &str, stack: Environmen
         .filter(|(k, _)| k.eq_ignore_ascii_case(environment_tag))
         .map(|(_, v)| v.trim().to_ascii_lowercase())
         .collect();
-    if values
-        .iter()
-        .any(|v| v.parse::<Environment>() == Ok(Environment::Production))
-    {
-        return true;
+    if values.is_empty() {
+        return stack.is_production();
     }
-    if !values.is_empty() && values.iter().all(|v| NON_PRODUCTION.contains(&v.as_str())) {
-        return false;
-    }
-    stack.is_production()
+    !values.iter().all(|v| NON_PRODUCTION.contains(&v.as_str()))
 }
 
 pub fn judge(
@@ -452,6 +447,24 @@ mod tests {
             "environment",
             Environment::Staging
         ));
+        // What is not known to be safe is production, whatever the stack; so is a key that says
+        // production beside one that does not.
+        let odd = endpoint("d", &[("environment", "prd")], 1);
+        assert!(is_production(&odd, "environment", Environment::Staging));
+        let both = endpoint(
+            "e",
+            &[("Environment", "staging"), ("environment", "production")],
+            1,
+        );
+        assert!(is_production(&both, "environment", Environment::Staging));
+    }
+
+    #[test]
+    fn zero_on_an_asynchronous_endpoint_is_not_idle() {
+        let mut e = endpoint("async-recs", &[("environment", "staging")], 1);
+        e.traffic_unmeasured = Some("asynchronous inference: no Invocations metric".into());
+        let j = judge_with(&e, Some(0.0), HashMap::new());
+        assert!(!j.idle() && j.invocations.is_none());
     }
 
     #[test]

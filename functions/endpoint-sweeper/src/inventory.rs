@@ -249,10 +249,11 @@ pub async fn configs(
     wanted: impl Fn(&EndpointFacts) -> bool,
     concurrency: usize,
 ) -> usize {
+    // The config an update moves to, too: the models it names are in use.
     let names: HashSet<String> = facts
         .iter()
         .filter(|f| f.error.is_none() && !f.config.is_empty() && wanted(f))
-        .map(|f| f.config.clone())
+        .flat_map(|f| std::iter::once(f.config.clone()).chain(f.pending_config.clone()))
         .collect();
     let calls = names.len();
     let read: HashMap<String, Result<Option<endpoints::EndpointConfig>>> = stream::iter(names)
@@ -269,6 +270,11 @@ pub async fn configs(
             Some(Ok(Some(c))) => fill(f, c),
             Some(Ok(None)) => f.error = Some(format!("its config {} is gone", f.config)),
             Some(Err(e)) => f.error = Some(e.to_string()),
+        }
+        match f.pending_config.as_ref().and_then(|p| read.get(p)) {
+            Some(Ok(Some(c))) => f.models.extend(c.models()),
+            Some(Err(e)) => f.error = Some(e.to_string()),
+            _ => {}
         }
     }
     calls

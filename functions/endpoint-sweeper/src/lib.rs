@@ -47,15 +47,20 @@ const LEASE_SECONDS: i64 = 300;
 
 pub struct Sweeper {
     pub clients: Clients,
+    /// The Resource Groups Tagging API: every endpoint's tags in a few calls. Only the sweeper
+    /// uses it, so only its package carries the client.
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
     pub ledger: Ledger,
     pub config: Config,
 }
 
 impl Sweeper {
-    pub fn new(clients: Clients, config: Config) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig, config: Config) -> Self {
+        let clients = Clients::new(sdk);
         let ledger = Ledger::new(clients.dynamodb.clone(), config.ledger_table.clone());
         Self {
             clients,
+            tagging: aws_sdk_resourcegroupstagging::Client::new(sdk),
             ledger,
             config,
         }
@@ -115,7 +120,9 @@ async fn sweep(sweeper: &Sweeper, pipeline: &Pipeline<'_>) -> Result<SweepSummar
     for (j, e) in judgements.into_iter().zip(&seen.facts) {
         let planned = plans.remove(&j.endpoint).unwrap_or_default();
         let (j, plan, results) = act(sweeper, pipeline, &ctx, &seen, &acted, j, e, planned).await;
-        if !results.is_empty() {
+        // Only what this sweep itself changed; an endpoint it could not act on (held by another
+        // function, changed since the read) is exactly one someone else is changing.
+        if results.iter().any(|r| r.ends_with(": done")) {
             acted.insert(e.name.clone());
         }
         endpoints.push(EndpointReport {
@@ -188,7 +195,7 @@ async fn observe(sweeper: &Sweeper, now: OffsetDateTime) -> Result<Seen> {
     let c = &sweeper.config;
     let (sm, cw) = (&sweeper.clients.sagemaker, &sweeper.clients.cloudwatch);
     let listed = inventory::list(sm).await?;
-    let tags = inventory::tags(&sweeper.clients.tagging).await?;
+    let tags = inventory::tags(&sweeper.tagging).await?;
     let scaling = inventory::scaling(&sweeper.clients.autoscaling).await?;
     let (mut served, mut managed) = (HashMap::new(), HashMap::new());
     for t in c.targets.iter() {

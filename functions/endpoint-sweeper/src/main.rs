@@ -9,8 +9,7 @@ async fn main() -> Result<(), Error> {
     lifecycle::metrics::init(FUNCTION);
     // An invalid configuration fails the cold start, naming the variable.
     let config = Config::from_source(&ProcessEnv)?;
-    let clients = lifecycle::aws::Clients::new(&lifecycle::aws::load().await);
-    let sweeper = Sweeper::new(clients, config);
+    let sweeper = Sweeper::new(&lifecycle::aws::load().await, config);
     run(service_fn(|event: LambdaEvent<Value>| {
         handle(&sweeper, event)
     }))
