@@ -14,7 +14,7 @@ export PATH := $(abspath $(VENV)/bin):$(PATH)
 ARCH ?= x86_64
 FUNCTIONS := model-deployer alarm-responder drift-scanner endpoint-sweeper
 
-.PHONY: help tools test lint unit integration cfn-lint build package demo bench clean-venv
+.PHONY: help tools test lint unit integration cfn-lint build package demo bench bench-quick clean-venv
 
 help:
 	@echo "make demo     run the suite on a local AWS and show what it did"
@@ -63,6 +63,10 @@ demo: tools build
 
 bench: tools package
 	$(PY) tests/demo/bench.py --dist dist
+
+# Cold starts, peak memory and zip sizes only (about a minute after the package).
+bench-quick: tools package
+	$(PY) tests/demo/bench.py --dist dist --quick
 
 clean-venv:
 	rm -rf $(VENV)

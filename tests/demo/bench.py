@@ -185,6 +185,8 @@ def sweep_scale(demo: Demo, dist: Path) -> list[tuple[int, int, float, float, di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dist", default=str(ROOT / "dist"))
+    parser.add_argument("--quick", action="store_true",
+                        help="cold starts, memory and sizes only (no scan or sweep at scale)")
     args = parser.parse_args()
     dist = Path(args.dist)
 
@@ -226,8 +228,8 @@ def main() -> None:
             ok = init < INIT_TARGET_MS and rss < RSS_TARGET_MB
             failed |= not ok
             rows.append((name, init, min(inits), rss, zip_kb, bin_mb, "ok" if ok else "OVER TARGET"))
-        scans = drift_scan_rates(demo, dist)
-        sweeps = sweep_scale(demo, dist)
+        scans = [] if args.quick else drift_scan_rates(demo, dist)
+        sweeps = [] if args.quick else sweep_scale(demo, dist)
         demo.stop()
 
     print(f"\n{'function':<18} {'init ms (median of ' + str(COLD_STARTS) + ')':>24} {'min':>6} "
