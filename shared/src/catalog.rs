@@ -169,6 +169,35 @@ struct Upload<'a> {
 }
 
 impl Upload<'_> {
+    async fn complete(&self, parts: Vec<CompletedPart>) -> Result<()> {
+        self.s3
+            .complete_multipart_upload()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| Error::aws("CompleteMultipartUpload", e))?;
+        Ok(())
+    }
+
+    /// Parts of an abandoned upload cost storage until aborted; best effort.
+    async fn abort(&self) {
+        let _ = self
+            .s3
+            .abort_multipart_upload()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
+    }
+
     async fn part(&self, body: Vec<u8>) -> Result<CompletedPart> {
         let number = self.next_part.fetch_add(1, Ordering::SeqCst);
         let out = self
@@ -248,18 +277,7 @@ pub async fn export(
     match stream(&scan, &upload).await {
         Ok((parts, items, bytes)) => {
             let count = parts.len() as i32;
-            s3.complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload.upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| Error::aws("CompleteMultipartUpload", e))?;
+            upload.complete(parts).await?;
             Ok(Exported {
                 uri,
                 items,
@@ -269,14 +287,7 @@ pub async fn export(
             })
         }
         Err(e) => {
-            // Parts of an abandoned upload cost storage until aborted.
-            let _ = s3
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload.upload_id)
-                .send()
-                .await;
+            upload.abort().await;
             Err(e)
         }
     }

@@ -97,17 +97,7 @@ impl Config {
         if !prefix.is_empty() && !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let template = src
-            .get("EXPORT_TEMPLATE")
-            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
-        Template::parse(&template).map_err(|e| ConfigError::new("EXPORT_TEMPLATE", e))?;
-        let retrain_after_days = parsed(src, "RETRAIN_AFTER_DAYS", 14, "days")?;
-        if !(1..=365).contains(&retrain_after_days) {
-            return Err(ConfigError::new(
-                "RETRAIN_AFTER_DAYS",
-                format!("is {retrain_after_days}, expected 1 to 365"),
-            ));
-        }
+        let (template, retrain_after_days) = retraining(src)?;
         Ok(Self {
             template,
             retrain_after_days,
@@ -133,6 +123,23 @@ impl Config {
             dry_run: flag(src, "DRY_RUN", false)?,
         })
     }
+}
+
+/// The corpus line (`EXPORT_TEMPLATE`) and how long a finished job stands for its gap
+/// (`RETRAIN_AFTER_DAYS`).
+fn retraining(src: &impl Source) -> Result<(String, i64), ConfigError> {
+    let template = src
+        .get("EXPORT_TEMPLATE")
+        .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
+    Template::parse(&template).map_err(|e| ConfigError::new("EXPORT_TEMPLATE", e))?;
+    let days = parsed(src, "RETRAIN_AFTER_DAYS", 14, "days")?;
+    if !(1..=365).contains(&days) {
+        return Err(ConfigError::new(
+            "RETRAIN_AFTER_DAYS",
+            format!("is {days}, expected 1 to 365"),
+        ));
+    }
+    Ok((template, days))
 }
 
 /// The retraining job's settings (`TRAINING_*`).
