@@ -40,9 +40,15 @@ lint:
 unit:
 	cargo test --workspace --lib --bins --quiet
 
+# The integration tests record every call each function makes; the IAM check then judges them
+# all by the template's policies (tests/iam/check.py).
+CALL_LOG_DIR := $(abspath .localaws-calls)
 integration: tools
 	cd tests/localaws && ../../$(PY) -m unittest --quiet
-	cargo test -p integration --quiet
+	cd tests/iam && ../../$(PY) -m unittest --quiet
+	rm -rf $(CALL_LOG_DIR) && mkdir -p $(CALL_LOG_DIR)
+	LOCALAWS_CALL_LOG_DIR=$(CALL_LOG_DIR) cargo test -p integration --quiet
+	$(PY) tests/iam/check.py --calls $(CALL_LOG_DIR)
 
 cfn-lint: tools
 	$(VENV)/bin/cfn-lint template.yaml

@@ -795,7 +795,8 @@ async fn a_rollback_whose_alarm_does_not_recover_in_time_tells_a_person() {
     // This deployer checks recovery at the first reconcile after the rollback is done.
     let mut config = s.deployer.config.clone();
     config.targets.0[0].recovery_minutes = 0;
-    let deployer = model_deployer::Deployer::new(s.fx.clients.clone(), config);
+    let deployer =
+        model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config);
     let run = |event: Value, id: &'static str| {
         let deployer = &deployer;
         let event = s.fx.event(event, id);
@@ -867,4 +868,124 @@ async fn an_update_sagemaker_undid_is_never_judged_against_what_serves_after_it(
     assert_eq!(d.outcome, Outcome::Ignored, "{}", d.reason);
     assert_eq!(status(&s.registry().package(&v1).await), "Approved");
     assert_eq!(s.serving().await, v1);
+}
+
+/// A team's rule on the suite's bus, delivering each matching decision to a queue of its own.
+async fn route_decisions(s: &Scenario, pattern: Value) -> String {
+    let queue = format!("{}-routed", s.fx.id);
+    let arn = local_aws().control("queue", Some(json!({ "name": queue })))["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let events = aws_sdk_eventbridge::Client::new(&s.fx.setup_sdk());
+    let rule = format!("{}-to-chat", s.fx.id);
+    events
+        .put_rule()
+        .name(&rule)
+        .event_bus_name(s.fx.event_bus())
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(&rule)
+        .event_bus_name(s.fx.event_bus())
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    queue
+}
+
+fn routed(queue: &str) -> Vec<Value> {
+    local_aws().control(&format!("messages?queue={queue}"), None)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| serde_json::from_str(m.as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decisions_that_acted_or_need_a_person_reach_a_teams_rule_and_routine_ones_do_not() {
+    let s = Scenario::new("published").await;
+    let queue = route_decisions(
+        &s,
+        json!({"source": ["sagemaker-lifecycle"], "detail-type": ["Lifecycle Decision"]}),
+    )
+    .await;
+    let v1 = s.with_v1_live().await;
+    // A duplicate of the approval: routine, in the ledger only.
+    s.approve(&v1, "again").await;
+    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+        .await
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::RollbackImpossible, "{}", d.reason);
+
+    let events = routed(&queue);
+    let severities: Vec<&str> = events
+        .iter()
+        .map(|e| e["detail"]["severity"].as_str().unwrap())
+        .collect();
+    assert!(
+        severities
+            .iter()
+            .all(|s| *s == "acted" || *s == "needs_person"),
+        "{severities:?}"
+    );
+    assert!(severities.contains(&"acted"), "the first deployment acted");
+    let person = events
+        .iter()
+        .find(|e| e["detail"]["severity"] == "needs_person")
+        .expect("the impossible rollback is published");
+    assert_eq!(person["source"], "sagemaker-lifecycle");
+    assert_eq!(person["detail-type"], "Lifecycle Decision");
+    let detail = &person["detail"];
+    assert_eq!(detail["function"], "alarm-responder");
+    assert_eq!(detail["endpoint"], json!(s.endpoint));
+    assert_eq!(detail["outcome"], "rollback_impossible");
+    assert_eq!(detail["package"], json!(v1));
+    assert_eq!(detail["request_id"], format!("{}-fire", s.fx.id));
+    assert!(
+        detail["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no earlier Approved version")
+    );
+    assert!(detail["time"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bus_that_refuses_the_event_never_fails_the_decision() {
+    let s = Scenario::new("unpublished").await;
+    let queue = route_decisions(&s, json!({"source": ["sagemaker-lifecycle"]})).await;
+    s.with_v1_live().await;
+    local_aws().control(
+        "faults",
+        Some(json!({"access_key": s.fx.key, "operations": ["PutEvents"],
+                    "error": {"code": "AccessDeniedException", "status": 400}})),
+    );
+    let reply = respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire").await;
+    local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
+    let d = &reply.decisions[0];
+    assert_eq!(d.outcome, Outcome::RollbackImpossible, "{}", d.reason);
+    assert!(
+        s.outcomes()
+            .await
+            .contains(&"rollback_impossible".to_string()),
+        "the ledger has it all the same"
+    );
+    assert!(
+        routed(&queue)
+            .iter()
+            .all(|e| e["detail"]["outcome"] != "rollback_impossible")
+    );
+    assert!(s.fx.count("PutEvents") >= 1);
 }

@@ -82,6 +82,7 @@ impl<'a> Catalog<'a> {
             .send()
             .await
             .unwrap();
+        encrypt_bucket(&fx, &setup.s3, &bucket).await;
         let adapter = format!("{}-lora", fx.id);
         Self {
             fx,
@@ -169,7 +170,7 @@ impl<'a> Catalog<'a> {
         let env = self.env(extra);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let config = Config::from_source(&pairs.as_slice()).unwrap();
-        Scanner::new(self.fx.clients.clone(), config)
+        Scanner::new(self.fx.clients_for(drift_scanner::FUNCTION), config)
     }
 
     async fn object(&self, uri: &str) -> String {

@@ -41,6 +41,7 @@ impl Fleet {
             .send()
             .await
             .unwrap();
+        encrypt_bucket(&fx, &setup.s3, &bucket).await;
         Self {
             fx,
             setup,
@@ -335,7 +336,9 @@ impl Fleet {
             env.push((k, v));
         }
         let config = Config::from_source(&env.as_slice()).unwrap();
-        Sweeper::new(&self.fx.sdk, config)
+        let mut sweeper = Sweeper::new(&self.fx.sdk_for(endpoint_sweeper::FUNCTION), config);
+        sweeper.clients = sweeper.clients.with_event_bus(&self.fx.event_bus());
+        sweeper
     }
 
     async fn sweep(&self, sweeper: &Sweeper, request_id: &str) -> Result<SweepSummary, Error> {
@@ -1038,7 +1041,7 @@ async fn a_copied_config_keeps_every_field_but_the_instance_count() {
                 )
                 .build(),
         )
-        .kms_key_id("arn:aws:kms:ap-northeast-1:123456789012:key/volume")
+        .kms_key_id(kms_key(&fleet.fx))
         .async_inference_config(
             AsyncInferenceConfig::builder()
                 .output_config(

@@ -182,6 +182,9 @@ async fn gates_read_the_model_quality_statistics_in_s3() {
         .bucket(bucket)
         .key("v2/statistics.json")
         .body(stats.to_string().into_bytes().into())
+        // Encrypted with the stack's key (KmsKeyArns): the deployer reads it through S3.
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .ssekms_key_id(kms_key(&s.fx))
         .send()
         .await
         .unwrap();
@@ -451,7 +454,8 @@ async fn a_tick_answers_for_every_target_even_when_the_ledger_cannot_be_written(
     second.endpoint = "ledgerdown-other-ep".into();
     let mut config = s.deployer.config.clone();
     config.targets.0.push(second);
-    let deployer = model_deployer::Deployer::new(s.fx.clients.clone(), config);
+    let deployer =
+        model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config);
 
     // Every write to the ledger is throttled, beyond the SDK's retries.
     local_aws().control(
@@ -819,7 +823,8 @@ async fn autoscaling_is_deregistered_for_an_instance_type_change_and_restored_af
     // variant is registered for autoscaling.
     let mut config = s.deployer.config.clone();
     config.targets.0[0].instance_type = "ml.m5.2xlarge".into();
-    let deployer = model_deployer::Deployer::new(s.fx.clients.clone(), config);
+    let deployer =
+        model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config);
     let v2 = s.registry().register("Approved", PASSING).await;
     let approval = s.package_event("model-package-approved.json", &v2);
     let bounds = || async {

@@ -11,8 +11,12 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 /// Retries: the standard mode with 4 attempts, so throttling and transient errors are absorbed
 /// inside one invocation. Timeouts: short per-attempt limits, so a hung call fails well inside
 /// the function's timeout and the invocation can be retried as a whole.
-pub async fn load() -> SdkConfig {
+///
+/// The function's name goes into every request's user agent (`app/<function>`), so CloudTrail
+/// and the local AWS's call log tell which function made a call.
+pub async fn load(function: &'static str) -> SdkConfig {
     configure(aws_config::defaults(BehaviorVersion::latest()))
+        .app_name(aws_config::AppName::new(function).expect("function names are valid app names"))
         .load()
         .await
 }
@@ -43,6 +47,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
     pub autoscaling: aws_sdk_applicationautoscaling::Client,
+    /// Where decisions that acted or need a person are published.
+    pub publisher: crate::publisher::Publisher,
 }
 
 impl Clients {
@@ -58,6 +64,13 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),
             autoscaling: aws_sdk_applicationautoscaling::Client::new(config),
+            publisher: crate::publisher::Publisher::new(config, &crate::publisher::bus_from_env()),
         }
+    }
+
+    /// The same clients, publishing decisions to another bus (tests; each has its own).
+    pub fn with_event_bus(mut self, bus: &str) -> Self {
+        self.publisher = self.publisher.to_bus(bus);
+        self
     }
 }

@@ -22,6 +22,7 @@ pub mod names;
 pub mod outcome;
 pub mod pipeline;
 pub mod plan;
+pub mod publisher;
 pub mod registry;
 pub mod scaling;
 pub mod targets;

@@ -48,6 +48,11 @@ pub fn decision(outcome: Outcome, dry_run: bool) {
     }
 }
 
+/// Counts one decision that could not be published to EventBridge.
+pub fn publish_failure() {
+    metrics::counter!("PublishFailures").increment(1);
+}
+
 /// Counts one mutation made in AWS, by action.
 pub fn mutation(action: ActionKind) {
     metrics::counter!("Mutations", "Action" => action.as_str()).increment(1);

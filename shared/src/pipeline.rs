@@ -1,5 +1,6 @@
 //! The road every invocation walks once it has decided: apply the plan through the executor
-//! (dry-run honoured), record one ledger decision, count it, log it, and answer with its summary.
+//! (dry-run honoured), record one ledger decision, count it, log it, publish it when it acted or
+//! needs a person, and answer with its summary.
 //!
 //! A function supplies its observe and decide steps; it never writes a ledger decision, emits a
 //! decision metric or calls a mutating AWS API outside this module. So dry-run, the ledger and
@@ -269,6 +270,8 @@ impl Pipeline<'_> {
         }
         crate::metrics::decision(outcome, record.dry_run);
         self.executor.ledger.record(&record).await?;
+        // After the record: what is published is always in the ledger too.
+        self.executor.clients.publisher.publish(&record).await;
         Ok(Summary {
             subject,
             outcome,

@@ -19,7 +19,15 @@ suite need that moto does not do:
   copy of a config can be checked field by field.
 * A call log: every request is recorded with its access key, service, operation and the
   resource it names, so a test can count exactly the mutations its own handler made
-  (GET /_localaws/calls?access_key=...).
+  (GET /_localaws/calls?access_key=...). With --call-log FILE, each call a function made (its
+  name is in the user agent, `app/<function>`) is also appended to FILE as one JSON line with
+  what IAM would judge it by: region, the request members that name resources, roles and keys,
+  the tags of the resources it names (read before the call), and the KMS key S3 used. The
+  IAM check (tests/iam/check.py) evaluates the template's policies against them.
+* Alarm actions: an alarm whose state changes notifies the SNS topics among its AlarmActions
+  (into ALARM) or OKActions (back to OK), as CloudWatch does; moto keeps the actions but never
+  runs them. With moto's SNS-to-SQS delivery and EventBridge's SQS targets, a test reads what a
+  person would be sent (POST /_localaws/queue makes a queue, GET /_localaws/messages drains it).
 * Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults): latency,
   throttling, or a chosen error (code and HTTP status, or a bare status without a code).
 
@@ -60,6 +68,7 @@ from moto.sagemaker.models import sagemaker_backends
 from werkzeug.serving import make_server
 
 CBOR_PATH = re.compile(r"^/service/(?P<service>[^/]+)/operation/(?P<op>[^/]+)$")
+APP = re.compile(r"(?:^|\s)app/(?P<name>[A-Za-z0-9._-]+)")
 CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/[^/]+/(?P<region>[^/]+)/(?P<service>[^/]+)/")
 # Request members that name the resource a call acts on; recorded in the call log.
 RESOURCE_KEYS = (
@@ -76,6 +85,18 @@ RESOURCE_KEYS = (
     "ResourceId",
     "ResourceArn",
     "Namespace",
+)
+# Request members the IAM check needs besides the resource: roles passed, keys used, tags set or
+# removed, the bus events go to, what a scaling call acts on.
+IAM_KEYS = (
+    "ExecutionRoleArn",
+    "RoleArn",
+    "KmsKeyId",
+    "ServiceNamespace",
+    "ScalableDimension",
+    "PolicyType",
+    "TagKeys",
+    "ResourceARN",
 )
 # CreateEndpointConfig members moto does not keep.
 CONFIG_EXTRAS = (
@@ -325,6 +346,23 @@ class Call:
     operation: str
     resource: str | None
     status: int = 0
+    function: str | None = None
+    region: str = "us-east-1"
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def log_line(self) -> str:
+        return json.dumps(
+            {
+                "access_key": self.access_key,
+                "function": self.function,
+                "service": self.service,
+                "operation": self.operation,
+                "region": self.region,
+                "status": self.status,
+                "facts": self.facts,
+            },
+            sort_keys=True,
+        )
 
     @property
     def mutating(self) -> bool:
@@ -349,8 +387,62 @@ class Faults:
         return (not self.operations or op in self.operations) and self.access_key in (None, key)
 
 
+def request_facts(service: str, environ: dict[str, Any], body: bytes, cbor: bool) -> dict[str, Any]:
+    """What IAM judges a call by, from its request: the members that name resources, roles and
+    keys; for S3 the bucket, key and requested KMS key."""
+    if service == "s3":
+        bucket, _, key = environ.get("PATH_INFO", "").lstrip("/").partition("/")
+        facts: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        kms = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_AWS_KMS_KEY_ID")
+        if kms:
+            facts["SSEKMSKeyId"] = kms
+        return facts
+    try:
+        payload = cbor2.loads(body) if cbor else json.loads(body) if body else {}
+    except Exception:
+        return {}
+    if not isinstance(payload, dict):
+        return {}
+    facts = {k: to_json_value(payload[k]) for k in RESOURCE_KEYS + IAM_KEYS if k in payload}
+    if isinstance(payload.get("Tags"), list):
+        facts["TagKeys"] = [t.get("Key") for t in payload["Tags"] if isinstance(t, dict)]
+    if isinstance(payload.get("Entries"), list):
+        facts["EventBusNames"] = [e.get("EventBusName", "default") for e in payload["Entries"] if isinstance(e, dict)]
+    for member in ("OutputDataConfig", "ResourceConfig"):
+        if isinstance(payload.get(member), dict) and payload[member].get("KmsKeyId"):
+            facts.setdefault("KmsKeyIds", []).append(payload[member]["KmsKeyId"])
+    return facts
+
+
+def sagemaker_facts(account: str, region: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """Tags of the SageMaker resources a call names, as they are before it (IAM's
+    aws:ResourceTag), and the KMS key of the config an endpoint is created or updated to."""
+    backend = sagemaker_backends[account][region]
+    found: dict[str, Any] = {}
+    named = [
+        ("endpoint", backend.endpoints, facts.get("EndpointName")),
+        ("endpoint-config", backend.endpoint_configs, facts.get("EndpointConfigName")),
+        ("model", backend._models, facts.get("ModelName")),
+    ]
+    arn = str(facts.get("ResourceArn") or "")
+    if ":" in arn and "/" in arn:
+        kind, _, name = arn.split(":", 5)[-1].partition("/")
+        named.append((kind, {"endpoint": backend.endpoints, "endpoint-config": backend.endpoint_configs, "model": backend._models}.get(kind, {}), name))
+    tags: dict[str, dict[str, str]] = {}
+    for kind, resources, name in named:
+        resource = resources.get(name) if isinstance(name, str) else None
+        if resource is not None:
+            tags[kind] = {t["Key"]: t["Value"] for t in getattr(resource, "tags", None) or []}
+    if tags:
+        found["ResourceTags"] = tags
+    config = backend.endpoint_configs.get(facts.get("EndpointConfigName") or "")
+    if config is not None and getattr(config, "kms_key_id", None):
+        found["ConfigKmsKeyId"] = config.kms_key_id
+    return found
+
+
 class LocalAws:
-    def __init__(self, update_seconds: float) -> None:
+    def __init__(self, update_seconds: float, call_log: str | None = None) -> None:
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.endpoints = Endpoints(update_seconds)
         self.calls: list[Call] = []
@@ -358,6 +450,7 @@ class LocalAws:
         self.faults = Faults()
         self.faults_by_key: dict[str, Faults] = {}
         self.cloudwatch_model = _botocore.get_service_model("cloudwatch")
+        self.call_log = open(call_log, "a", buffering=1) if call_log else None
 
     # WSGI entry point
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
@@ -372,9 +465,34 @@ class LocalAws:
         cbor = CBOR_PATH.match(path)
         op = self.operation(environ, body, cbor)
         call = Call(key, service, op, self.resource(environ, body, cbor))
+        agent = f"{environ.get('HTTP_USER_AGENT', '')} {environ.get('HTTP_X_AMZ_USER_AGENT', '')}"
+        app = APP.search(agent)
+        if app and self.call_log:
+            call.function, call.region = app.group("name"), region
+            call.facts = request_facts(service, environ, body, cbor is not None)
+            if service == "sagemaker":
+                call.facts.update(sagemaker_facts(DEFAULT_ACCOUNT_ID, region, call.facts))
         with self.calls_lock:
             self.calls.append(call)
+        try:
+            return self.dispatch(environ, start_response, body, call, key, region, service, cbor, op)
+        finally:
+            if call.function and self.call_log:
+                with self.calls_lock:
+                    self.call_log.write(call.log_line() + "\n")
 
+    def dispatch(
+        self,
+        environ: dict[str, Any],
+        start_response: Callable,
+        body: bytes,
+        call: Call,
+        key: str,
+        region: str,
+        service: str,
+        cbor: re.Match | None,
+        op: str,
+    ) -> Any:
         self.endpoints.settle()
         faults = self.faults_by_key.get(key, self.faults)
         if faults.applies(op, key):
@@ -399,6 +517,10 @@ class LocalAws:
 
         def recording_start_response(status: str, headers: list, *rest: Any) -> Any:
             call.status = int(status.split(" ", 1)[0])
+            for name, value in headers:
+                # The key S3 encrypted or decrypted the object with (a bucket's default too).
+                if name.lower() == "x-amz-server-side-encryption-aws-kms-key-id" and call.function:
+                    call.facts["SSEKMSKeyId"] = value
             return start_response(status, headers, *rest)
 
         if cbor:
@@ -409,11 +531,56 @@ class LocalAws:
             return self.create_training_job(environ, region, body, recording_start_response)
         if op == "CreateEndpointConfig" and service == "sagemaker":
             return self.create_endpoint_config(environ, region, body, recording_start_response)
+        if op == "SetAlarmState" and service == "monitoring":
+            return self.set_alarm_state(environ, region, body, cbor, recording_start_response)
         if op == "UpdateEndpointWeightsAndCapacities" and service == "sagemaker":
             answer = self.moto(environ, recording_start_response)
             self.touch_endpoint(region, json.loads(body or b"{}").get("EndpointName", ""))
             return answer
         return self.moto(environ, recording_start_response)
+
+    def set_alarm_state(
+        self, environ: dict[str, Any], region: str, body: bytes, cbor: re.Match | None, start_response: Callable
+    ) -> Any:
+        """SetAlarmState, then the alarm's actions as CloudWatch runs them on a state change."""
+        if cbor:
+            name = cbor2.loads(body).get("AlarmName") if body else None
+        elif environ.get("HTTP_X_AMZ_TARGET"):
+            name = json.loads(body or b"{}").get("AlarmName")
+        else:
+            name = parse_qs(body.decode(errors="replace")).get("AlarmName", [None])[0]
+        alarms = cloudwatch_backends[DEFAULT_ACCOUNT_ID][region].alarms
+        before = alarms[name].state_value if name in alarms else None
+        answer = (
+            self.cloudwatch_cbor(environ, body, cbor.group("op"), start_response)
+            if cbor
+            else self.moto(environ, start_response)
+        )
+        alarm = alarms.get(name)
+        if alarm is not None and alarm.state_value != before:
+            actions = {"ALARM": alarm.alarm_actions, "OK": alarm.ok_actions}.get(alarm.state_value, [])
+            self.notify(region, alarm, before, actions or [])
+        return answer
+
+    @staticmethod
+    def notify(region: str, alarm: Any, before: str | None, actions: list[str]) -> None:
+        from moto.sns.models import sns_backends
+
+        message = json.dumps(
+            {
+                "AlarmName": alarm.name,
+                "AlarmDescription": alarm.description,
+                "NewStateValue": alarm.state_value,
+                "OldStateValue": before,
+                "NewStateReason": alarm.state_reason,
+                "Region": region,
+            }
+        )
+        for arn in actions:
+            if ":sns:" in arn:
+                topic_region = arn.split(":")[3]
+                subject = f"{alarm.state_value}: \"{alarm.name}\""[:99]
+                sns_backends[DEFAULT_ACCOUNT_ID][topic_region].publish(message=message, arn=arn, subject=subject)
 
     @staticmethod
     def touch_endpoint(region: str, name: str) -> None:
@@ -659,6 +826,21 @@ class LocalAws:
             # Endpoints in states moto never leaves them in (Failed, OutOfService, ...).
             found = self.set_endpoint_status(body["endpoint"], body["status"], body.get("region"))
             return self.json_response(start_response, "200 OK" if found else "404 Not Found", {"ok": found})
+        if path == "/_localaws/queue":
+            # A queue to route events or a topic to, as a team's rule or subscription would.
+            from moto.sqs.models import sqs_backends
+
+            queue = sqs_backends[DEFAULT_ACCOUNT_ID][body.get("region", "us-east-1")].create_queue(body["name"])
+            return self.json_response(start_response, "200 OK", {"arn": queue.queue_arn})
+        if path == "/_localaws/messages":
+            from moto.sqs.models import sqs_backends
+
+            region = query.get("region", ["us-east-1"])[0]
+            queue = sqs_backends[DEFAULT_ACCOUNT_ID][region].queues.get(query["queue"][0])
+            bodies = [m.body for m in queue._messages] if queue else []
+            if queue:
+                queue._messages.clear()
+            return self.json_response(start_response, "200 OK", {"messages": bodies})
         if path == "/_localaws/update-seconds":
             self.endpoints.update_seconds = float(body["seconds"])
             return self.json_response(start_response, "200 OK", {"ok": True})
@@ -672,8 +854,8 @@ class QuietHandler(MotoRequestHandler):
         pass
 
 
-def serve(host: str, port: int, update_seconds: float) -> Any:
-    app = LocalAws(update_seconds)
+def serve(host: str, port: int, update_seconds: float, call_log: str | None = None) -> Any:
+    app = LocalAws(update_seconds, call_log)
     server = make_server(host, port, app, threaded=True, request_handler=QuietHandler)
     return app, server
 
@@ -688,10 +870,11 @@ def main() -> None:
         default=2.0,
         help="how long an UpdateEndpoint stays Updating before it settles",
     )
+    parser.add_argument("--call-log", help="append each call a function made to this file (JSON lines)")
     parser.add_argument("--exit-with-stdin", action="store_true", help="stop when stdin closes")
     args = parser.parse_args()
 
-    _, server = serve(args.host, args.port, args.update_seconds)
+    _, server = serve(args.host, args.port, args.update_seconds, args.call_log)
     host, port = server.server_address[:2]
     print(f"READY http://{host}:{port}", flush=True)
     if args.exit_with_stdin:

@@ -48,15 +48,23 @@ pub fn local_aws() -> &'static LocalAws {
         let python = std::env::var("LOCALAWS_PYTHON")
             .map(PathBuf::from)
             .unwrap_or_else(|_| root.join(".venv/bin/python"));
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/localaws/localaws.py"))
-            .args([
-                "--port",
-                "0",
-                "--exit-with-stdin",
-                "--update-seconds",
-                "3600",
-            ])
+        let mut command = Command::new(&python);
+        command.arg(root.join("tests/localaws/localaws.py")).args([
+            "--port",
+            "0",
+            "--exit-with-stdin",
+            "--update-seconds",
+            "3600",
+        ]);
+        // `make integration` collects every call the functions make, for the IAM check.
+        if let Ok(dir) = std::env::var("LOCALAWS_CALL_LOG_DIR") {
+            let exe = std::env::current_exe().unwrap();
+            let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+            command
+                .arg("--call-log")
+                .arg(PathBuf::from(dir).join(format!("{stem}-{}.jsonl", std::process::id())));
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -158,13 +166,42 @@ impl Fixture {
             table,
         };
         create_ledger_table(&fixture.setup_clients().await.dynamodb, &fixture.table).await;
+        aws_sdk_eventbridge::Client::new(&fixture.setup_sdk())
+            .create_event_bus()
+            .name(fixture.event_bus())
+            .send()
+            .await
+            .unwrap();
         fixture
+    }
+
+    /// The SDK configuration a function runs with: this fixture's key, and the function's name in
+    /// the user agent (as `lifecycle::aws::load` sets it), so the local AWS's call log tells which
+    /// function made each call (the IAM check in `tests/iam/` reads it).
+    pub fn sdk_for(&self, function: &'static str) -> SdkConfig {
+        self.sdk
+            .to_builder()
+            .app_name(aws_config::AppName::new(function).unwrap())
+            .build()
+    }
+
+    /// A function's clients, publishing its decisions to this fixture's own bus.
+    pub fn clients_for(&self, function: &'static str) -> Clients {
+        Clients::new(&self.sdk_for(function)).with_event_bus(&self.event_bus())
+    }
+
+    /// This fixture's EventBridge bus (created with the fixture).
+    pub fn event_bus(&self) -> String {
+        format!("{}-decisions", self.id)
     }
 
     /// Clients with their own access key: what they do is not counted as this fixture's calls.
     pub async fn setup_clients(&self) -> Clients {
-        let sdk = self
-            .sdk
+        Clients::new(&self.setup_sdk())
+    }
+
+    pub fn setup_sdk(&self) -> SdkConfig {
+        self.sdk
             .to_builder()
             .credentials_provider(aws_sdk_sagemaker::config::SharedCredentialsProvider::new(
                 Credentials::new(
@@ -175,8 +212,7 @@ impl Fixture {
                     "integration-tests",
                 ),
             ))
-            .build();
-        Clients::new(&sdk)
+            .build()
     }
 
     /// Every call made with this fixture's key.
@@ -249,6 +285,43 @@ pub async fn create_ledger_table(ddb: &aws_sdk_dynamodb::Client, table: &str) {
         .attribute_definitions(attr("pk"))
         .attribute_definitions(attr("sk"))
         .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The KMS key a test's stack names in KmsKeyArns (tests/iam/check.py derives the same).
+pub fn kms_key(fx: &Fixture) -> String {
+    format!(
+        "arn:aws:kms:{}:123456789012:key/{}-key",
+        fx.sdk.region().unwrap(),
+        fx.id
+    )
+}
+
+/// Default encryption with the test's KMS key, as an account that encrypts its buckets has.
+pub async fn encrypt_bucket(fx: &Fixture, s3: &aws_sdk_s3::Client, bucket: &str) {
+    use aws_sdk_s3::types::{
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+        ServerSideEncryptionRule,
+    };
+    let by_default = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::AwsKms)
+        .kms_master_key_id(kms_key(fx))
+        .build()
+        .unwrap();
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(by_default)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();

@@ -65,8 +65,8 @@ impl Scenario {
             execution_role_arn: ROLE_ARN.into(),
             dry_run,
         };
-        let deployer = Deployer::new(fx.clients.clone(), config.clone());
-        let responder = Responder::new(fx.clients.clone(), config);
+        let deployer = Deployer::new(fx.clients_for(model_deployer::FUNCTION), config.clone());
+        let responder = Responder::new(fx.clients_for(alarm_responder::FUNCTION), config);
         Self {
             fx,
             setup,

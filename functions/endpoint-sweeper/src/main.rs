@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     lifecycle::metrics::init(FUNCTION);
     // An invalid configuration fails the cold start, naming the variable.
     let config = Config::from_source(&ProcessEnv)?;
-    let sweeper = Sweeper::new(&lifecycle::aws::load().await, config);
+    let sweeper = Sweeper::new(&lifecycle::aws::load(FUNCTION).await, config);
     run(service_fn(|event: LambdaEvent<Value>| {
         handle(&sweeper, event)
     }))

@@ -9,7 +9,7 @@ async fn main() -> Result<(), Error> {
     lifecycle::metrics::init(FUNCTION);
     // An invalid configuration fails the cold start, naming the variable.
     let config = Config::from_source(&ProcessEnv)?;
-    let clients = lifecycle::aws::Clients::new(&lifecycle::aws::load().await);
+    let clients = lifecycle::aws::Clients::new(&lifecycle::aws::load(FUNCTION).await);
     let deployer = Deployer::new(clients, config);
     run(service_fn(|event: LambdaEvent<Value>| {
         handle(&deployer, event)
