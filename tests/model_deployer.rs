@@ -939,3 +939,132 @@ async fn autoscaling_is_deregistered_for_an_instance_type_change_and_restored_af
         "autoscaling back after the rollback"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn managed_guardrail_alarms_are_made_before_the_first_deployment_and_put_back_after_a_hand_change()
+ {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic};
+    let mut s = Scenario::new("managed").await;
+    let prefix = format!("{}-", s.fx.id);
+    let mut target = serde_json::to_value(&s.deployer.config.targets.0[0]).unwrap();
+    target["rollback_alarms"] = json!([]);
+    target["guardrails"] = json!({"error_rate_pct": 1, "p99_latency_ms": 800});
+    let targets = lifecycle::targets::Targets::parse_with(
+        &json!([target]).to_string(),
+        lifecycle::config::Environment::Production,
+        Some(&prefix),
+    )
+    .unwrap();
+    let mut config = s.deployer.config.clone();
+    config.targets = targets;
+    s.deployer =
+        model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config.clone());
+    s.responder =
+        alarm_responder::Responder::new(s.fx.clients_for(alarm_responder::FUNCTION), config);
+    let (errors, latency) = (
+        format!("{prefix}{}-AllTraffic-5xx-rate", s.endpoint),
+        format!("{prefix}{}-AllTraffic-p99-latency", s.endpoint),
+    );
+
+    let v1 = s.registry().register("Approved", PASSING).await;
+    let d = &s.approve(&v1, "v1").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+    assert_eq!(
+        &d.actions[..2],
+        [ActionKind::PutAlarm, ActionKind::PutAlarm]
+    );
+    let cw = &s.setup.cloudwatch;
+    let made = cw
+        .describe_alarms()
+        .alarm_names(&errors)
+        .alarm_names(&latency)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.metric_alarms().len(), 2);
+    let p99 = made
+        .metric_alarms()
+        .iter()
+        .find(|a| a.alarm_name() == Some(latency.as_str()))
+        .unwrap();
+    assert_eq!(p99.extended_statistic(), Some("p99"));
+    assert_eq!(p99.threshold(), Some(800_000.0));
+    let tags = cw
+        .list_tags_for_resource()
+        .resource_arn(p99.alarm_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tags.tags().iter().any(
+            |t| t.key() == Some("lifecycle:endpoint") && t.value() == Some(s.endpoint.as_str())
+        )
+    );
+    s.endpoint_settled("v1-live").await;
+    // The next version's blue/green update rolls back on them.
+    let v2 = s.registry().register("Approved", PASSING).await;
+    let d = &s.approve(&v2, "v2").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+    let deployments = local_aws().control("deployments", None);
+    let ours = deployments["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["endpoint"] == json!(s.endpoint))
+        .unwrap()
+        .clone();
+    let rollback = ours["deployment_config"]["AutoRollbackConfiguration"]["Alarms"].to_string();
+    assert!(
+        rollback.contains(&errors) && rollback.contains(&latency),
+        "{rollback}"
+    );
+    s.endpoint_settled("v2-live").await;
+
+    // Someone loosens the latency alarm by hand: the next reconcile puts it back, and says so.
+    cw.put_metric_alarm()
+        .alarm_name(&latency)
+        .namespace("AWS/SageMaker")
+        .metric_name("ModelLatency")
+        .statistic(Statistic::Average)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(5_000_000.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .unwrap();
+    let d = &s
+        .run(event_file("deployer-tick.json"), "tick")
+        .await
+        .unwrap()
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::GuardrailsSet, "{}", d.reason);
+    assert_eq!(d.actions, [ActionKind::PutAlarm]);
+    let again = cw
+        .describe_alarms()
+        .alarm_names(&latency)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.metric_alarms()[0].threshold(), Some(800_000.0));
+    let d = &s
+        .run(event_file("deployer-tick.json"), "tick-2")
+        .await
+        .unwrap()
+        .decisions[0];
+    assert_eq!(d.outcome, Outcome::InSync, "{}", d.reason);
+
+    // The responder hears a managed alarm as the target's rollback alarm.
+    set_alarm(cw, &errors, StateValue::Alarm, "5XX above 1%").await;
+    let mut event = event_file("alarm-5xx.json");
+    event["detail"]["alarmName"] = json!(errors);
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    event["detail"]["state"]["timestamp"] = json!(now.replace('Z', "+0000"));
+    event["resources"] = json!([format!(
+        "arn:aws:cloudwatch:us-east-1:123456789012:alarm:{errors}"
+    )]);
+    let d = &s.respond(event, "fire").await.unwrap().decisions[0];
+    assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+}

@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod executor;
+pub mod guardrails;
 pub mod ledger;
 pub mod metrics;
 pub mod names;

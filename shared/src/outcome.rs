@@ -76,6 +76,8 @@ outcomes! {
     Rejected => "rejected", Acted;
     Waiting => "waiting", Routine;
     InSync => "in_sync", Routine;
+    /// The target's managed guardrail alarms were made or put back; nothing else to do.
+    GuardrailsSet => "guardrails_set", Acted;
     NothingApproved => "nothing_approved", Routine;
     Blocked => "blocked", NeedsPerson;
     /// SageMaker ran an update that ended on the old config with no alarm to explain it.

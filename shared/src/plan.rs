@@ -116,6 +116,10 @@ pub enum Action {
         requested_at: i64,
         status: DeploymentStatus,
     },
+    /// Create or correct a managed guardrail alarm (PutMetricAlarm).
+    PutAlarm {
+        alarm: Box<crate::guardrails::AlarmSpec>,
+    },
     /// Export the catalog table to S3 as JSON Lines (a training job's input).
     ExportCatalog {
         export: crate::catalog::CatalogExport,
@@ -178,6 +182,7 @@ action_kinds! {
     RecordRecovery => "record_recovery";
     DeregisterScaling => "deregister_scaling";
     RestoreScaling => "restore_scaling";
+    PutAlarm => "put_alarm";
     ExportCatalog => "export_catalog";
     StartTrainingJob => "start_training_job";
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Environment, Source, flag, required};
 use crate::error::ConfigError;
+use crate::guardrails::{AlarmSpec, Guardrails, Role};
 
 const VAR: &str = "DEPLOY_TARGETS";
 
@@ -63,6 +64,13 @@ pub struct DeploymentTarget {
     /// is told the rollback did not recover.
     #[serde(default = "default_recovery_minutes")]
     pub recovery_minutes: i64,
+    /// Error-rate, latency and KPI bounds the deployer keeps as alarms of its own (see
+    /// [`crate::guardrails`]); their names join `rollback_alarms` and `kpi_alarms` at start-up.
+    #[serde(default)]
+    pub guardrails: Option<Guardrails>,
+    /// The alarms `guardrails` asks for, named under ALARM_NAME_PREFIX (filled in by parsing).
+    #[serde(skip)]
+    pub managed_alarms: Vec<AlarmSpec>,
 }
 
 /// A business-KPI alarm and the traffic it needs before it is believed.
@@ -163,10 +171,32 @@ pub struct Gate {
 pub struct Targets(pub Vec<DeploymentTarget>);
 
 impl Targets {
-    /// Parses and validates `DEPLOY_TARGETS`.
+    /// Parses and validates `DEPLOY_TARGETS` (targets without guardrails).
     pub fn parse(raw: &str, env: Environment) -> Result<Self, ConfigError> {
-        let targets: Vec<DeploymentTarget> = serde_json::from_str(raw)
+        Self::parse_with(raw, env, None)
+    }
+
+    /// `DEPLOY_TARGETS` and `ALARM_NAME_PREFIX`, which names the targets' managed alarms.
+    pub fn from_source(src: &impl Source, env: Environment) -> Result<Self, ConfigError> {
+        let raw = required(src, VAR, "a JSON list of deployment targets")?;
+        let prefix = src
+            .get("ALARM_NAME_PREFIX")
+            .filter(|p| !p.trim().is_empty());
+        Self::parse_with(&raw, env, prefix.as_deref())
+    }
+
+    /// Parses and validates `DEPLOY_TARGETS`; a target's guardrails become alarms named under
+    /// `alarm_prefix` (required when any target declares them).
+    pub fn parse_with(
+        raw: &str,
+        env: Environment,
+        alarm_prefix: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let mut targets: Vec<DeploymentTarget> = serde_json::from_str(raw)
             .map_err(|e| ConfigError::new(VAR, format!("is not a valid list of targets: {e}")))?;
+        for t in &mut targets {
+            t.manage_alarms(alarm_prefix)?;
+        }
         if targets.is_empty() {
             return Err(ConfigError::new(
                 VAR,
@@ -214,6 +244,46 @@ impl Targets {
 }
 
 impl DeploymentTarget {
+    /// Names the guardrails' alarms and lists them with the target's rollback and KPI alarms.
+    fn manage_alarms(&mut self, prefix: Option<&str>) -> Result<(), ConfigError> {
+        let Some(g) = self.guardrails.clone() else {
+            return Ok(());
+        };
+        let fail =
+            |what: String| ConfigError::new(VAR, format!("target {}: {what}", self.endpoint));
+        g.validate().map_err(fail)?;
+        let prefix = prefix.ok_or_else(|| {
+            ConfigError::new(
+                "ALARM_NAME_PREFIX",
+                format!(
+                    "is not set, and target {} declares guardrails: their alarms are named under it, so the alarm responder hears them",
+                    self.endpoint
+                ),
+            )
+        })?;
+        for (role, spec) in g.alarms(prefix, &self.endpoint, &self.variant) {
+            match role {
+                Role::Rollback if !self.rollback_alarms.contains(&spec.name) => {
+                    self.rollback_alarms.push(spec.name.clone())
+                }
+                Role::Kpi if !self.kpi_alarms.iter().any(|k| k.alarm == spec.name) => {
+                    let k = g.kpi.as_ref().expect("a KPI alarm comes from a KPI bound");
+                    self.kpi_alarms.push(KpiAlarm {
+                        alarm: spec.name.clone(),
+                        min_samples: k.min_samples,
+                        samples: g
+                            .kpi_samples(&self.endpoint, &self.variant)
+                            .expect("a KPI bound has samples"),
+                        window_minutes: k.window_minutes,
+                    });
+                }
+                _ => {}
+            }
+            self.managed_alarms.push(spec);
+        }
+        Ok(())
+    }
+
     pub fn alarm_role(&self, alarm: &str) -> Option<AlarmRole<'_>> {
         if let Some(k) = self.kpi_alarms.iter().find(|k| k.alarm == alarm) {
             return Some(AlarmRole::Kpi(k));
@@ -362,6 +432,25 @@ impl DeploymentTarget {
     }
 }
 
+/// The deployer may write only endpoints, configs and models whose names start with the stack's
+/// ManagedNamePrefix (as SageMaker writes them in ARNs, lower-case): a target outside it would
+/// fail at its first deployment, so it fails the cold start instead.
+fn check_managed_prefix(targets: &Targets, prefix: &str) -> Result<(), ConfigError> {
+    match targets
+        .iter()
+        .find(|t| !t.endpoint.to_ascii_lowercase().starts_with(prefix))
+    {
+        Some(t) => Err(ConfigError::new(
+            VAR,
+            format!(
+                "target {} does not start with MANAGED_NAME_PREFIX {prefix:?}: the functions may not change it",
+                t.endpoint
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// SageMaker resource names: `^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`.
 pub fn is_sagemaker_name(name: &str) -> bool {
     !name.is_empty()
@@ -390,10 +479,10 @@ pub struct TargetsConfig {
 impl TargetsConfig {
     pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         let environment = Environment::from_source(src)?;
-        let targets = Targets::parse(
-            &required(src, "DEPLOY_TARGETS", "a JSON list of deployment targets")?,
-            environment,
-        )?;
+        let targets = Targets::from_source(src, environment)?;
+        if let Some(prefix) = src.get("MANAGED_NAME_PREFIX").filter(|p| !p.is_empty()) {
+            check_managed_prefix(&targets, &prefix)?;
+        }
         let execution_role_arn = required(src, "EXECUTION_ROLE_ARN", "an IAM role ARN")?;
         if !(execution_role_arn.starts_with("arn:aws") && execution_role_arn.contains(":role/")) {
             return Err(ConfigError::new(

@@ -50,7 +50,9 @@ impl Config {
         let environment = Environment::from_source(src)?;
         // The seeds' hourly idle sweep runs in accounts without deployment targets.
         let targets = match src.get("DEPLOY_TARGETS") {
-            Some(raw) if !matches!(raw.trim(), "" | "[]") => Targets::parse(&raw, environment)?,
+            Some(raw) if !matches!(raw.trim(), "" | "[]") => {
+                Targets::from_source(src, environment)?
+            }
             _ => Targets::default(),
         };
         let keep_versions = parsed(src, "KEEP_VERSIONS", 2, "a number of versions")?;

@@ -53,7 +53,16 @@ pub async fn observe<'a>(
     };
 
     let candidates = candidates(clients, target, served.as_deref()).await?;
-    let alarms = alarm_states(clients, &target.rollback_alarms).await?;
+    let managed: Vec<String> = target
+        .managed_alarms
+        .iter()
+        .map(|a| a.name.clone())
+        .collect();
+    let alarms = alarm_states(clients, &target.rollback_alarms, &managed).await?;
+    let guardrails = match managed.is_empty() {
+        true => vec![],
+        false => lifecycle::guardrails::describe(&clients.cloudwatch, &managed).await?,
+    };
     let cause = cause_alarm(clients, in_flight.as_ref()).await?;
     Ok(Observed {
         target,
@@ -63,6 +72,7 @@ pub async fn observe<'a>(
         candidates,
         in_flight,
         alarms,
+        guardrails,
         cause,
         scaling,
         only_if_live,
@@ -121,7 +131,7 @@ async fn cause_alarm(
         .filter(|d| d.status == DeploymentStatus::Succeeded && d.recovered.is_none())
         .and_then(|d| d.cause_alarm.as_ref());
     Ok(match pending {
-        Some(alarm) => alarm_states(clients, std::slice::from_ref(alarm))
+        Some(alarm) => alarm_states(clients, std::slice::from_ref(alarm), &[])
             .await?
             .into_iter()
             .next(),
@@ -190,7 +200,13 @@ async fn read_statistics(s3: &aws_sdk_s3::Client, uri: &str) -> Result<Result<Va
 /// The state of each of these alarms, and since when (its last transition, so an alarm whose
 /// evaluation is re-run is not "new"). An alarm that is not found counts as firing: a rollback
 /// alarm that does not exist guards nothing.
-async fn alarm_states(clients: &Clients, alarms: &[String]) -> Result<Vec<AlarmNow>> {
+/// The rollback alarms' states. A missing one holds deployments (it would guard nothing), except
+/// a managed one: the plan makes it first, in INSUFFICIENT_DATA.
+async fn alarm_states(
+    clients: &Clients,
+    alarms: &[String],
+    managed: &[String],
+) -> Result<Vec<AlarmNow>> {
     use aws_sdk_cloudwatch::types::{AlarmType, StateValue};
     if alarms.is_empty() {
         return Ok(vec![]);
@@ -231,7 +247,7 @@ async fn alarm_states(clients: &Clients, alarms: &[String]) -> Result<Vec<AlarmN
         if !found.iter().any(|a| &a.name == name) {
             found.push(AlarmNow {
                 name: name.clone(),
-                in_alarm: true,
+                in_alarm: !managed.contains(name),
                 missing: true,
                 since: None,
             });

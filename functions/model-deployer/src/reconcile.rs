@@ -69,6 +69,8 @@ pub struct Observed<'a> {
     pub in_flight: Option<DeploymentRecord>,
     /// The state of the target's rollback alarms now, and since when.
     pub alarms: Vec<AlarmNow>,
+    /// The target's managed guardrail alarms that exist, as they are defined now.
+    pub guardrails: Vec<lifecycle::guardrails::LiveAlarm>,
     /// After a rollback by the responder, not checked yet: the alarm that caused it, now.
     pub cause: Option<AlarmNow>,
     /// The live variant's autoscaling, when the next update must deregister it first.
@@ -109,7 +111,49 @@ struct Progress {
 }
 
 pub fn decide(obs: &Observed) -> Decision {
-    settle_scaling(obs, decide_step(obs))
+    ensure_guardrails(obs, settle_scaling(obs, decide_step(obs)))
+}
+
+/// The target's managed guardrail alarms, made or put back first in the plan: a deployment in
+/// the same plan names them as rollback alarms, and a hand change to one is undone with its
+/// before and after in the reason.
+fn ensure_guardrails(obs: &Observed, mut d: Decision) -> Decision {
+    let mut plan = Plan::default();
+    for spec in &obs.target.managed_alarms {
+        let why = match obs.guardrails.iter().find(|a| a.name == spec.name) {
+            None => format!(
+                "guardrail alarm {} does not exist: made from the target's guardrails",
+                spec.name
+            ),
+            Some(live) => match spec.differs(live) {
+                None => continue,
+                Some(change) => format!(
+                    "guardrail alarm {} differs from the target's guardrails ({change}): put back",
+                    spec.name
+                ),
+            },
+        };
+        let alarm = Box::new(spec.clone());
+        plan.push(Action::PutAlarm { alarm }, why);
+    }
+    if plan.steps.is_empty() {
+        return d;
+    }
+    let names: Vec<&str> = plan
+        .steps
+        .iter()
+        .map(|s| match &s.action {
+            Action::PutAlarm { alarm } => alarm.name.as_str(),
+            _ => "",
+        })
+        .collect();
+    if d.outcome.severity() == lifecycle::outcome::Severity::Routine && d.plan.steps.is_empty() {
+        d.outcome = Outcome::GuardrailsSet;
+    }
+    d.reason = format!("guardrail alarms set: {}; {}", names.join(", "), d.reason);
+    plan.steps.append(&mut d.plan.steps);
+    d.plan = plan;
+    d
 }
 
 /// A deployment that deregistered autoscaling but whose update never took effect, when this
@@ -850,6 +894,7 @@ fn modified_since(ep: &Endpoint, requested_at_ms: i64) -> bool {
 mod tests {
     use super::*;
     use crate::gates::GateResult;
+    use lifecycle::config::Environment;
     use lifecycle::endpoints::{LiveVariant, tags};
     use lifecycle::targets::TrafficStrategy;
     use std::collections::BTreeMap;
@@ -875,6 +920,8 @@ mod tests {
             max_alarm_hold_minutes: 60,
             auto_rollback_days: 7,
             recovery_minutes: 15,
+            guardrails: None,
+            managed_alarms: vec![],
         }
     }
 
@@ -943,6 +990,7 @@ mod tests {
             candidates: vec![passing(3), live(2)],
             in_flight: None,
             alarms: vec![],
+            guardrails: vec![],
             cause: None,
             scaling: None,
             only_if_live: None,
@@ -1579,6 +1627,84 @@ mod tests {
             d.reason.contains("checked for the recovery"),
             "{}",
             d.reason
+        );
+    }
+
+    fn guarded() -> DeploymentTarget {
+        let raw = r#"[{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge",
+            "instance_count":2,"rollback_alarms":[],"guardrails":{"error_rate_pct":1,"p99_latency_ms":800}}]"#;
+        let targets =
+            lifecycle::targets::Targets::parse_with(raw, Environment::Production, Some("lc-"))
+                .unwrap();
+        targets.0.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn missing_guardrail_alarms_are_made_before_the_deployment_that_names_them() {
+        let t = guarded();
+        assert_eq!(
+            t.rollback_alarms,
+            [
+                "lc-recs-prod-AllTraffic-5xx-rate",
+                "lc-recs-prod-AllTraffic-p99-latency"
+            ]
+        );
+        let mut obs = observed(&t);
+        // Not found: managed alarms do not hold the deployment; the plan makes them first.
+        obs.alarms = t
+            .rollback_alarms
+            .iter()
+            .map(|a| AlarmNow {
+                name: a.clone(),
+                in_alarm: false,
+                missing: true,
+                since: None,
+            })
+            .collect();
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+        let kinds = actions(&d);
+        assert_eq!(&kinds[..2], [ActionKind::PutAlarm, ActionKind::PutAlarm]);
+        assert!(kinds.contains(&ActionKind::UpdateEndpoint));
+        let Some(Action::UpdateEndpoint {
+            rollout: Some(r), ..
+        }) = d
+            .plan
+            .steps
+            .iter()
+            .map(|s| &s.action)
+            .find(|a| a.kind() == ActionKind::UpdateEndpoint)
+        else {
+            panic!("{:?}", d.plan)
+        };
+        assert_eq!(r.rollback_alarms, t.rollback_alarms);
+    }
+
+    #[test]
+    fn a_guardrail_alarm_changed_by_hand_is_put_back_and_an_intact_one_is_left() {
+        let t = guarded();
+        let mut obs = observed(&t);
+        obs.candidates = vec![live(2)];
+        let live = |spec: &lifecycle::guardrails::AlarmSpec| lifecycle::guardrails::LiveAlarm {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            threshold: spec.threshold,
+            above: spec.above,
+            period_seconds: spec.period_seconds,
+            evaluation_periods: spec.evaluation_periods,
+        };
+        obs.guardrails = t.managed_alarms.iter().map(live).collect();
+        assert_eq!(decide(&obs).outcome, Outcome::InSync);
+        obs.guardrails[1].threshold = 5_000_000.0;
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::GuardrailsSet, "{}", d.reason);
+        assert_eq!(actions(&d), [ActionKind::PutAlarm]);
+        assert!(
+            d.plan.steps[0]
+                .reason
+                .contains("threshold 5000000 → 800000"),
+            "{}",
+            d.plan.steps[0].reason
         );
     }
 }
