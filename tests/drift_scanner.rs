@@ -82,7 +82,7 @@ impl<'a> Catalog<'a> {
             .send()
             .await
             .unwrap();
-        encrypt_bucket(&fx, &setup.s3, &bucket).await;
+        encrypt_bucket(fx, &setup.s3, &bucket).await;
         let adapter = format!("{}-lora", fx.id);
         Self {
             fx,

@@ -283,7 +283,10 @@ def s3_needs(op: str, region: str, facts: dict[str, Any]) -> list[Need]:
     if facts.get("SSEKMSKeyId"):
         key = kms_arn(region, facts["SSEKMSKeyId"])
         via = {"kms:ViaService": f"s3.{region}.amazonaws.com"}
-        kms = ["kms:Decrypt"] if action == "s3:GetObject" else ["kms:GenerateDataKey", "kms:Decrypt"]
+        # A multipart upload also decrypts the data key for each part (S3's documentation).
+        kms = {"s3:GetObject": ["kms:Decrypt"], "s3:PutObject": ["kms:GenerateDataKey"]}.get(action, [])
+        if op in ("CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"):
+            kms = ["kms:GenerateDataKey", "kms:Decrypt"]
         needs += [Need(a, key, via, f"{op} of an object encrypted with it") for a in kms]
     return needs
 
