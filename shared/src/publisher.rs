@@ -179,4 +179,16 @@ mod tests {
         assert_eq!(d["request_id"], "req-1");
         assert_eq!(d["package"], r.package.unwrap());
     }
+
+    #[test]
+    fn the_example_in_events_has_the_fields_the_suite_publishes() {
+        let example: Value =
+            serde_json::from_str(include_str!("../../events/lifecycle-decision.json")).unwrap();
+        assert_eq!(example["source"], SOURCE);
+        assert_eq!(example["detail-type"], DETAIL_TYPE);
+        let published =
+            serde_json::to_value(Detail::of(&record(Outcome::RollbackImpossible))).unwrap();
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&example["detail"]), keys(&published));
+    }
 }
