@@ -962,8 +962,8 @@ async fn managed_guardrail_alarms_are_made_before_the_first_deployment_and_put_b
     s.responder =
         alarm_responder::Responder::new(s.fx.clients_for(alarm_responder::FUNCTION), config);
     let (errors, latency) = (
-        format!("{prefix}{}-AllTraffic-5xx-rate", s.endpoint),
-        format!("{prefix}{}-AllTraffic-p99-latency", s.endpoint),
+        format!("{prefix}managed-{}-AllTraffic-5xx-rate", s.endpoint),
+        format!("{prefix}managed-{}-AllTraffic-p99-latency", s.endpoint),
     );
 
     let v1 = s.registry().register("Approved", PASSING).await;

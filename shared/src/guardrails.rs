@@ -2,9 +2,10 @@
 //! bounds, and the deployer keeps one CloudWatch alarm per bound and variant, under the alarm
 //! prefix the responder hears. A new install then protects an endpoint without hand-made alarms.
 //!
-//! Names are deterministic, `<ALARM_NAME_PREFIX><endpoint>-<variant>-<kind>` with kind `5xx-rate`,
-//! `p99-latency` or `kpi`, so the deployer finds its own alarms again and the target's rollback
-//! and KPI lists name them (see [`crate::targets`]).
+//! Names are deterministic, `<ALARM_NAME_PREFIX>managed-<endpoint>-<variant>-<kind>` with kind
+//! `5xx-rate`, `p99-latency` or `kpi`, so the deployer finds its own alarms again, the target's
+//! rollback and KPI lists name them (see [`crate::targets`]), and IAM lets the deployer write
+//! these and no hand-made alarm.
 
 use std::collections::BTreeMap;
 
@@ -120,16 +121,21 @@ impl Guardrails {
         if self.error_rate_pct.is_some_and(|p| p > 100.0) {
             return Err("guardrails error_rate_pct must be at most 100".into());
         }
-        if ![10, 30].contains(&self.period_seconds) && self.period_seconds % 60 != 0
-            || !(10..=86_400).contains(&self.period_seconds)
-        {
+        // SageMaker publishes its endpoint metrics once a minute: a shorter period rarely has data.
+        if self.period_seconds % 60 != 0 || !(60..=86_400).contains(&self.period_seconds) {
             return Err(format!(
-                "guardrails period_seconds is {}, expected 10, 30 or a multiple of 60 up to 86400",
+                "guardrails period_seconds is {}, expected a multiple of 60 up to 86400",
                 self.period_seconds
             ));
         }
         if !(1..=100).contains(&self.evaluation_periods) {
             return Err("guardrails evaluation_periods must be 1..=100".into());
+        }
+        // CloudWatch: period × evaluation periods at most one day.
+        if self.period_seconds as i64 * self.evaluation_periods as i64 > 86_400 {
+            return Err(
+                "guardrails period_seconds × evaluation_periods must be at most 86400".into(),
+            );
         }
         if self.error_rate_pct.is_none() && self.p99_latency_ms.is_none() && self.kpi.is_none() {
             return Err(
@@ -148,6 +154,12 @@ impl Guardrails {
             if !(1..=1440).contains(&k.window_minutes) {
                 return Err("guardrails kpi window_minutes must be 1..=1440".into());
             }
+            if !is_statistic(&k.stat) {
+                return Err(format!(
+                    "guardrails kpi stat {:?} is not a CloudWatch statistic (Average, Sum, Minimum, Maximum, SampleCount, pNN)",
+                    k.stat
+                ));
+            }
         }
         Ok(())
     }
@@ -159,10 +171,24 @@ impl Guardrails {
             ("VariantName".to_string(), variant.to_string()),
         ]
         .into();
-        let spec = |kind: &str, what: String, metric, threshold, above, action: &str| AlarmSpec {
+        let spec = |kind: &str,
+                    what: String,
+                    metric: AlarmMetric,
+                    threshold,
+                    above,
+                    action: &str| AlarmSpec {
             name: alarm_name(prefix, endpoint, variant, kind),
+            // The definition's digest in the description: a change to the target's guardrails
+            // (a KPI's namespace, a statistic) shows as a different description.
             description: format!(
-                "{what} on {endpoint}/{variant}. Made by sagemaker-lifecycle from the target's guardrails; changes by hand are put back."
+                "{what} on {endpoint}/{variant}. Made by sagemaker-lifecycle from the target's guardrails; changes by hand are put back. [{}]",
+                digest(&(
+                    &metric,
+                    threshold,
+                    above,
+                    self.period_seconds,
+                    self.evaluation_periods
+                ))
             ),
             metric,
             threshold,
@@ -234,7 +260,27 @@ impl Guardrails {
 }
 
 pub fn alarm_name(prefix: &str, endpoint: &str, variant: &str, kind: &str) -> String {
-    format!("{prefix}{endpoint}-{variant}-{kind}")
+    format!("{prefix}managed-{endpoint}-{variant}-{kind}")
+}
+
+/// CloudWatch's statistics, and percentiles as extended statistics (p0.0 to p100).
+pub fn is_statistic(stat: &str) -> bool {
+    matches!(
+        stat,
+        "Average" | "Sum" | "Minimum" | "Maximum" | "SampleCount"
+    ) || stat
+        .strip_prefix('p')
+        .and_then(|p| p.parse::<f64>().ok())
+        .is_some_and(|p| (0.0..=100.0).contains(&p))
+}
+
+/// A short, stable digest of a definition (FNV-1a of its JSON; not for security).
+fn digest(value: &impl Serialize) -> String {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// A managed alarm as CloudWatch has it now: what the deployer compares with its spec.
@@ -242,6 +288,8 @@ pub fn alarm_name(prefix: &str, endpoint: &str, variant: &str, kind: &str) -> St
 pub struct LiveAlarm {
     pub name: String,
     pub description: String,
+    /// The metric of a single-metric alarm (None for metric math).
+    pub metric: Option<String>,
     pub threshold: f64,
     pub above: bool,
     pub period_seconds: i32,
@@ -272,6 +320,17 @@ impl AlarmSpec {
                 live.evaluation_periods, self.evaluation_periods
             ));
         }
+        let metric = match &self.metric {
+            AlarmMetric::Stat { metric, .. } => Some(metric.as_str()),
+            AlarmMetric::ErrorRate { .. } => None,
+        };
+        if live.metric.as_deref() != metric {
+            changes.push(format!(
+                "metric {} → {}",
+                live.metric.as_deref().unwrap_or("metric math"),
+                metric.unwrap_or("metric math")
+            ));
+        }
         if live.description != self.description {
             changes.push("description".to_string());
         }
@@ -296,6 +355,7 @@ pub async fn describe(
         found.extend(out.metric_alarms().iter().map(|a| LiveAlarm {
             name: a.alarm_name().unwrap_or_default().to_string(),
             description: a.alarm_description().unwrap_or_default().to_string(),
+            metric: a.metric_name().map(str::to_string),
             threshold: a.threshold().unwrap_or(f64::NAN),
             above: matches!(
                 a.comparison_operator(),
@@ -338,7 +398,8 @@ pub async fn put(cw: &aws_sdk_cloudwatch::Client, spec: &AlarmSpec) -> crate::Re
             ComparisonOperator::LessThanThreshold
         })
         .evaluation_periods(spec.evaluation_periods)
-        // No traffic is no evidence: a quiet endpoint neither fires nor clears.
+        // No traffic is no evidence against a version: missing data counts as within bounds (a
+        // firing alarm clears when traffic stops; the rate is 0 without invocations anyway).
         .treat_missing_data("notBreaching")
         .set_tags(Some(
             spec.tags
@@ -422,9 +483,9 @@ mod tests {
         assert_eq!(
             names,
             [
-                "lc-recs-prod-AllTraffic-5xx-rate",
-                "lc-recs-prod-AllTraffic-p99-latency",
-                "lc-recs-prod-AllTraffic-kpi"
+                "lc-managed-recs-prod-AllTraffic-5xx-rate",
+                "lc-managed-recs-prod-AllTraffic-p99-latency",
+                "lc-managed-recs-prod-AllTraffic-kpi"
             ]
         );
         let (_, latency) = &alarms[1];
@@ -442,8 +503,18 @@ mod tests {
         g.error_rate_pct = Some(0.0);
         assert!(g.validate().is_err());
         let mut g = guardrails();
-        g.period_seconds = 45;
-        assert!(g.validate().is_err());
+        g.period_seconds = 30;
+        assert!(g.validate().is_err(), "SageMaker's metrics are per minute");
+        let mut g = guardrails();
+        (g.period_seconds, g.evaluation_periods) = (86_400, 2);
+        assert!(g.validate().is_err(), "more than a day");
+        let mut g = guardrails();
+        g.kpi.as_mut().unwrap().stat = "avg".into();
+        assert!(
+            g.validate()
+                .unwrap_err()
+                .contains("not a CloudWatch statistic")
+        );
         let empty: Guardrails = serde_json::from_str("{}").unwrap();
         assert!(empty.validate().unwrap_err().contains("no bound"));
         assert!(guardrails().validate().is_ok());

@@ -54,7 +54,8 @@ impl<'a> Detail<'a> {
     /// The detail to publish, or None for a routine decision (they are only in the ledger).
     pub fn of(record: &'a DecisionRecord) -> Option<Self> {
         let severity = record.outcome.severity();
-        if severity == Severity::Routine {
+        // A dry run's "acted" did not happen; what needs a person does, dry run or not.
+        if severity == Severity::Routine || (record.dry_run && severity == Severity::Acted) {
             return None;
         }
         Some(Detail {
@@ -79,9 +80,9 @@ impl Publisher {
         let config = aws_sdk_eventbridge::config::Builder::from(sdk)
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .operation_attempt_timeout(Duration::from_secs(3))
-                    .operation_timeout(Duration::from_secs(6))
+                    .connect_timeout(Duration::from_secs(1))
+                    .operation_attempt_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(3))
                     .build(),
             )
             .build();
@@ -163,8 +164,14 @@ mod tests {
     }
 
     #[test]
-    fn routine_decisions_are_not_published() {
+    fn routine_decisions_and_a_dry_runs_acts_are_not_published() {
         assert_eq!(Detail::of(&record(Outcome::Duplicate)), None);
+        let dry = |o| DecisionRecord {
+            dry_run: true,
+            ..record(o)
+        };
+        assert_eq!(Detail::of(&dry(Outcome::Deploying)), None);
+        assert!(Detail::of(&dry(Outcome::RollbackImpossible)).is_some());
     }
 
     #[test]

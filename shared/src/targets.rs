@@ -205,6 +205,28 @@ impl Targets {
         }
         let mut groups = HashSet::new();
         let mut endpoints = HashSet::new();
+        let mut managed = HashSet::new();
+        for spec in targets.iter().flat_map(|t| &t.managed_alarms) {
+            if spec.name.len() > 255 {
+                return Err(ConfigError::new(
+                    "ALARM_NAME_PREFIX",
+                    format!(
+                        "makes the alarm name {} longer than CloudWatch's 255 characters",
+                        spec.name
+                    ),
+                ));
+            }
+            // endpoint "a-b" variant "c" and endpoint "a" variant "b-c" would share names.
+            if !managed.insert(&spec.name) {
+                return Err(ConfigError::new(
+                    VAR,
+                    format!(
+                        "two targets' guardrails would share the alarm {}",
+                        spec.name
+                    ),
+                ));
+            }
+        }
         for t in &targets {
             t.validate(env)?;
             if !groups.insert(&t.model_package_group) {

@@ -50,8 +50,6 @@ UNEXERCISED: dict[str, dict[str, str]] = {
     },
     "alarm-responder": {
         "iam:CreateServiceLinkedRole": "as for the deployer: only on an account's first registration",
-        "kms:CreateGrant": "a rollback to an earlier config someone encrypted with a named key; the tests' earlier configs are the deployer's, which name none",
-        "kms:DescribeKey": "as kms:CreateGrant",
     },
     "drift-scanner": {
         "dynamodb:DeleteItem": "clears the memory of a plan that failed for good once it succeeds (the pipeline's unit tests and the deployer's integration tests cover it)",
@@ -313,6 +311,16 @@ def autoscaling_needs(op: str, region: str, facts: dict[str, Any]) -> list[Need]
     target = f"arn:{PARTITION}:application-autoscaling:{region}:{ACCOUNT}:scalable-target/0123456789abcdef"
     needs = [Need(action, target)]
     resource_id = facts.get("ResourceId", "")
+    sagemaker = facts.get("ServiceNamespace") == "sagemaker" and resource_id.startswith("endpoint/")
+    if sagemaker and op in ("RegisterScalableTarget", "PutScalingPolicy"):
+        # Application Auto Scaling checks that the caller may itself scale what it registers.
+        endpoint = sagemaker_arn(region, "endpoint", resource_id.split("/")[1])
+        why = "Application Auto Scaling validates the caller's SageMaker permissions"
+        needs += [Need(a, endpoint, {}, why) for a in ("sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities")]
+        needs.append(Need("sagemaker:DescribeEndpointConfig", f"arn:{PARTITION}:sagemaker:{region}:{ACCOUNT}:endpoint-config/*", {}, why))
+    if sagemaker and op == "DeregisterScalableTarget":
+        name = f"arn:{PARTITION}:cloudwatch:{region}:{ACCOUNT}:alarm:TargetTracking-{resource_id}-AlarmHigh-0123"
+        needs.append(Need("cloudwatch:DeleteAlarms", name, {}, "deregistering deletes target-tracking alarms as the caller"))
     if op == "RegisterScalableTarget" and facts.get("ServiceNamespace") == "sagemaker":
         needs.append(Need("iam:CreateServiceLinkedRole", SCALING_ROLE,
                           {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"},
@@ -380,7 +388,8 @@ def condition_holds(conditions: dict[str, Any], context: dict[str, Any]) -> bool
         op = op.removesuffix("IfExists")
         for key, expected in tests.items():
             if key.lower() not in lowered:
-                if if_exists:
+                # IfExists, and ForAllValues over an empty set, hold when the key is missing.
+                if if_exists or qualifier == "ForAllValues":
                     continue
                 return False
             actual = as_list(lowered[key.lower()])
@@ -395,6 +404,9 @@ def condition_holds(conditions: dict[str, Any], context: dict[str, Any]) -> bool
 
 
 def applies(statement: dict[str, Any], need: Need) -> bool:
+    unknown = {"NotAction", "NotResource", "NotPrincipal"} & set(statement)
+    if unknown:
+        raise ValueError(f"the check does not evaluate {sorted(unknown)} (statement {statement.get('Sid')})")
     return (
         matches_action(statement.get("Action", []), need.action)
         and matches_resource(statement.get("Resource", []), need.resource)

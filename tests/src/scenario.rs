@@ -102,8 +102,8 @@ impl Scenario {
         e
     }
 
-    /// The target's endpoint as a person makes it: a model from `package`, a config and an
-    /// endpoint without any of the suite's tags.
+    /// The target's endpoint as a person makes it: a model from `package`, a config (with a KMS
+    /// volume key) and an endpoint without any of the suite's tags.
     pub async fn endpoint_by_hand(&self, package: &str) {
         use aws_sdk_sagemaker::types::{
             ContainerDefinition, ProductionVariant, ProductionVariantInstanceType,
@@ -134,6 +134,8 @@ impl Scenario {
                     .initial_instance_count(2)
                     .build(),
             )
+            // Its volumes encrypted with the stack's key, as many accounts require.
+            .kms_key_id(kms_key(&self.fx))
             .send()
             .await
             .unwrap();

@@ -56,6 +56,14 @@ pub fn by_tags<'a>(
     let Some(endpoint) = tags.get(TAG_ENDPOINT) else {
         return Ok(None);
     };
+    // A managed guardrail alarm no target declares any more (a bound removed, a variant
+    // renamed) is the deployer's leftover: its tags are no instruction (a KPI would lose its
+    // sample gate).
+    if tags.get("lifecycle:managed").is_some_and(|v| v == "true") {
+        return Err(format!(
+            "a managed guardrail alarm of {endpoint} that no target's guardrails declare now; delete it"
+        ));
+    }
     let target = targets.by_endpoint(endpoint).ok_or_else(|| {
         format!("tag {TAG_ENDPOINT}={endpoint} names an endpoint that is not a deployment target")
     })?;

@@ -151,8 +151,14 @@ fn ensure_guardrails(obs: &Observed, mut d: Decision) -> Decision {
         d.outcome = Outcome::GuardrailsSet;
     }
     d.reason = format!("guardrail alarms set: {}; {}", names.join(", "), d.reason);
-    plan.steps.append(&mut d.plan.steps);
-    d.plan = plan;
+    // Before a deployment, which names them; after anything else, which never waits on them (a
+    // restore of autoscaling is not held up by an alarm CloudWatch refuses).
+    if d.plan.has(ActionKind::UpdateEndpoint) || d.plan.has(ActionKind::CreateEndpoint) {
+        plan.steps.append(&mut d.plan.steps);
+        d.plan = plan;
+    } else {
+        d.plan.steps.append(&mut plan.steps);
+    }
     d
 }
 
@@ -1645,8 +1651,8 @@ mod tests {
         assert_eq!(
             t.rollback_alarms,
             [
-                "lc-recs-prod-AllTraffic-5xx-rate",
-                "lc-recs-prod-AllTraffic-p99-latency"
+                "lc-managed-recs-prod-AllTraffic-5xx-rate",
+                "lc-managed-recs-prod-AllTraffic-p99-latency"
             ]
         );
         let mut obs = observed(&t);
@@ -1688,6 +1694,10 @@ mod tests {
         let live = |spec: &lifecycle::guardrails::AlarmSpec| lifecycle::guardrails::LiveAlarm {
             name: spec.name.clone(),
             description: spec.description.clone(),
+            metric: match &spec.metric {
+                lifecycle::guardrails::AlarmMetric::Stat { metric, .. } => Some(metric.clone()),
+                _ => None,
+            },
             threshold: spec.threshold,
             above: spec.above,
             period_seconds: spec.period_seconds,
