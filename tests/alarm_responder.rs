@@ -960,6 +960,23 @@ async fn decisions_that_acted_or_need_a_person_reach_a_teams_rule_and_routine_on
             .contains("no earlier Approved version")
     );
     assert!(detail["time"].as_str().unwrap().ends_with('Z'));
+
+    // The alarm fires again, later: the same situation is in the ledger again, not paged again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let d = &respond(
+        &s,
+        alarm_event(&s, "alarm-5xx.json", &s.alarm),
+        "fire-again",
+    )
+    .await
+    .decisions[0];
+    assert_eq!(d.outcome, Outcome::RollbackImpossible, "{}", d.reason);
+    assert!(
+        routed(&queue)
+            .iter()
+            .all(|e| e["detail"]["severity"] != "needs_person"),
+        "published once, when it began"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -187,6 +187,28 @@ impl Ledger {
     }
 
     /// Every decision about a subject, oldest first, as JSON (for people and tests).
+    /// The outcome and package of the subject's latest decision, if any (one item read).
+    pub async fn latest_outcome(&self, subject: &str) -> Result<Option<(String, Option<String>)>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
+            .expression_attribute_values(":pk", s(subject))
+            .expression_attribute_values(":d", s("decision#"))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| Error::aws("Query", e))?;
+        Ok(out.items().first().map(|item| {
+            (
+                get_s(item, "outcome").unwrap_or_default(),
+                get_s(item, "package"),
+            )
+        }))
+    }
+
     pub async fn decisions(&self, subject: &str) -> Result<Vec<Value>> {
         let mut pages = self
             .client

@@ -269,9 +269,13 @@ impl Pipeline<'_> {
             _ => info!(subject = %subject, %outcome, %severity, reason = %record.reason, "decided"),
         }
         crate::metrics::decision(outcome, record.dry_run);
+        let repeat = self.repeats_a_person_call(&record).await;
         self.executor.ledger.record(&record).await?;
-        // After the record: what is published is always in the ledger too.
-        self.executor.clients.publisher.publish(&record).await;
+        // After the record: what is published is always in the ledger too. A situation that
+        // needs a person is published when it begins, not again on every reconcile it lasts.
+        if !repeat {
+            self.executor.clients.publisher.publish(&record).await;
+        }
         Ok(Summary {
             subject,
             outcome,
@@ -283,6 +287,22 @@ impl Pipeline<'_> {
             dry_run: record.dry_run,
             error,
         })
+    }
+}
+
+impl Pipeline<'_> {
+    /// Whether a decision that needs a person repeats the subject's latest one (same outcome,
+    /// same package). A read that fails counts as new: better twice than never.
+    async fn repeats_a_person_call(&self, record: &DecisionRecord) -> bool {
+        if record.outcome.severity() != Severity::NeedsPerson {
+            return false;
+        }
+        match self.executor.ledger.latest_outcome(&record.subject).await {
+            Ok(Some((outcome, package))) => {
+                outcome == record.outcome.as_str() && package == record.package
+            }
+            _ => false,
+        }
     }
 }
 
