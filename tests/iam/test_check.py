@@ -145,5 +145,24 @@ class AlertsTest(unittest.TestCase):
         self.assertEqual(heard, expected)
 
 
+    def test_a_decision_that_needs_a_person_reaches_the_topic_through_the_templates_rule(self):
+        sns, events = self.client("sns"), self.client("events")
+        topic = sns.create_topic(Name="alerts-for-decisions")["TopicArn"]
+        queue = self.control("queue", {"name": "on-call-decisions"})["arn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue)
+        rule = TEMPLATE.doc["Resources"]["NeedsPersonRule"]["Properties"]
+        events.put_rule(Name="needs-person", EventPattern=json.dumps(rule["EventPattern"]))
+        events.put_targets(Rule="needs-person", Targets=[{"Id": "topic", "Arn": topic}])
+        example = json.loads((HERE.parents[1] / "events" / "lifecycle-decision.json").read_text())
+        for severity in ("needs_person", "acted"):
+            detail = dict(example["detail"], severity=severity)
+            events.put_events(Entries=[{"Source": example["source"], "DetailType": example["detail-type"],
+                                        "Detail": json.dumps(detail)}])
+        bodies = self.control("messages?queue=on-call-decisions")["messages"]
+        delivered = [json.loads(json.loads(b)["Message"])["detail"] for b in bodies]
+        self.assertEqual([d["severity"] for d in delivered], ["needs_person"])
+        self.assertEqual(delivered[0]["reason"], example["detail"]["reason"])
+
+
 if __name__ == "__main__":
     unittest.main()

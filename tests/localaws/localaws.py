@@ -26,7 +26,8 @@ suite need that moto does not do:
   IAM check (tests/iam/check.py) evaluates the template's policies against them.
 * Alarm actions: an alarm whose state changes notifies the SNS topics among its AlarmActions
   (into ALARM) or OKActions (back to OK), as CloudWatch does; moto keeps the actions but never
-  runs them. With moto's SNS-to-SQS delivery and EventBridge's SQS targets, a test reads what a
+  runs them. EventBridge rules deliver to SNS topics too (moto delivers only to SQS, logs and
+  buses). With moto's SNS-to-SQS delivery and EventBridge's SQS targets, a test reads what a
   person would be sent (POST /_localaws/queue makes a queue, GET /_localaws/messages drains it).
 * Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults): latency,
   throttling, or a chosen error (code and HTTP status, or a bare status without a code).
@@ -198,6 +199,33 @@ class Deployment:
 
 class ValidationException(Exception):
     pass
+
+
+def deliver_rules_to_sns() -> None:
+    """EventBridge rules with SNS targets publish the event to the topic, as EventBridge does."""
+    from moto.events.models import Rule
+    from moto.sns.models import sns_backends
+
+    original = Rule.send_to_targets
+
+    def send_to_targets(self: Any, event: Any, transform_input: bool = True) -> None:
+        topics = [t for t in self.targets if ":sns:" in t["Arn"]]
+        if topics and self.event_pattern.matches_event(event):
+            for t in topics:
+                region = t["Arn"].split(":")[3]
+                sns_backends[DEFAULT_ACCOUNT_ID][region].publish(message=json.dumps(event), arn=t["Arn"])
+        others = [t for t in self.targets if ":sns:" not in t["Arn"]]
+        if others:
+            kept, self.targets = self.targets, others
+            try:
+                original(self, event, transform_input)
+            finally:
+                self.targets = kept
+
+    Rule.send_to_targets = send_to_targets
+
+
+deliver_rules_to_sns()
 
 
 class Endpoints:
