@@ -955,6 +955,16 @@ async fn managed_guardrail_alarms_are_made_before_the_first_deployment_and_put_b
         Some(&prefix),
     )
     .unwrap();
+    let mut targets = targets;
+    let queue = format!("{prefix}on-call");
+    let topic = local_aws().control(
+        "topic",
+        Some(json!({"name": format!("{prefix}alerts"), "queue": queue})),
+    )["arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    targets.alert_to(&topic);
     let mut config = s.deployer.config.clone();
     config.targets = targets;
     s.deployer =
@@ -1067,4 +1077,7 @@ async fn managed_guardrail_alarms_are_made_before_the_first_deployment_and_put_b
     )]);
     let d = &s.respond(event, "fire").await.unwrap().decisions[0];
     assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
+    // ... and the on-call engineer heard the alarm itself.
+    let heard = local_aws().control(&format!("messages?queue={queue}"), None);
+    assert!(heard.to_string().contains(&errors), "{heard}");
 }

@@ -100,6 +100,9 @@ pub struct AlarmSpec {
     pub period_seconds: i32,
     pub evaluation_periods: i32,
     pub tags: BTreeMap<String, String>,
+    /// Notified in ALARM and back to OK (the stack's alert topic, `ALERT_TOPIC_ARN`).
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 /// Which list of the target a managed alarm belongs to.
@@ -201,6 +204,7 @@ impl Guardrails {
                 ("lifecycle:managed".to_string(), "true".to_string()),
             ]
             .into(),
+            actions: vec![],
         };
         let mut out = Vec::new();
         if let Some(pct) = self.error_rate_pct {
@@ -294,6 +298,8 @@ pub struct LiveAlarm {
     pub above: bool,
     pub period_seconds: i32,
     pub evaluation_periods: i32,
+    /// Its AlarmActions (the OKActions are put with them).
+    pub actions: Vec<String>,
 }
 
 impl AlarmSpec {
@@ -334,6 +340,9 @@ impl AlarmSpec {
         if live.description != self.description {
             changes.push("description".to_string());
         }
+        if live.actions != self.actions {
+            changes.push(format!("actions {:?} → {:?}", live.actions, self.actions));
+        }
         (!changes.is_empty()).then(|| changes.join(", "))
     }
 }
@@ -363,6 +372,7 @@ pub async fn describe(
             ),
             period_seconds: a.period().unwrap_or_else(|| period_of_queries(a)),
             evaluation_periods: a.evaluation_periods().unwrap_or_default(),
+            actions: a.alarm_actions().to_vec(),
         }));
     }
     Ok(found)
@@ -398,6 +408,8 @@ pub async fn put(cw: &aws_sdk_cloudwatch::Client, spec: &AlarmSpec) -> crate::Re
             ComparisonOperator::LessThanThreshold
         })
         .evaluation_periods(spec.evaluation_periods)
+        .set_alarm_actions(Some(spec.actions.clone()))
+        .set_ok_actions(Some(spec.actions.clone()))
         // No traffic is no evidence against a version: missing data counts as within bounds (a
         // firing alarm clears when traffic stops; the rate is 0 without invocations anyway).
         .treat_missing_data("notBreaching")

@@ -182,7 +182,18 @@ impl Targets {
         let prefix = src
             .get("ALARM_NAME_PREFIX")
             .filter(|p| !p.trim().is_empty());
-        Self::parse_with(&raw, env, prefix.as_deref())
+        let mut targets = Self::parse_with(&raw, env, prefix.as_deref())?;
+        if let Some(topic) = src.get("ALERT_TOPIC_ARN").filter(|t| !t.trim().is_empty()) {
+            targets.alert_to(&topic);
+        }
+        Ok(targets)
+    }
+
+    /// Managed alarms notify `topic` in ALARM and back to OK, as the template's alarms do.
+    pub fn alert_to(&mut self, topic: &str) {
+        for spec in self.0.iter_mut().flat_map(|t| &mut t.managed_alarms) {
+            spec.actions = vec![topic.to_string()];
+        }
     }
 
     /// Parses and validates `DEPLOY_TARGETS`; a target's guardrails become alarms named under

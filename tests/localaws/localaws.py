@@ -551,6 +551,8 @@ class LocalAws:
                     call.facts["SSEKMSKeyId"] = value
             return start_response(status, headers, *rest)
 
+        if op == "SetAlarmState" and service == "monitoring":
+            return self.set_alarm_state(environ, region, body, cbor, recording_start_response)
         if cbor:
             return self.cloudwatch_cbor(environ, body, cbor.group("op"), recording_start_response)
         if op == "UpdateEndpoint" and service == "sagemaker":
@@ -559,8 +561,6 @@ class LocalAws:
             return self.create_training_job(environ, region, body, recording_start_response)
         if op == "CreateEndpointConfig" and service == "sagemaker":
             return self.create_endpoint_config(environ, region, body, recording_start_response)
-        if op == "SetAlarmState" and service == "monitoring":
-            return self.set_alarm_state(environ, region, body, cbor, recording_start_response)
         if op == "UpdateEndpointWeightsAndCapacities" and service == "sagemaker":
             answer = self.moto(environ, recording_start_response)
             self.touch_endpoint(region, json.loads(body or b"{}").get("EndpointName", ""))
@@ -860,6 +860,17 @@ class LocalAws:
 
             queue = sqs_backends[DEFAULT_ACCOUNT_ID][body.get("region", "us-east-1")].create_queue(body["name"])
             return self.json_response(start_response, "200 OK", {"arn": queue.queue_arn})
+        if path == "/_localaws/topic":
+            # A topic a person is subscribed to, through a queue the test reads.
+            from moto.sns.models import sns_backends
+            from moto.sqs.models import sqs_backends
+
+            region = body.get("region", "us-east-1")
+            queue = sqs_backends[DEFAULT_ACCOUNT_ID][region].create_queue(body["queue"])
+            sns = sns_backends[DEFAULT_ACCOUNT_ID][region]
+            topic = sns.create_topic(body["name"])
+            sns.subscribe(topic.arn, queue.queue_arn, "sqs")
+            return self.json_response(start_response, "200 OK", {"arn": topic.arn})
         if path == "/_localaws/messages":
             from moto.sqs.models import sqs_backends
 

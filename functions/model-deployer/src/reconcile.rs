@@ -1702,6 +1702,7 @@ mod tests {
             above: spec.above,
             period_seconds: spec.period_seconds,
             evaluation_periods: spec.evaluation_periods,
+            actions: spec.actions.clone(),
         };
         obs.guardrails = t.managed_alarms.iter().map(live).collect();
         assert_eq!(decide(&obs).outcome, Outcome::InSync);
