@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod executor;
 pub mod guardrails;
+pub mod kpi_gate;
 pub mod ledger;
 pub mod metrics;
 pub mod names;
