@@ -1080,4 +1080,43 @@ async fn managed_guardrail_alarms_are_made_before_the_first_deployment_and_put_b
     // ... and the on-call engineer heard the alarm itself.
     let heard = local_aws().control(&format!("messages?queue={queue}"), None);
     assert!(heard.to_string().contains(&errors), "{heard}");
+
+    // The latency bound is dropped from the target: its alarm goes, the other stays.
+    let mut target = serde_json::to_value(&s.deployer.config.targets.0[0]).unwrap();
+    target["rollback_alarms"] = json!([]);
+    target["guardrails"] = json!({"error_rate_pct": 1});
+    let mut config = s.deployer.config.clone();
+    config.targets = lifecycle::targets::Targets::parse_with(
+        &json!([target]).to_string(),
+        lifecycle::config::Environment::Production,
+        Some(&prefix),
+    )
+    .unwrap();
+    let deployer =
+        model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config);
+    s.fx.settle(&s.endpoint);
+    let tick = s.fx.event(event_file("deployer-tick.json"), "dropped");
+    let reply = model_deployer::handle(&deployer, tick).await.unwrap();
+    let d = &reply.decisions[0];
+    assert!(
+        d.actions.contains(&ActionKind::DeleteAlarm),
+        "{:?} {}",
+        d.actions,
+        d.reason
+    );
+    let left = cw
+        .describe_alarms()
+        .alarm_name_prefix(&prefix)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<_> = left
+        .metric_alarms()
+        .iter()
+        .filter_map(|a| a.alarm_name())
+        .collect();
+    assert!(
+        names.contains(&errors.as_str()) && !names.contains(&latency.as_str()),
+        "{names:?}"
+    );
 }

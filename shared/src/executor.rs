@@ -260,6 +260,9 @@ impl Executor<'_> {
                 done(scaling::set_scale_in_cooldown(aas, resource_id, policy_name, *seconds).await?)
             }
             Action::SetScalingBounds { target } => done(scaling::register(aas, target).await?),
+            Action::DeleteAlarm { name } => {
+                done(crate::guardrails::delete(&self.clients.cloudwatch, name).await?)
+            }
             Action::PutAlarm { alarm } => {
                 done(crate::guardrails::put(&self.clients.cloudwatch, alarm).await?)
             }

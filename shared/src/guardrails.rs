@@ -264,7 +264,12 @@ impl Guardrails {
 }
 
 pub fn alarm_name(prefix: &str, endpoint: &str, variant: &str, kind: &str) -> String {
-    format!("{prefix}managed-{endpoint}-{variant}-{kind}")
+    format!("{}{variant}-{kind}", endpoint_prefix(prefix, endpoint))
+}
+
+/// What every managed alarm of an endpoint's name starts with.
+pub fn endpoint_prefix(prefix: &str, endpoint: &str) -> String {
+    format!("{prefix}managed-{endpoint}-")
 }
 
 /// CloudWatch's statistics, and percentiles as extended statistics (p0.0 to p100).
@@ -384,6 +389,62 @@ fn period_of_queries(a: &aws_sdk_cloudwatch::types::MetricAlarm) -> i32 {
         .iter()
         .find_map(|q| q.metric_stat().and_then(|s| s.period()))
         .unwrap_or_default()
+}
+
+/// Managed alarms of `endpoint` under `name_prefix` that `keep` does not list: what a removed
+/// bound or a renamed variant left behind. Only alarms tagged as managed for this endpoint (the
+/// prefix of endpoint `a` also starts the names of endpoint `a-b`'s alarms).
+pub async fn leftovers(
+    cw: &aws_sdk_cloudwatch::Client,
+    name_prefix: &str,
+    endpoint: &str,
+    keep: &[String],
+) -> crate::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut pages = cw
+        .describe_alarms()
+        .alarm_name_prefix(name_prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| crate::Error::aws("DescribeAlarms", e))?;
+        for alarm in page.metric_alarms() {
+            let (Some(name), Some(arn)) = (alarm.alarm_name(), alarm.alarm_arn()) else {
+                continue;
+            };
+            if keep.iter().any(|k| k == name) {
+                continue;
+            }
+            let tags = cw
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send()
+                .await
+                .map_err(|e| crate::Error::aws("ListTagsForResource", e))?;
+            let tag = |k: &str| {
+                tags.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+            };
+            if tag("lifecycle:managed") == Some("true")
+                && tag("lifecycle:endpoint") == Some(endpoint)
+            {
+                found.push(name.to_string());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Deletes one managed alarm (DeleteAlarms succeeds for a name already gone).
+pub async fn delete(cw: &aws_sdk_cloudwatch::Client, name: &str) -> crate::Result<()> {
+    cw.delete_alarms()
+        .alarm_names(name)
+        .send()
+        .await
+        .map_err(|e| crate::Error::aws("DeleteAlarms", e))?;
+    Ok(())
 }
 
 /// Creates or updates one managed alarm (PutMetricAlarm overwrites the definition and leaves

@@ -120,6 +120,10 @@ pub enum Action {
     PutAlarm {
         alarm: Box<crate::guardrails::AlarmSpec>,
     },
+    /// Delete a managed guardrail alarm no bound of the target declares any more.
+    DeleteAlarm {
+        name: String,
+    },
     /// Export the catalog table to S3 as JSON Lines (a training job's input).
     ExportCatalog {
         export: crate::catalog::CatalogExport,
@@ -183,6 +187,7 @@ action_kinds! {
     DeregisterScaling => "deregister_scaling";
     RestoreScaling => "restore_scaling";
     PutAlarm => "put_alarm";
+    DeleteAlarm => "delete_alarm";
     ExportCatalog => "export_catalog";
     StartTrainingJob => "start_training_job";
 }

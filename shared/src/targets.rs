@@ -71,6 +71,10 @@ pub struct DeploymentTarget {
     /// The alarms `guardrails` asks for, named under ALARM_NAME_PREFIX (filled in by parsing).
     #[serde(skip)]
     pub managed_alarms: Vec<AlarmSpec>,
+    /// Where this target's managed alarms are named (`<prefix>managed-<endpoint>-`), when
+    /// ALARM_NAME_PREFIX is known: the deployer deletes those no bound declares any more.
+    #[serde(skip)]
+    pub managed_alarm_prefix: Option<String>,
 }
 
 /// A business-KPI alarm and the traffic it needs before it is believed.
@@ -279,6 +283,8 @@ impl Targets {
 impl DeploymentTarget {
     /// Names the guardrails' alarms and lists them with the target's rollback and KPI alarms.
     fn manage_alarms(&mut self, prefix: Option<&str>) -> Result<(), ConfigError> {
+        self.managed_alarm_prefix =
+            prefix.map(|p| crate::guardrails::endpoint_prefix(p, &self.endpoint));
         let Some(g) = self.guardrails.clone() else {
             return Ok(());
         };

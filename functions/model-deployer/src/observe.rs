@@ -63,6 +63,13 @@ pub async fn observe<'a>(
         true => vec![],
         false => lifecycle::guardrails::describe(&clients.cloudwatch, &managed).await?,
     };
+    let leftover_alarms = match &target.managed_alarm_prefix {
+        Some(prefix) => {
+            let cw = &clients.cloudwatch;
+            lifecycle::guardrails::leftovers(cw, prefix, &target.endpoint, &managed).await?
+        }
+        None => vec![],
+    };
     let cause = cause_alarm(clients, in_flight.as_ref()).await?;
     Ok(Observed {
         target,
@@ -73,6 +80,7 @@ pub async fn observe<'a>(
         in_flight,
         alarms,
         guardrails,
+        leftover_alarms,
         cause,
         scaling,
         only_if_live,

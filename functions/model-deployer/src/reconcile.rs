@@ -71,6 +71,8 @@ pub struct Observed<'a> {
     pub alarms: Vec<AlarmNow>,
     /// The target's managed guardrail alarms that exist, as they are defined now.
     pub guardrails: Vec<lifecycle::guardrails::LiveAlarm>,
+    /// Its managed alarms no bound declares any more (a bound removed, a variant renamed).
+    pub leftover_alarms: Vec<String>,
     /// After a rollback by the responder, not checked yet: the alarm that caused it, now.
     pub cause: Option<AlarmNow>,
     /// The live variant's autoscaling, when the next update must deregister it first.
@@ -136,15 +138,23 @@ fn ensure_guardrails(obs: &Observed, mut d: Decision) -> Decision {
         let alarm = Box::new(spec.clone());
         plan.push(Action::PutAlarm { alarm }, why);
     }
+    for name in &obs.leftover_alarms {
+        let why = format!(
+            "managed alarm {name} is declared by no bound of the target's guardrails now: deleted, so it neither pages nor rolls back"
+        );
+        let name = name.clone();
+        plan.push(Action::DeleteAlarm { name }, why);
+    }
     if plan.steps.is_empty() {
         return d;
     }
-    let names: Vec<&str> = plan
+    let names: Vec<String> = plan
         .steps
         .iter()
         .map(|s| match &s.action {
-            Action::PutAlarm { alarm } => alarm.name.as_str(),
-            _ => "",
+            Action::PutAlarm { alarm } => alarm.name.clone(),
+            Action::DeleteAlarm { name } => format!("{name} (deleted)"),
+            _ => String::new(),
         })
         .collect();
     if d.outcome.severity() == lifecycle::outcome::Severity::Routine && d.plan.steps.is_empty() {
@@ -928,6 +938,7 @@ mod tests {
             recovery_minutes: 15,
             guardrails: None,
             managed_alarms: vec![],
+            managed_alarm_prefix: None,
         }
     }
 
@@ -997,6 +1008,7 @@ mod tests {
             in_flight: None,
             alarms: vec![],
             guardrails: vec![],
+            leftover_alarms: vec![],
             cause: None,
             scaling: None,
             only_if_live: None,
