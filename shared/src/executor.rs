@@ -160,13 +160,20 @@ impl Executor<'_> {
     }
 
     async fn run(&self, action: &Action) -> Result<Effect> {
-        let (sm, aas, ledger) = (
-            &self.clients.sagemaker,
-            &self.clients.autoscaling,
-            self.ledger,
-        );
+        let sm = &self.clients.sagemaker;
         let role = self.execution_role_arn;
         Ok(match action {
+            a @ (Action::BeginDeployment { .. }
+            | Action::ConfirmDeployment { .. }
+            | Action::RecordRecovery { .. }
+            | Action::FinishDeployment { .. }
+            | Action::NoteAlarm { .. }) => self.write_ledger(a).await?,
+            a @ (Action::DeregisterScaling { .. }
+            | Action::RestoreScaling { .. }
+            | Action::SetScaleInCooldown { .. }
+            | Action::SetScalingBounds { .. }
+            | Action::DeleteAlarm { .. }
+            | Action::PutAlarm { .. }) => self.run_scaling_or_alarm(a).await?,
             Action::CreateModel {
                 name,
                 package_arn,
@@ -187,47 +194,6 @@ impl Executor<'_> {
                 package_arn,
                 description,
             } => done(registry::reject(sm, package_arn, description).await?),
-            Action::BeginDeployment { record, expected } => {
-                done(ledger.begin_deployment(record, *expected).await?)
-            }
-            Action::ConfirmDeployment {
-                endpoint,
-                requested_at,
-            } => done(ledger.confirm_deployment(endpoint, *requested_at).await?),
-            Action::DeregisterScaling { resource_id } => {
-                match scaling::deregister(aas, resource_id).await? {
-                    true => Effect::Done("deregistered".into()),
-                    false => Effect::AlreadyDone("already deregistered"),
-                }
-            }
-            Action::RestoreScaling {
-                resource_id,
-                snapshot,
-            } => done(scaling::restore(aas, resource_id, snapshot).await?),
-            Action::RecordRecovery {
-                endpoint,
-                requested_at,
-                recovered,
-            } => done(
-                ledger
-                    .record_recovery(endpoint, *requested_at, *recovered)
-                    .await?,
-            ),
-            Action::FinishDeployment {
-                endpoint,
-                requested_at,
-                status,
-            } => done(
-                ledger
-                    .finish_deployment(endpoint, *requested_at, *status)
-                    .await?,
-            ),
-            Action::NoteAlarm { endpoint, alarm } => {
-                match ledger.note_alarm(endpoint, alarm).await? {
-                    true => Effect::Done("noted".into()),
-                    false => Effect::AlreadyDone("no deployment in progress to note it on"),
-                }
-            }
             Action::TagResource { arn, key, value } => {
                 done(endpoints::tag(sm, arn, key, value).await?)
             }
@@ -252,20 +218,6 @@ impl Executor<'_> {
                 };
                 created(endpoints::copy_config(sm, &source, name, *min_instances, live).await?)
             }
-            Action::SetScaleInCooldown {
-                resource_id,
-                policy_name,
-                seconds,
-            } => {
-                done(scaling::set_scale_in_cooldown(aas, resource_id, policy_name, *seconds).await?)
-            }
-            Action::SetScalingBounds { target } => done(scaling::register(aas, target).await?),
-            Action::DeleteAlarm { name } => {
-                done(crate::guardrails::delete(&self.clients.cloudwatch, name).await?)
-            }
-            Action::PutAlarm { alarm } => {
-                done(crate::guardrails::put(&self.clients.cloudwatch, alarm).await?)
-            }
             Action::SetInstanceCount {
                 endpoint,
                 variant,
@@ -275,6 +227,73 @@ impl Executor<'_> {
                 exported(catalog::export(&self.clients.dynamodb, &self.clients.s3, export).await?)
             }
             Action::StartTrainingJob { job } => created(training::start(sm, job).await?),
+        })
+    }
+
+    /// The steps that write only the ledger (the deployment record and its notes).
+    async fn write_ledger(&self, action: &Action) -> Result<Effect> {
+        let ledger = self.ledger;
+        Ok(match action {
+            Action::BeginDeployment { record, expected } => {
+                done(ledger.begin_deployment(record, *expected).await?)
+            }
+            Action::ConfirmDeployment {
+                endpoint,
+                requested_at,
+            } => done(ledger.confirm_deployment(endpoint, *requested_at).await?),
+            Action::RecordRecovery {
+                endpoint,
+                requested_at,
+                recovered,
+            } => done(
+                ledger
+                    .record_recovery(endpoint, *requested_at, *recovered)
+                    .await?,
+            ),
+            Action::FinishDeployment {
+                endpoint,
+                requested_at,
+                status,
+            } => done(
+                ledger
+                    .finish_deployment(endpoint, *requested_at, *status)
+                    .await?,
+            ),
+            Action::NoteAlarm { endpoint, alarm } => {
+                match ledger.note_alarm(endpoint, alarm).await? {
+                    true => Effect::Done("noted".into()),
+                    false => Effect::AlreadyDone("no deployment in progress to note it on"),
+                }
+            }
+            _ => unreachable!("run sends only ledger steps here"),
+        })
+    }
+
+    /// Autoscaling and the managed alarms.
+    async fn run_scaling_or_alarm(&self, action: &Action) -> Result<Effect> {
+        let (aas, cw) = (&self.clients.autoscaling, &self.clients.cloudwatch);
+        Ok(match action {
+            Action::DeregisterScaling { resource_id } => {
+                match scaling::deregister(aas, resource_id).await? {
+                    true => Effect::Done("deregistered".into()),
+                    false => Effect::AlreadyDone("already deregistered"),
+                }
+            }
+            Action::RestoreScaling {
+                resource_id,
+                snapshot,
+            } => done(scaling::restore(aas, resource_id, snapshot).await?),
+            Action::SetScaleInCooldown {
+                resource_id,
+                policy_name,
+                seconds,
+            } => {
+                done(scaling::set_scale_in_cooldown(aas, resource_id, policy_name, *seconds).await?)
+            }
+            Action::SetScalingBounds { target } => done(scaling::register(aas, target).await?),
+            Action::DeleteAlarm { name } => done(crate::guardrails::delete(cw, name).await?),
+            Action::PutAlarm { alarm } => done(crate::guardrails::put(cw, alarm).await?),
+            _ => unreachable!("run sends only scaling and alarm steps here"),
         })
     }
 }

@@ -352,55 +352,24 @@ impl AlarmSpec {
     }
 }
 
-/// The managed alarms that exist, by name (DescribeAlarms, up to 100 names a call).
-pub async fn describe(
-    cw: &aws_sdk_cloudwatch::Client,
-    names: &[String],
-) -> crate::Result<Vec<LiveAlarm>> {
-    use aws_sdk_cloudwatch::types::ComparisonOperator as C;
-    let mut found = Vec::new();
-    for chunk in names.chunks(100) {
-        let out = cw
-            .describe_alarms()
-            .set_alarm_names(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| crate::Error::aws("DescribeAlarms", e))?;
-        found.extend(out.metric_alarms().iter().map(|a| LiveAlarm {
-            name: a.alarm_name().unwrap_or_default().to_string(),
-            description: a.alarm_description().unwrap_or_default().to_string(),
-            metric: a.metric_name().map(str::to_string),
-            threshold: a.threshold().unwrap_or(f64::NAN),
-            above: matches!(
-                a.comparison_operator(),
-                Some(C::GreaterThanThreshold | C::GreaterThanOrEqualToThreshold)
-            ),
-            period_seconds: a.period().unwrap_or_else(|| period_of_queries(a)),
-            evaluation_periods: a.evaluation_periods().unwrap_or_default(),
-            actions: a.alarm_actions().to_vec(),
-        }));
-    }
-    Ok(found)
+/// An endpoint's managed alarms as they are: the live definitions of those the target declares
+/// (`keep`), and the names of those it declares no more.
+#[derive(Debug, Default)]
+pub struct Managed {
+    pub live: Vec<LiveAlarm>,
+    pub leftovers: Vec<String>,
 }
 
-/// A metric-math alarm keeps its period in its queries.
-fn period_of_queries(a: &aws_sdk_cloudwatch::types::MetricAlarm) -> i32 {
-    a.metrics()
-        .iter()
-        .find_map(|q| q.metric_stat().and_then(|s| s.period()))
-        .unwrap_or_default()
-}
-
-/// Managed alarms of `endpoint` under `name_prefix` that `keep` does not list: what a removed
-/// bound or a renamed variant left behind. Only alarms tagged as managed for this endpoint (the
-/// prefix of endpoint `a` also starts the names of endpoint `a-b`'s alarms).
-pub async fn leftovers(
+/// Every alarm under the endpoint's managed prefix, in one paginated DescribeAlarms. A leftover
+/// must be tagged as managed for this endpoint: the prefix of endpoint `a` also starts the names
+/// of endpoint `a-b`'s alarms.
+pub async fn read(
     cw: &aws_sdk_cloudwatch::Client,
     name_prefix: &str,
     endpoint: &str,
     keep: &[String],
-) -> crate::Result<Vec<String>> {
-    let mut found = Vec::new();
+) -> crate::Result<Managed> {
+    let mut managed = Managed::default();
     let mut pages = cw
         .describe_alarms()
         .alarm_name_prefix(name_prefix)
@@ -409,32 +378,61 @@ pub async fn leftovers(
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| crate::Error::aws("DescribeAlarms", e))?;
         for alarm in page.metric_alarms() {
-            let (Some(name), Some(arn)) = (alarm.alarm_name(), alarm.alarm_arn()) else {
-                continue;
-            };
+            let name = alarm.alarm_name().unwrap_or_default();
             if keep.iter().any(|k| k == name) {
-                continue;
-            }
-            let tags = cw
-                .list_tags_for_resource()
-                .resource_arn(arn)
-                .send()
-                .await
-                .map_err(|e| crate::Error::aws("ListTagsForResource", e))?;
-            let tag = |k: &str| {
-                tags.tags()
-                    .iter()
-                    .find(|t| t.key() == Some(k))
-                    .and_then(|t| t.value())
-            };
-            if tag("lifecycle:managed") == Some("true")
-                && tag("lifecycle:endpoint") == Some(endpoint)
-            {
-                found.push(name.to_string());
+                managed.live.push(live_alarm(alarm));
+            } else if is_managed_for(cw, alarm, endpoint).await? {
+                managed.leftovers.push(name.to_string());
             }
         }
     }
-    Ok(found)
+    Ok(managed)
+}
+
+fn live_alarm(a: &aws_sdk_cloudwatch::types::MetricAlarm) -> LiveAlarm {
+    use aws_sdk_cloudwatch::types::ComparisonOperator as C;
+    LiveAlarm {
+        name: a.alarm_name().unwrap_or_default().to_string(),
+        description: a.alarm_description().unwrap_or_default().to_string(),
+        metric: a.metric_name().map(str::to_string),
+        threshold: a.threshold().unwrap_or(f64::NAN),
+        above: matches!(
+            a.comparison_operator(),
+            Some(C::GreaterThanThreshold | C::GreaterThanOrEqualToThreshold)
+        ),
+        // A metric-math alarm keeps its period in its queries.
+        period_seconds: a.period().unwrap_or_else(|| {
+            a.metrics()
+                .iter()
+                .find_map(|q| q.metric_stat().and_then(|s| s.period()))
+                .unwrap_or_default()
+        }),
+        evaluation_periods: a.evaluation_periods().unwrap_or_default(),
+        actions: a.alarm_actions().to_vec(),
+    }
+}
+
+async fn is_managed_for(
+    cw: &aws_sdk_cloudwatch::Client,
+    alarm: &aws_sdk_cloudwatch::types::MetricAlarm,
+    endpoint: &str,
+) -> crate::Result<bool> {
+    let Some(arn) = alarm.alarm_arn() else {
+        return Ok(false);
+    };
+    let tags = cw
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(|e| crate::Error::aws("ListTagsForResource", e))?;
+    let tag = |k: &str| {
+        tags.tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+    };
+    Ok(tag("lifecycle:managed") == Some("true") && tag("lifecycle:endpoint") == Some(endpoint))
 }
 
 /// Deletes one managed alarm (DeleteAlarms succeeds for a name already gone).
@@ -450,15 +448,8 @@ pub async fn delete(cw: &aws_sdk_cloudwatch::Client, name: &str) -> crate::Resul
 /// Creates or updates one managed alarm (PutMetricAlarm overwrites the definition and leaves
 /// the state; tags are set only on creation).
 pub async fn put(cw: &aws_sdk_cloudwatch::Client, spec: &AlarmSpec) -> crate::Result<()> {
-    use aws_sdk_cloudwatch::types::{
-        ComparisonOperator, Dimension, Metric, MetricDataQuery, MetricStat, Statistic, Tag,
-    };
-    let dims = |d: &BTreeMap<String, String>| -> Vec<Dimension> {
-        d.iter()
-            .map(|(k, v)| Dimension::builder().name(k).value(v).build())
-            .collect()
-    };
-    let mut req = cw
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic, Tag};
+    let req = cw
         .put_metric_alarm()
         .alarm_name(&spec.name)
         .alarm_description(&spec.description)
@@ -480,59 +471,74 @@ pub async fn put(cw: &aws_sdk_cloudwatch::Client, spec: &AlarmSpec) -> crate::Re
                 .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect(),
         ));
-    match &spec.metric {
+    let req = match &spec.metric {
         AlarmMetric::Stat {
             namespace,
             metric,
             dimensions,
             stat,
         } => {
-            req = req
+            let req = req
                 .namespace(namespace)
                 .metric_name(metric)
-                .set_dimensions(Some(dims(dimensions)))
+                .set_dimensions(Some(sdk_dimensions(dimensions)))
                 .period(spec.period_seconds);
-            req = match Statistic::try_parse(stat) {
+            match Statistic::try_parse(stat) {
                 Ok(s) => req.statistic(s),
                 Err(_) => req.extended_statistic(stat),
-            };
+            }
         }
         AlarmMetric::ErrorRate { dimensions } => {
-            let query = |id: &str, name: &str| {
-                let metric = Metric::builder()
-                    .namespace("AWS/SageMaker")
-                    .metric_name(name)
-                    .set_dimensions(Some(dims(dimensions)))
-                    .build();
-                MetricDataQuery::builder()
-                    .id(id)
-                    .return_data(false)
-                    .metric_stat(
-                        MetricStat::builder()
-                            .metric(metric)
-                            .period(spec.period_seconds)
-                            .stat("Sum")
-                            .build(),
-                    )
-                    .build()
-            };
-            req = req
-                .metrics(query("errors", "Invocation5XXErrors"))
-                .metrics(query("invocations", "Invocations"))
-                .metrics(
-                    MetricDataQuery::builder()
-                        .id("rate")
-                        .expression("IF(invocations > 0, 100 * errors / invocations, 0)")
-                        .label("5XX rate (%)")
-                        .return_data(true)
-                        .build(),
-                );
+            req.set_metrics(Some(error_rate_queries(dimensions, spec.period_seconds)))
         }
-    }
+    };
     req.send()
         .await
         .map_err(|e| crate::Error::aws("PutMetricAlarm", e))?;
     Ok(())
+}
+
+fn sdk_dimensions(d: &BTreeMap<String, String>) -> Vec<aws_sdk_cloudwatch::types::Dimension> {
+    use aws_sdk_cloudwatch::types::Dimension;
+    d.iter()
+        .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+        .collect()
+}
+
+/// 100 × Invocation5XXErrors / Invocations as metric math, 0 without invocations.
+fn error_rate_queries(
+    dimensions: &BTreeMap<String, String>,
+    period_seconds: i32,
+) -> Vec<aws_sdk_cloudwatch::types::MetricDataQuery> {
+    use aws_sdk_cloudwatch::types::{Metric, MetricDataQuery, MetricStat};
+    let sum = |id: &str, name: &str| {
+        let metric = Metric::builder()
+            .namespace("AWS/SageMaker")
+            .metric_name(name)
+            .set_dimensions(Some(sdk_dimensions(dimensions)))
+            .build();
+        let stat = MetricStat::builder()
+            .metric(metric)
+            .period(period_seconds)
+            .stat("Sum")
+            .build();
+        MetricDataQuery::builder()
+            .id(id)
+            .return_data(false)
+            .metric_stat(stat)
+            .build()
+    };
+    let rate = MetricDataQuery::builder()
+        .id("rate")
+        .expression("IF(invocations > 0, 100 * errors / invocations, 0)")
+        .label("5XX rate (%)")
+        .return_data(true)
+        .build();
+    vec![
+        sum("errors", "Invocation5XXErrors"),
+        sum("invocations", "Invocations"),
+        rate,
+    ]
 }
 
 #[cfg(test)]

@@ -186,16 +186,23 @@ impl Ledger {
         Ok(())
     }
 
-    /// Every decision about a subject, oldest first, as JSON (for people and tests).
-    /// The outcome and package of the subject's latest decision, if any (one item read).
-    pub async fn latest_outcome(&self, subject: &str) -> Result<Option<(String, Option<String>)>> {
-        let out = self
-            .client
+    /// The query of a subject's decisions, oldest first.
+    fn decisions_query(
+        &self,
+        subject: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
             .expression_attribute_values(":pk", s(subject))
             .expression_attribute_values(":d", s("decision#"))
+    }
+
+    /// The outcome and package of the subject's latest decision, if any (one item read).
+    pub async fn latest_outcome(&self, subject: &str) -> Result<Option<(String, Option<String>)>> {
+        let out = self
+            .decisions_query(subject)
             .scan_index_forward(false)
             .limit(1)
             .send()
@@ -209,14 +216,10 @@ impl Ledger {
         }))
     }
 
+    /// Every decision about a subject, oldest first, as JSON (for people and tests).
     pub async fn decisions(&self, subject: &str) -> Result<Vec<Value>> {
         let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
-            .expression_attribute_values(":pk", s(subject))
-            .expression_attribute_values(":d", s("decision#"))
+            .decisions_query(subject)
             .into_paginator()
             .items()
             .send();

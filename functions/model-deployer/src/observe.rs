@@ -59,16 +59,13 @@ pub async fn observe<'a>(
         .map(|a| a.name.clone())
         .collect();
     let alarms = alarm_states(clients, &target.rollback_alarms, &managed).await?;
-    let guardrails = match managed.is_empty() {
-        true => vec![],
-        false => lifecycle::guardrails::describe(&clients.cloudwatch, &managed).await?,
-    };
-    let leftover_alarms = match &target.managed_alarm_prefix {
+    // Managed alarms are named under the prefix (parsing sets it whenever a target has any).
+    let now = match &target.managed_alarm_prefix {
         Some(prefix) => {
             let cw = &clients.cloudwatch;
-            lifecycle::guardrails::leftovers(cw, prefix, &target.endpoint, &managed).await?
+            lifecycle::guardrails::read(cw, prefix, &target.endpoint, &managed).await?
         }
-        None => vec![],
+        None => lifecycle::guardrails::Managed::default(),
     };
     let cause = cause_alarm(clients, in_flight.as_ref()).await?;
     Ok(Observed {
@@ -79,8 +76,8 @@ pub async fn observe<'a>(
         candidates,
         in_flight,
         alarms,
-        guardrails,
-        leftover_alarms,
+        guardrails: now.live,
+        leftover_alarms: now.leftovers,
         cause,
         scaling,
         only_if_live,

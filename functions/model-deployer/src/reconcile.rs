@@ -1020,6 +1020,22 @@ mod tests {
         d.plan.kinds()
     }
 
+    /// The rollout of the plan's UpdateEndpoint.
+    fn rollout(d: &Decision) -> &RolloutSpec {
+        let update = d
+            .plan
+            .steps
+            .iter()
+            .map(|s| &s.action)
+            .find_map(|a| match a {
+                Action::UpdateEndpoint {
+                    rollout: Some(r), ..
+                } => Some(r),
+                _ => None,
+            });
+        update.unwrap_or_else(|| panic!("no UpdateEndpoint with a rollout: {:?}", d.plan))
+    }
+
     #[test]
     fn a_newer_approved_package_is_deployed_with_the_configured_rollout() {
         let t = target();
@@ -1608,17 +1624,7 @@ mod tests {
         };
         let d = decide(&obs);
         assert_eq!(d.outcome, Outcome::Deploying);
-        let Some(Action::UpdateEndpoint {
-            rollout: Some(r), ..
-        }) = d
-            .plan
-            .steps
-            .iter()
-            .map(|s| &s.action)
-            .find(|a| a.kind() == ActionKind::UpdateEndpoint)
-        else {
-            panic!("{:?}", d.plan)
-        };
+        let r = rollout(&d);
         assert!(r.rollback_alarms.is_empty(), "{:?}", r.rollback_alarms);
     }
 
@@ -1684,17 +1690,7 @@ mod tests {
         let kinds = actions(&d);
         assert_eq!(&kinds[..2], [ActionKind::PutAlarm, ActionKind::PutAlarm]);
         assert!(kinds.contains(&ActionKind::UpdateEndpoint));
-        let Some(Action::UpdateEndpoint {
-            rollout: Some(r), ..
-        }) = d
-            .plan
-            .steps
-            .iter()
-            .map(|s| &s.action)
-            .find(|a| a.kind() == ActionKind::UpdateEndpoint)
-        else {
-            panic!("{:?}", d.plan)
-        };
+        let r = rollout(&d);
         assert_eq!(r.rollback_alarms, t.rollback_alarms);
     }
 
