@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::deployment::{DeploymentRecord, DeploymentStatus};
-use crate::endpoints::{ConfigSpec, Endpoint, EndpointConfig, RolloutSpec, tags};
+use crate::deployment::{Canary, DeploymentRecord, DeploymentStatus};
+use crate::endpoints::{CanaryVariant, ConfigSpec, Endpoint, EndpointConfig, RolloutSpec, tags};
 use crate::names::{fingerprint, sagemaker_name};
 use crate::plan::{Action, Plan};
 use crate::targets::DeploymentTarget;
@@ -31,6 +31,34 @@ pub fn config_name(target: &DeploymentTarget, arn: &str, version: i64) -> String
     sagemaker_name(&target.endpoint, &format!("v{version}-{fp}"))
 }
 
+/// A canary's config: the live config's variant as it is, the candidate beside it.
+pub fn canary_config_name(
+    target: &DeploymentTarget,
+    arn: &str,
+    version: i64,
+    live_config: &str,
+    percent: i32,
+) -> String {
+    let fp = fingerprint(&[
+        arn,
+        live_config,
+        &target.instance_type,
+        &percent.to_string(),
+    ]);
+    sagemaker_name(&target.endpoint, &format!("v{version}-canary-{fp}"))
+}
+
+/// How a canary starts: the candidate in its own variant, the live variant kept as it runs now.
+#[derive(Debug, Clone)]
+pub struct CanaryStart {
+    pub record: Canary,
+    /// The live variant's model and instance type, from the live config.
+    pub live_model: String,
+    pub live_instance_type: String,
+    pub live_count: i32,
+    pub candidate_count: i32,
+}
+
 /// What to deploy and how.
 pub struct Deployment<'a> {
     pub target: &'a DeploymentTarget,
@@ -52,6 +80,8 @@ pub struct Deployment<'a> {
     pub cause_alarm: Option<String>,
     /// The live variant's autoscaling, when the update must deregister it first.
     pub scaling: Option<crate::scaling::Snapshot>,
+    /// A canary beside the live version instead of a replacement of it.
+    pub canary: Option<CanaryStart>,
 }
 
 /// Model, config, ledger record, then the endpoint call.
@@ -59,10 +89,17 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
     let target = d.target;
     let model = model_name(target, d.package_arn, d.version);
     let reused = d.existing_config.is_some();
-    let config = d
-        .existing_config
-        .clone()
-        .unwrap_or_else(|| config_name(target, d.package_arn, d.version));
+    let config = match (&d.existing_config, &d.canary, d.endpoint) {
+        (Some(c), _, _) => c.clone(),
+        (None, Some(c), Some(ep)) => canary_config_name(
+            target,
+            d.package_arn,
+            d.version,
+            &ep.config_name,
+            c.record.percent,
+        ),
+        _ => config_name(target, d.package_arn, d.version),
+    };
     let live_count = d
         .endpoint
         .and_then(|e| e.instance_count(&target.variant))
@@ -125,6 +162,96 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
     );
 }
 
+/// A canary serving on an endpoint now: its open record says so, or, should the record be gone,
+/// its config's tags (they are written with the config, before the update that serves it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryNow {
+    pub candidate: String,
+    pub candidate_version: i64,
+    pub live_package: String,
+    pub live_version: i64,
+    /// The config the live version serves alone on, to go back to.
+    pub live_config: Option<String>,
+    /// The open record's `requested_at`, when there is one.
+    pub record: Option<i64>,
+}
+
+pub fn canary_now(
+    ep: &Endpoint,
+    config: Option<&EndpointConfig>,
+    record: Option<&DeploymentRecord>,
+) -> Option<CanaryNow> {
+    if let Some(d) = record.filter(|d| d.config == ep.config_name)
+        && let Some(c) = d.open_canary()
+    {
+        return Some(CanaryNow {
+            candidate: d.package_arn.clone(),
+            candidate_version: d.package_version,
+            live_package: c.live_package.clone(),
+            live_version: c.live_version,
+            live_config: d.previous_config.clone(),
+            record: Some(d.requested_at),
+        });
+    }
+    let config = config.filter(|c| c.name == ep.config_name)?;
+    let tag = |k: &str| config.tags.get(k).cloned();
+    let candidate = tag(tags::CANARY_PACKAGE)?;
+    Some(CanaryNow {
+        candidate_version: crate::registry::version_of(&candidate).unwrap_or_default(),
+        candidate,
+        live_package: tag(tags::PACKAGE_ARN)?,
+        live_version: tag(tags::PACKAGE_VERSION)?.parse().ok()?,
+        live_config: tag(tags::REPLACES),
+        record: None,
+    })
+}
+
+/// Ends a canary: the live version alone again, on its own config, all at once (it was trusted
+/// before; every minute more on the candidate costs users). Its record replaces the canary's.
+pub fn end_canary(
+    target: &DeploymentTarget,
+    ep: &Endpoint,
+    config: Option<&EndpointConfig>,
+    canary: &CanaryNow,
+    now_ms: i64,
+    why: String,
+    cause_alarm: Option<String>,
+    inconclusive: bool,
+    plan: &mut Plan,
+) {
+    let start = plan.steps.len();
+    self::plan(
+        Deployment {
+            target,
+            package_arn: &canary.live_package,
+            version: canary.live_version,
+            endpoint: Some(ep),
+            live_config: config,
+            rollout: Some(RolloutSpec {
+                strategy: crate::targets::TrafficStrategy::AllAtOnce,
+                bake_seconds: 0,
+                timeout_seconds: 600,
+                rollback_alarms: vec![],
+            }),
+            expected: canary.record,
+            now_ms,
+            existing_config: canary.live_config.clone(),
+            why,
+            cause_alarm,
+            scaling: None,
+            canary: None,
+        },
+        plan,
+    );
+    // A stop without a verdict is remembered on the record, so the same candidate is not tried
+    // again until a person decides.
+    for step in &mut plan.steps[start..] {
+        if let Action::BeginDeployment { record, .. } = &mut step.action {
+            record.inconclusive = inconclusive.then(|| canary.candidate.clone());
+        }
+    }
+}
+
 /// The in-flight deployment, as written before the endpoint call.
 fn record(d: &Deployment, config: &str, previous: Option<String>) -> DeploymentRecord {
     let target = d.target;
@@ -146,6 +273,8 @@ fn record(d: &Deployment, config: &str, previous: Option<String>) -> DeploymentR
         confirmed: false,
         cause_alarm: d.cause_alarm.clone(),
         recovered: None,
+        canary: d.canary.as_ref().map(|c| c.record.clone()),
+        inconclusive: None,
         scaling: d.scaling.clone(),
     }
 }
@@ -180,23 +309,72 @@ fn create_model_and_config(
         },
         format!("the model for version {}", d.version),
     );
-    plan.push(
-        Action::CreateEndpointConfig {
-            spec: Box::new(ConfigSpec {
+    let (spec, why) = match &d.canary {
+        Some(c) => canary_spec(d, c, model, config, config_tags),
+        None => (
+            ConfigSpec {
                 name: config.to_string(),
                 variant: target.variant.clone(),
                 model,
                 instance_type: target.instance_type.clone(),
                 instance_count,
+                canary: None,
                 tags: config_tags,
                 carried: d.live_config.cloned(),
-            }),
-        },
-        format!(
-            "{instance_count} x {} (configured {}, live {live_count})",
-            target.instance_type, target.instance_count
+            },
+            format!(
+                "{instance_count} x {} (configured {}, live {live_count})",
+                target.instance_type, target.instance_count
+            ),
         ),
+    };
+    let spec = Box::new(spec);
+    plan.push(Action::CreateEndpointConfig { spec }, why);
+}
+
+/// A canary's config: the live variant as it runs (its model, type and count, the live package in
+/// the tags, so every reader still sees it as what serves), the candidate beside it.
+fn canary_spec(
+    d: &Deployment,
+    c: &CanaryStart,
+    model: String,
+    config: &str,
+    mut tags_: BTreeMap<String, String>,
+) -> (ConfigSpec, String) {
+    let r = &c.record;
+    tags_.insert(tags::CANARY_PACKAGE.into(), d.package_arn.to_string());
+    tags_.insert(tags::CANARY_VARIANT.into(), r.variant.clone());
+    tags_.insert(tags::PACKAGE_ARN.into(), r.live_package.clone());
+    tags_.insert(tags::PACKAGE_VERSION.into(), r.live_version.to_string());
+    let why = format!(
+        "{} keeps {}% on {} x {}; version {} takes {}% on {} x {} in {}",
+        r.live_variant,
+        100 - r.percent,
+        c.live_count,
+        c.live_instance_type,
+        d.version,
+        r.percent,
+        c.candidate_count,
+        d.target.instance_type,
+        r.variant
     );
+    let spec = ConfigSpec {
+        name: config.to_string(),
+        variant: r.live_variant.clone(),
+        model: c.live_model.clone(),
+        instance_type: c.live_instance_type.clone(),
+        instance_count: c.live_count,
+        canary: Some(CanaryVariant {
+            variant: r.variant.clone(),
+            model,
+            instance_type: d.target.instance_type.clone(),
+            instance_count: c.candidate_count,
+            percent: r.percent,
+        }),
+        tags: tags_,
+        carried: d.live_config.cloned(),
+    };
+    (spec, why)
 }
 
 #[cfg(test)]

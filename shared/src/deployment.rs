@@ -1,7 +1,7 @@
 //! A deployment: the change of an endpoint from one config to another, as the ledger keeps it.
 //! Written before the call that starts it, closed with its verdict.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum DeploymentStatus {
@@ -66,4 +66,31 @@ pub struct DeploymentRecord {
     /// The live variant's autoscaling, deregistered for this update: restored on the variant that
     /// serves once the verdict is in.
     pub scaling: Option<crate::scaling::Snapshot>,
+    /// For a live KPI canary: the candidate serves beside the live version until its verdict.
+    /// Its Succeeded is never recorded: the canary ends in a promotion or a return to the live
+    /// config, each a deployment of its own.
+    pub canary: Option<Canary>,
+    /// On the record that ended a canary without a verdict: its candidate, which the deployer does
+    /// not try again by itself (a person approves another version or rejects this one).
+    pub inconclusive: Option<String>,
+}
+
+impl DeploymentRecord {
+    /// The canary in flight: an open record of one.
+    pub fn open_canary(&self) -> Option<&Canary> {
+        self.canary
+            .as_ref()
+            .filter(|_| self.status == DeploymentStatus::InProgress)
+    }
+}
+
+/// A canary: the candidate (the record's package) in its own variant beside the live version,
+/// which keeps the rest of the traffic on the record's `previous_config` variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    pub variant: String,
+    pub percent: i32,
+    pub live_variant: String,
+    pub live_package: String,
+    pub live_version: i64,
 }

@@ -19,6 +19,10 @@ pub mod tags {
     pub const PACKAGE_GROUP: &str = "lifecycle:model-package-group";
     pub const PACKAGE_VERSION: &str = "lifecycle:model-package-version";
     pub const REPLACES: &str = "lifecycle:replaces-config";
+    /// On a canary's config: the candidate package and the variant it serves in (the live
+    /// package stays in `PACKAGE_ARN`, as its variant serves it).
+    pub const CANARY_PACKAGE: &str = "lifecycle:canary-package-arn";
+    pub const CANARY_VARIANT: &str = "lifecycle:canary-variant";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -312,10 +316,23 @@ pub struct ConfigSpec {
     pub model: String,
     pub instance_type: String,
     pub instance_count: i32,
+    /// A canary's candidate, beside the variant above, with its share of the traffic.
+    pub canary: Option<CanaryVariant>,
     pub tags: BTreeMap<String, String>,
     /// Settings carried over from the config it replaces (data capture, KMS key, variant timeouts).
     #[serde(skip)]
     pub carried: Option<EndpointConfig>,
+}
+
+/// The second production variant of a canary's config.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CanaryVariant {
+    pub variant: String,
+    pub model: String,
+    pub instance_type: String,
+    pub instance_count: i32,
+    /// Its share of the traffic, in percent; the first variant has the rest.
+    pub percent: i32,
 }
 
 /// How an update shifts traffic and which alarms roll it back.
@@ -362,28 +379,47 @@ pub async fn create_config(sm: &aws_sdk_sagemaker::Client, spec: &ConfigSpec) ->
         .carried
         .as_ref()
         .and_then(|c| c.variant(&spec.variant).or(c.variants.first()));
-    let mut variant = ProductionVariant::builder()
-        .variant_name(&spec.variant)
-        .model_name(&spec.model)
-        .instance_type(ProductionVariantInstanceType::from(
-            spec.instance_type.as_str(),
-        ))
-        .initial_instance_count(spec.instance_count)
-        .initial_variant_weight(1.0);
-    if let Some(old) = old_variant {
-        variant = variant
-            .set_volume_size_in_gb(old.volume_size_in_gb())
-            .set_model_data_download_timeout_in_seconds(
-                old.model_data_download_timeout_in_seconds(),
-            )
-            .set_container_startup_health_check_timeout_in_seconds(
-                old.container_startup_health_check_timeout_in_seconds(),
-            );
+    let variant = |name: &str, model: &str, instance_type: &str, count: i32, weight: f32| {
+        let mut variant = ProductionVariant::builder()
+            .variant_name(name)
+            .model_name(model)
+            .instance_type(ProductionVariantInstanceType::from(instance_type))
+            .initial_instance_count(count)
+            .initial_variant_weight(weight);
+        if let Some(old) = old_variant {
+            variant = variant
+                .set_volume_size_in_gb(old.volume_size_in_gb())
+                .set_model_data_download_timeout_in_seconds(
+                    old.model_data_download_timeout_in_seconds(),
+                )
+                .set_container_startup_health_check_timeout_in_seconds(
+                    old.container_startup_health_check_timeout_in_seconds(),
+                );
+        }
+        variant.build()
+    };
+    let share = spec.canary.as_ref().map_or(0, |c| c.percent);
+    let mut variants = vec![variant(
+        &spec.variant,
+        &spec.model,
+        &spec.instance_type,
+        spec.instance_count,
+        (100 - share) as f32 / 100.0,
+    )];
+    if let Some(c) = &spec.canary {
+        let weight = c.percent as f32 / 100.0;
+        variants.push(variant(
+            &c.variant,
+            &c.model,
+            &c.instance_type,
+            c.instance_count,
+            weight,
+        ));
     }
     let res = sm
         .create_endpoint_config()
         .endpoint_config_name(&spec.name)
-        .production_variants(variant.build())
+        .set_production_variants(Some(variants))
         .set_data_capture_config(spec.carried.as_ref().and_then(|c| c.data_capture.clone()))
         .set_kms_key_id(spec.carried.as_ref().and_then(|c| c.kms_key_id.clone()))
         .set_tags(Some(sdk_tags(&spec.tags)))

@@ -354,6 +354,8 @@ impl Ledger {
                 .unwrap_or(false),
             cause_alarm: get_s(item, "cause_alarm"),
             scaling: get_s(item, "scaling").and_then(|j| serde_json::from_str(&j).ok()),
+            canary: get_s(item, "canary").and_then(|j| serde_json::from_str(&j).ok()),
+            inconclusive: get_s(item, "inconclusive"),
             recovered: item
                 .get("recovered")
                 .and_then(|v| v.as_bool().ok())
@@ -391,6 +393,13 @@ impl Ledger {
         if let Some(snapshot) = &r.scaling {
             let json = serde_json::to_string(snapshot).unwrap_or_default();
             req = req.item("scaling", s(json));
+        }
+        if let Some(arn) = &r.inconclusive {
+            req = req.item("inconclusive", s(arn));
+        }
+        if let Some(canary) = &r.canary {
+            let json = serde_json::to_string(canary).unwrap_or_default();
+            req = req.item("canary", s(json));
         }
         if !r.rollback_alarms.is_empty() {
             req = req.item(

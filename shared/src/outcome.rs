@@ -88,6 +88,19 @@ outcomes! {
     HeldByAlarmTooLong => "held_by_alarm_too_long", NeedsPerson;
     /// The newest approved package's evaluation report cannot be read: nothing deployed.
     GateUnreadable => "gate_unreadable", NeedsPerson;
+    /// A new version serves a share of the traffic beside the live one (a target's `kpi_gate`).
+    CanaryStarted => "canary_started", Acted;
+    /// The canary bakes: not judged yet, or not enough evidence yet.
+    CanaryBaking => "canary_baking", Routine;
+    /// Its KPI held: it is promoted to all the traffic.
+    CanaryPassed => "canary_passed", Acted;
+    /// Its KPI fell, or an alarm fired: rejected with the evidence, the live version alone again.
+    CanaryFailed => "canary_failed", Acted;
+    /// Still too few samples after `max_bake_minutes`: stopped, a person decides.
+    CanaryInconclusive => "canary_inconclusive", NeedsPerson;
+    /// Stopped without a verdict (the candidate was rejected meanwhile, its record is lost, the
+    /// gate was removed): the live version alone again.
+    CanaryStopped => "canary_stopped", Acted;
 
     // alarm-responder (also `rolled_back`)
     RollbackImpossible => "rollback_impossible", NeedsPerson;

@@ -68,6 +68,10 @@ pub struct DeploymentTarget {
     /// [`crate::guardrails`]); their names join `rollback_alarms` and `kpi_alarms` at start-up.
     #[serde(default)]
     pub guardrails: Option<Guardrails>,
+    /// A live KPI canary before full promotion (see [`crate::kpi_gate`]); none: a new version
+    /// takes all the traffic through the rollout above.
+    #[serde(default)]
+    pub kpi_gate: Option<crate::kpi_gate::KpiGate>,
     /// The alarms `guardrails` asks for, named under ALARM_NAME_PREFIX (filled in by parsing).
     #[serde(skip)]
     pub managed_alarms: Vec<AlarmSpec>,
@@ -342,11 +346,31 @@ impl DeploymentTarget {
         self.scale_up_floor.unwrap_or(least).max(least)
     }
 
+    /// The production variant a canary's candidate runs in, beside `variant`.
+    pub fn canary_variant(&self) -> String {
+        format!("{}-canary", self.variant)
+    }
+
     fn validate(&self, env: Environment) -> Result<(), ConfigError> {
         self.check_placement(env)
             .and_then(|()| self.check_rollout())
             .and_then(|()| self.check_alarms_and_gates(env))
+            .and_then(|()| self.check_kpi_gate())
             .map_err(|what| ConfigError::new(VAR, format!("target {}: {what}", self.endpoint)))
+    }
+
+    fn check_kpi_gate(&self) -> Result<(), String> {
+        let Some(g) = &self.kpi_gate else {
+            return Ok(());
+        };
+        g.validate()?;
+        if !is_sagemaker_name(&self.canary_variant()) {
+            return Err(format!(
+                "the canary's variant {} is longer than SageMaker's 63 characters: shorten variant",
+                self.canary_variant()
+            ));
+        }
+        Ok(())
     }
 
     /// Names, instance type and count.

@@ -491,6 +491,7 @@ fn rollback_plan(
             scaling: pending
                 .and_then(|d| d.scaling.clone())
                 .or_else(|| obs.rollback_scaling.clone()),
+            canary: None,
         },
         &mut plan,
     );
@@ -604,6 +605,8 @@ mod tests {
             confirmed: true,
             cause_alarm: None,
             recovered: None,
+            canary: None,
+            inconclusive: None,
             scaling: None,
         }
     }

@@ -868,6 +868,7 @@ fn deploy_step(obs: &Observed, desired: &Candidate, mut p: Progress) -> Decision
                 .scaling
                 .clone()
                 .or_else(|| obs.open_deployment().and_then(|d| d.scaling.clone())),
+            canary: None,
         },
         &mut p.plan,
     );
@@ -939,6 +940,7 @@ mod tests {
             guardrails: None,
             managed_alarms: vec![],
             managed_alarm_prefix: None,
+            kpi_gate: None,
         }
     }
 
@@ -1183,6 +1185,8 @@ mod tests {
             confirmed: true,
             cause_alarm: None,
             recovered: None,
+            canary: None,
+            inconclusive: None,
             scaling: None,
         }
     }
