@@ -81,6 +81,14 @@ impl Decision {
         Self { evidence, ..self }
     }
 
+    /// Evidence added to what the decision already has (its keys win over `base`'s).
+    pub fn with_more_evidence(self, mut base: Value) -> Self {
+        if let (Some(b), Value::Object(own)) = (base.as_object_mut(), &self.evidence) {
+            b.extend(own.clone());
+        }
+        self.with_evidence(base)
+    }
+
     pub fn with_package(self, package: Option<String>) -> Self {
         Self { package, ..self }
     }

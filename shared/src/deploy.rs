@@ -162,61 +162,78 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
     );
 }
 
-/// A canary serving on an endpoint now: its open record says so, or, should the record be gone,
-/// its config's tags (they are written with the config, before the update that serves it).
+/// A canary serving on an endpoint now, as its config's tags tell (they are written with the
+/// config, before the update that serves it, so a canary survives a lost ledger record).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CanaryNow {
     pub candidate: String,
     pub candidate_version: i64,
+    pub candidate_variant: String,
     pub live_package: String,
     pub live_version: i64,
+    pub live_variant: String,
     /// The config the live version serves alone on, to go back to.
     pub live_config: Option<String>,
-    /// The open record's `requested_at`, when there is one.
-    pub record: Option<i64>,
+    /// The canary's own open record, when the ledger has it: its start, its bake.
+    pub record: Option<DeploymentRecord>,
 }
 
 pub fn canary_now(
     ep: &Endpoint,
     config: Option<&EndpointConfig>,
-    record: Option<&DeploymentRecord>,
+    open: Option<&DeploymentRecord>,
 ) -> Option<CanaryNow> {
-    if let Some(d) = record.filter(|d| d.config == ep.config_name)
-        && let Some(c) = d.open_canary()
-    {
-        return Some(CanaryNow {
-            candidate: d.package_arn.clone(),
-            candidate_version: d.package_version,
-            live_package: c.live_package.clone(),
-            live_version: c.live_version,
-            live_config: d.previous_config.clone(),
-            record: Some(d.requested_at),
-        });
-    }
     let config = config.filter(|c| c.name == ep.config_name)?;
     let tag = |k: &str| config.tags.get(k).cloned();
     let candidate = tag(tags::CANARY_PACKAGE)?;
+    let candidate_variant = tag(tags::CANARY_VARIANT)?;
+    let live_variant = config
+        .variants
+        .iter()
+        .filter_map(|v| v.variant_name())
+        .find(|n| *n != candidate_variant)?
+        .to_string();
+    let record = open
+        .filter(|d| d.config == ep.config_name && d.package_arn == candidate)
+        .filter(|d| d.open_canary().is_some())
+        .cloned();
     Some(CanaryNow {
-        candidate_version: crate::registry::version_of(&candidate).unwrap_or_default(),
+        candidate_version: record
+            .as_ref()
+            .map(|d| d.package_version)
+            .or_else(|| crate::registry::version_of(&candidate))
+            .unwrap_or_default(),
         candidate,
+        candidate_variant,
         live_package: tag(tags::PACKAGE_ARN)?,
         live_version: tag(tags::PACKAGE_VERSION)?.parse().ok()?,
+        live_variant,
         live_config: tag(tags::REPLACES),
-        record: None,
+        record,
     })
 }
 
-/// Ends a canary: the live version alone again, on its own config, all at once (it was trusted
-/// before; every minute more on the candidate costs users). Its record replaces the canary's.
+/// Why and how a canary ends.
+pub struct CanaryEnd {
+    pub why: String,
+    /// The alarm that stopped it, when one did (its recovery is then checked).
+    pub cause_alarm: Option<String>,
+    /// Stopped without a verdict: the candidate is not tried again until a person decides.
+    pub inconclusive: bool,
+    /// `requested_at` of the record the new one replaces.
+    pub expected: Option<i64>,
+    pub now_ms: i64,
+}
+
+/// Ends a canary: the live version alone again, on its own config, at once (it was trusted
+/// before; every minute more on the candidate costs users). A plain update: SageMaker's guardrails
+/// need the same variant names in both configs. Its record replaces the canary's.
 pub fn end_canary(
     target: &DeploymentTarget,
     ep: &Endpoint,
     config: Option<&EndpointConfig>,
     canary: &CanaryNow,
-    now_ms: i64,
-    why: String,
-    cause_alarm: Option<String>,
-    inconclusive: bool,
+    end: CanaryEnd,
     plan: &mut Plan,
 ) {
     let start = plan.steps.len();
@@ -227,27 +244,20 @@ pub fn end_canary(
             version: canary.live_version,
             endpoint: Some(ep),
             live_config: config,
-            rollout: Some(RolloutSpec {
-                strategy: crate::targets::TrafficStrategy::AllAtOnce,
-                bake_seconds: 0,
-                timeout_seconds: 600,
-                rollback_alarms: vec![],
-            }),
-            expected: canary.record,
-            now_ms,
+            rollout: None,
+            expected: end.expected,
+            now_ms: end.now_ms,
             existing_config: canary.live_config.clone(),
-            why,
-            cause_alarm,
+            why: end.why,
+            cause_alarm: end.cause_alarm,
             scaling: None,
             canary: None,
         },
         plan,
     );
-    // A stop without a verdict is remembered on the record, so the same candidate is not tried
-    // again until a person decides.
     for step in &mut plan.steps[start..] {
         if let Action::BeginDeployment { record, .. } = &mut step.action {
-            record.inconclusive = inconclusive.then(|| canary.candidate.clone());
+            record.inconclusive = end.inconclusive.then(|| canary.candidate.clone());
         }
     }
 }
@@ -275,6 +285,7 @@ fn record(d: &Deployment, config: &str, previous: Option<String>) -> DeploymentR
         recovered: None,
         canary: d.canary.as_ref().map(|c| c.record.clone()),
         inconclusive: None,
+        live_at: None,
         scaling: d.scaling.clone(),
     }
 }

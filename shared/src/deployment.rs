@@ -73,6 +73,10 @@ pub struct DeploymentRecord {
     /// On the record that ended a canary without a verdict: its candidate, which the deployer does
     /// not try again by itself (a person approves another version or rejects this one).
     pub inconclusive: Option<String>,
+    /// When the deployer first saw the endpoint InService on this record's config (epoch
+    /// milliseconds): a canary's bake is timed from it, not from the request (provisioning its
+    /// instances takes minutes in which no user sees the candidate).
+    pub live_at: Option<i64>,
 }
 
 impl DeploymentRecord {

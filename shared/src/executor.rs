@@ -165,6 +165,7 @@ impl Executor<'_> {
         Ok(match action {
             a @ (Action::BeginDeployment { .. }
             | Action::ConfirmDeployment { .. }
+            | Action::MarkLive { .. }
             | Action::RecordRecovery { .. }
             | Action::FinishDeployment { .. }
             | Action::NoteAlarm { .. }) => self.write_ledger(a).await?,
@@ -241,6 +242,11 @@ impl Executor<'_> {
                 endpoint,
                 requested_at,
             } => done(ledger.confirm_deployment(endpoint, *requested_at).await?),
+            Action::MarkLive {
+                endpoint,
+                requested_at,
+                at,
+            } => done(ledger.mark_live(endpoint, *requested_at, *at).await?),
             Action::RecordRecovery {
                 endpoint,
                 requested_at,

@@ -395,7 +395,10 @@ mod tests {
     #[test]
     fn a_kpi_gate_has_the_seeds_defaults_and_refuses_what_cannot_work() {
         let g = gate("").unwrap();
-        assert_eq!((g.canary_percent, g.bake_minutes, g.max_bake()), (10, 30, 120));
+        assert_eq!(
+            (g.canary_percent, g.bake_minutes, g.max_bake()),
+            (10, 30, 120)
+        );
         assert_eq!((g.max_relative_drop_pct, g.confidence), (5.0, 0.95));
         assert!(g.bounds().rate_of_counts);
         for (extra, why) in [

@@ -356,6 +356,7 @@ impl Ledger {
             scaling: get_s(item, "scaling").and_then(|j| serde_json::from_str(&j).ok()),
             canary: get_s(item, "canary").and_then(|j| serde_json::from_str(&j).ok()),
             inconclusive: get_s(item, "inconclusive"),
+            live_at: get_n(item, "live_at"),
             recovered: item
                 .get("recovered")
                 .and_then(|v| v.as_bool().ok())
@@ -433,6 +434,15 @@ impl Ledger {
     ) -> Result<()> {
         let values = [(":r", AttributeValue::Bool(recovered))];
         self.update_deployment(endpoint, requested_at, "SET recovered = :r", &values)
+            .await
+    }
+
+    /// Keeps when the endpoint was first seen InService on the deployment's config (the first
+    /// sighting stands: a later or repeated mark changes nothing).
+    pub async fn mark_live(&self, endpoint: &str, requested_at: i64, at: i64) -> Result<()> {
+        let values = [(":t", n(at))];
+        let set = "SET live_at = if_not_exists(live_at, :t)";
+        self.update_deployment(endpoint, requested_at, set, &values)
             .await
     }
 

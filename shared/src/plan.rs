@@ -93,6 +93,12 @@ pub enum Action {
         endpoint: String,
         requested_at: i64,
     },
+    /// Keep when the endpoint was first seen InService on the deployment's config.
+    MarkLive {
+        endpoint: String,
+        requested_at: i64,
+        at: i64,
+    },
     /// Deregister a variant's autoscaling before an update SageMaker refuses while it is
     /// registered (an instance type change, a renamed variant); the snapshot to restore it from
     /// is in the deployment record.
@@ -182,6 +188,7 @@ action_kinds! {
     CopyEndpointConfig => "copy_endpoint_config";
     SetScaleInCooldown => "set_scale_in_cooldown";
     ConfirmDeployment => "confirm_deployment";
+    MarkLive => "mark_live";
     FinishDeployment => "finish_deployment";
     RecordRecovery => "record_recovery";
     DeregisterScaling => "deregister_scaling";

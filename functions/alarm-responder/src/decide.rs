@@ -114,7 +114,8 @@ pub fn decide(obs: &Observed) -> Decision {
         .or_else(|| superseded(obs, ep))
         .unwrap_or_else(|| match obs.route.response {
             Response::ScaleUp => scale_up(obs, ep, &mut evidence),
-            Response::Rollback => rollback(obs, ep, &mut evidence),
+            Response::Rollback => stop_canary(obs, ep, &mut evidence)
+                .unwrap_or_else(|| rollback(obs, ep, &mut evidence)),
         });
     decision.with_evidence(evidence)
 }
@@ -254,6 +255,63 @@ fn scale_up(obs: &Observed, ep: &Endpoint, evidence: &mut Value) -> Decision {
         ),
     )
     .with_plan(plan)
+}
+
+/// A live KPI canary serves: the candidate beside the live version is what changed, so it is the
+/// one rejected and taken away, at once; the live version keeps serving alone. Rolling the live
+/// version back would punish the version that was trusted.
+fn stop_canary(obs: &Observed, ep: &Endpoint, evidence: &mut Value) -> Option<Decision> {
+    let open = obs
+        .in_flight
+        .as_ref()
+        .filter(|d| d.status == DeploymentStatus::InProgress);
+    let canary = deploy::canary_now(ep, obs.live_config.as_ref(), open)?;
+    let alarm = &obs.alarm.alarm_name;
+    evidence["canary"] = json!({"candidate": canary.candidate, "variant": canary.candidate_variant,
+                                "live": canary.live_package, "config": ep.config_name});
+    let description = format!(
+        "Rejected by the alarm responder: {alarm} went into ALARM at {} during the live KPI canary of this version on {} ({}). Reason: {}",
+        obs.alarm
+            .state
+            .timestamp
+            .format(&Rfc3339)
+            .unwrap_or_default(),
+        ep.name,
+        canary.candidate_variant,
+        obs.alarm.state.reason
+    );
+    let mut plan = Plan::default();
+    plan.push(
+        Action::RejectPackage {
+            package_arn: canary.candidate.clone(),
+            description: description.clone(),
+        },
+        description,
+    );
+    let why = format!(
+        "{alarm} fired during the canary of version {}: back to version {} alone",
+        canary.candidate_version, canary.live_version
+    );
+    let end = deploy::CanaryEnd {
+        why: why.clone(),
+        cause_alarm: Some(alarm.clone()),
+        inconclusive: false,
+        expected: obs.in_flight.as_ref().map(|d| d.requested_at),
+        now_ms: obs.now_ms,
+    };
+    deploy::end_canary(
+        obs.route.target,
+        ep,
+        obs.live_config.as_ref(),
+        &canary,
+        end,
+        &mut plan,
+    );
+    Some(
+        Decision::new(Outcome::CanaryFailed, why)
+            .with_package(Some(canary.candidate.clone()))
+            .with_plan(plan),
+    )
 }
 
 /// Reject the live version with the evidence and bring back the previous approved one, all at
@@ -508,7 +566,7 @@ fn rollback_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lifecycle::endpoints::{EndpointStatus, LiveVariant};
+    use lifecycle::endpoints::{EndpointStatus, LiveVariant, tags};
     use lifecycle::outcome::Severity;
     use lifecycle::plan::ActionKind;
     use lifecycle::targets::Targets;
@@ -607,12 +665,89 @@ mod tests {
             recovered: None,
             canary: None,
             inconclusive: None,
+            live_at: None,
             scaling: None,
         }
     }
 
     fn actions(d: &Decision) -> Vec<ActionKind> {
         d.plan.kinds()
+    }
+
+    #[test]
+    fn an_alarm_during_a_canary_rejects_the_candidate_not_the_live_version() {
+        use aws_sdk_sagemaker::types::ProductionVariant;
+        let (t, a) = (targets(), alarm("recs-5xx"));
+        let (live, candidate) = (
+            package(2, Approval::Approved, false),
+            package(3, Approval::Approved, false),
+        );
+        let variant = |name: &str| ProductionVariant::builder().variant_name(name).build();
+        let config = EndpointConfig {
+            name: "recs-prod-v3-abc".into(),
+            arn: "arn".into(),
+            variants: vec![variant("AllTraffic"), variant("AllTraffic-canary")],
+            data_capture: None,
+            kms_key_id: None,
+            tags: BTreeMap::from([
+                (tags::PACKAGE_ARN.to_string(), live.arn.clone()),
+                (tags::PACKAGE_VERSION.to_string(), "2".to_string()),
+                (tags::CANARY_PACKAGE.to_string(), candidate.arn.clone()),
+                (tags::CANARY_VARIANT.to_string(), "AllTraffic-canary".to_string()),
+                (tags::REPLACES.to_string(), "recs-prod-v2-def".to_string()),
+            ]),
+            created: None,
+            described: Box::new(
+                aws_sdk_sagemaker::operation::describe_endpoint_config::DescribeEndpointConfigOutput::builder().build(),
+            ),
+        };
+        let mut record = pending(3, "recs-prod-v3-abc", "recs-prod-v2-def", 1_000, vec![]);
+        record.canary = Some(lifecycle::deployment::Canary {
+            variant: "AllTraffic-canary".into(),
+            percent: 10,
+            live_variant: "AllTraffic".into(),
+            live_package: live.arn.clone(),
+            live_version: 2,
+        });
+        let obs = Observed {
+            live_config: Some(config),
+            served: Some(live.clone()),
+            in_flight: Some(record),
+            ..observed(&t, &a)
+        };
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::CanaryFailed, "{}", d.reason);
+        let Action::RejectPackage {
+            package_arn,
+            description,
+        } = &d.plan.steps[0].action
+        else {
+            panic!("{:?}", d.plan)
+        };
+        assert_eq!(package_arn, &candidate.arn);
+        assert!(description.contains("recs-5xx"), "{description}");
+        // The live version serves alone again on its own config, as it was; it is not rejected.
+        let rejected: Vec<_> = d
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.action.kind() == ActionKind::RejectPackage)
+            .collect();
+        assert_eq!(rejected.len(), 1);
+        let update = d.plan.steps.iter().find_map(|s| match &s.action {
+            Action::UpdateEndpoint { config, .. } => Some(config.clone()),
+            _ => None,
+        });
+        assert_eq!(update.as_deref(), Some("recs-prod-v2-def"));
+        let begun = d.plan.steps.iter().find_map(|s| match &s.action {
+            Action::BeginDeployment { record, expected } => Some((record.clone(), *expected)),
+            _ => None,
+        });
+        let (record, expected) = begun.unwrap();
+        assert_eq!(
+            (record.package_arn, record.cause_alarm.as_deref(), expected),
+            (live.arn, Some("recs-5xx"), Some(1_000))
+        );
     }
 
     #[test]

@@ -68,6 +68,17 @@ pub async fn observe<'a>(
         None => lifecycle::guardrails::Managed::default(),
     };
     let cause = cause_alarm(clients, in_flight.as_ref()).await?;
+    let now_ms = now_ms();
+    let kpi = match (&endpoint, &target.kpi_gate) {
+        (Some(ep), Some(gate)) => {
+            let open = in_flight
+                .as_ref()
+                .filter(|d| d.status == DeploymentStatus::InProgress);
+            let canary = lifecycle::deploy::canary_now(ep, live_config.as_ref(), open);
+            canary_kpi(clients, gate, canary.as_ref(), now_ms).await?
+        }
+        _ => None,
+    };
     Ok(Observed {
         target,
         endpoint,
@@ -81,8 +92,42 @@ pub async fn observe<'a>(
         cause,
         scaling,
         only_if_live,
-        now_ms: now_ms(),
+        kpi,
+        now_ms,
     })
+}
+
+/// A canary's KPI over its bake, once the bake is over: one GetMetricData. Refused (permissions,
+/// a bad metric) is no evidence, read as why; a transient error retries the invocation.
+async fn canary_kpi(
+    clients: &Clients,
+    gate: &lifecycle::kpi_gate::KpiGate,
+    canary: Option<&lifecycle::deploy::CanaryNow>,
+    now_ms: i64,
+) -> Result<Option<std::result::Result<[lifecycle::kpi_gate::Sample; 2], String>>> {
+    let Some((canary, live_at)) = canary.and_then(|c| Some((c, c.record.as_ref()?.live_at?)))
+    else {
+        return Ok(None);
+    };
+    if now_ms < live_at + gate.bake_minutes * 60_000 {
+        return Ok(None);
+    }
+    let variants = [
+        canary.live_variant.as_str(),
+        canary.candidate_variant.as_str(),
+    ];
+    let endpoint = &canary
+        .record
+        .as_ref()
+        .map(|d| d.endpoint.clone())
+        .unwrap_or_default();
+    let (start, end) = (live_at.div_euclid(1000), now_ms.div_euclid(1000));
+    match lifecycle::kpi_gate::read(&clients.cloudwatch, gate, endpoint, variants, start, end).await
+    {
+        Ok(samples) => Ok(Some(Ok(samples))),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) => Ok(Some(Err(e.to_string()))),
+    }
 }
 
 /// Approved packages, newest first, each judged by the target's gates, down to the one served

@@ -22,6 +22,8 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::gates::GateReport;
 
+mod canary;
+
 /// An Approved package of the target's group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -79,6 +81,9 @@ pub struct Observed<'a> {
     pub scaling: Option<lifecycle::scaling::Snapshot>,
     /// For a non-Approved registry event: act only if this package is served or in flight.
     pub only_if_live: Option<String>,
+    /// A canary's KPI over its bake, live variant first, once the bake is over (or why it could
+    /// not be read).
+    pub kpi: Option<std::result::Result<[lifecycle::kpi_gate::Sample; 2], String>>,
     pub now_ms: i64,
 }
 
@@ -237,8 +242,9 @@ fn decide_step(obs: &Observed) -> Decision {
     if let Some(d) = relevant(obs)
         .or_else(|| endpoint_owner(obs))
         .or_else(|| rollback_in_flight(obs))
+        .or_else(|| canary::step(obs))
     {
-        return d.with_evidence(evidence);
+        return d.with_more_evidence(evidence);
     }
     let mut progress = verdict(obs, &mut evidence);
     restore_scaling(obs, &mut progress);
@@ -254,6 +260,21 @@ fn decide_step(obs: &Observed) -> Decision {
                     &progress.news,
                     format!(
                         "the last update to version {} failed in SageMaker; not tried again until a person approves another version or rejects this one",
+                        c.version
+                    ),
+                ),
+            )
+            .with_package(Some(c.arn.clone()))
+            .with_plan(progress.plan)
+            .with_evidence(evidence);
+        }
+        Some(c) if inconclusive_before(obs, c) => {
+            return Decision::new(
+                Outcome::BackingOff,
+                with_news(
+                    &progress.news,
+                    format!(
+                        "the live KPI canary of version {} ended inconclusive; not tried again until a person approves another version or rejects this one",
                         c.version
                     ),
                 ),
@@ -720,6 +741,14 @@ fn failed_before(obs: &Observed, c: &Candidate) -> bool {
         .is_some_and(|d| d.status == DeploymentStatus::Failed && d.package_arn == c.arn)
 }
 
+/// This very package's live KPI canary was stopped without a verdict (see [`canary`]).
+fn inconclusive_before(obs: &Observed, c: &Candidate) -> bool {
+    obs.in_flight
+        .as_ref()
+        .and_then(|d| d.inconclusive.as_ref())
+        .is_some_and(|arn| arn == &c.arn)
+}
+
 /// The update must deregister the live variant's autoscaling, and some of its policies could not
 /// be put back (step scaling, a customized metric): a person does this one.
 fn scaling_unrestorable(obs: &Observed, desired: &Candidate) -> Option<Decision> {
@@ -818,6 +847,10 @@ fn held_by_alarm(obs: &Observed, desired: &Candidate, p: &Progress) -> Option<De
 
 /// One step toward the desired package: model, config, ledger record, then the endpoint call.
 fn deploy_step(obs: &Observed, desired: &Candidate, mut p: Progress) -> Decision {
+    if let Some(d) = canary::start(obs, desired, &mut p.plan) {
+        let reason = with_news(&p.news, d.reason.clone());
+        return Decision { reason, ..d }.with_plan(p.plan);
+    }
     let target = obs.target;
     let why = match obs.served_package() {
         Some(s) => format!(
@@ -916,7 +949,7 @@ mod tests {
     use lifecycle::targets::TrafficStrategy;
     use std::collections::BTreeMap;
 
-    fn target() -> DeploymentTarget {
+    pub(super) fn target() -> DeploymentTarget {
         DeploymentTarget {
             model_package_group: "recs".into(),
             endpoint: "recs-prod".into(),
@@ -944,11 +977,11 @@ mod tests {
         }
     }
 
-    fn arn(v: i64) -> String {
+    pub(super) fn arn(v: i64) -> String {
         format!("arn:aws:sagemaker:us-east-1:123456789012:model-package/recs/{v}")
     }
 
-    fn endpoint(status: EndpointStatus, config: &str, modified_ms: i64) -> Endpoint {
+    pub(super) fn endpoint(status: EndpointStatus, config: &str, modified_ms: i64) -> Endpoint {
         Endpoint {
             name: "recs-prod".into(),
             arn: "arn".into(),
@@ -967,7 +1000,7 @@ mod tests {
         }
     }
 
-    fn config_serving(v: i64) -> EndpointConfig {
+    pub(super) fn config_serving(v: i64) -> EndpointConfig {
         EndpointConfig {
             name: format!("cfg-v{v}"),
             arn: "arn".into(),
@@ -982,7 +1015,7 @@ mod tests {
         }
     }
 
-    fn passing(v: i64) -> Candidate {
+    pub(super) fn passing(v: i64) -> Candidate {
         Candidate {
             arn: arn(v),
             version: v,
@@ -991,7 +1024,7 @@ mod tests {
         }
     }
 
-    fn live(v: i64) -> Candidate {
+    pub(super) fn live(v: i64) -> Candidate {
         Candidate {
             arn: arn(v),
             version: v,
@@ -1000,7 +1033,7 @@ mod tests {
         }
     }
 
-    fn observed(t: &DeploymentTarget) -> Observed<'_> {
+    pub(super) fn observed(t: &DeploymentTarget) -> Observed<'_> {
         Observed {
             target: t,
             endpoint: Some(endpoint(EndpointStatus::InService, "cfg-v2", 1_000)),
@@ -1014,11 +1047,12 @@ mod tests {
             cause: None,
             scaling: None,
             only_if_live: None,
+            kpi: None,
             now_ms: 5_000,
         }
     }
 
-    fn actions(d: &Decision) -> Vec<ActionKind> {
+    pub(super) fn actions(d: &Decision) -> Vec<ActionKind> {
         d.plan.kinds()
     }
 
@@ -1170,7 +1204,7 @@ mod tests {
         }
     }
 
-    fn in_flight(t: &DeploymentTarget, requested_at: i64) -> DeploymentRecord {
+    pub(super) fn in_flight(t: &DeploymentTarget, requested_at: i64) -> DeploymentRecord {
         DeploymentRecord {
             endpoint: t.endpoint.clone(),
             config: config_name(t, &arn(3), 3),
@@ -1187,6 +1221,7 @@ mod tests {
             recovered: None,
             canary: None,
             inconclusive: None,
+            live_at: None,
             scaling: None,
         }
     }
@@ -1416,7 +1451,7 @@ mod tests {
         assert!(d.reason.contains("AccessDenied"), "{}", d.reason);
     }
 
-    fn firing_since(ms: i64) -> AlarmNow {
+    pub(super) fn firing_since(ms: i64) -> AlarmNow {
         AlarmNow {
             name: "recs-5xx".into(),
             in_alarm: true,
