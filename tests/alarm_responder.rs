@@ -13,36 +13,6 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// An alarm event from `events/`, pointed at this scenario's endpoint and alarm, fired now (after
-/// the endpoint's last change, as a real regression is).
-fn alarm_event(s: &Scenario, file: &str, alarm: &str) -> Value {
-    let mut e = event_file(file);
-    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap();
-    let now = now.replace('Z', "+0000");
-    e["detail"]["alarmName"] = json!(alarm);
-    e["detail"]["state"]["timestamp"] = json!(now);
-    e["resources"] = json!([format!(
-        "arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm}"
-    )]);
-    let metrics = e
-        .pointer_mut("/detail/configuration/metrics")
-        .and_then(Value::as_array_mut);
-    if let Some(metrics) = metrics {
-        for m in metrics {
-            let dims = m
-                .pointer_mut("/metricStat/metric/dimensions")
-                .and_then(Value::as_object_mut);
-            if let Some(dims) = dims {
-                dims.insert("EndpointName".into(), json!(s.endpoint));
-            }
-        }
-    }
-    if e["detail"]["alarmTags"].is_object() {
-        e["detail"]["alarmTags"]["lifecycle:endpoint"] = json!(s.endpoint);
-    }
-    e
-}
-
 async fn impressions(s: &Scenario, count: f64) {
     s.setup
         .cloudwatch
@@ -95,7 +65,7 @@ async fn a_ctr_drop_after_promotion_rejects_the_version_and_brings_back_the_prev
 
     let report = respond(
         &s,
-        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        s.alarm_event("alarm-ctr-kpi.json", &s.ctr_alarm),
         "fire",
     )
     .await;
@@ -159,7 +129,7 @@ async fn a_rollback_skips_rejected_versions() {
     s.registry().set_status(&v2, "Rejected").await;
     let before = s.fx.count("UpdateEndpoint");
 
-    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
     assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
@@ -175,7 +145,7 @@ async fn no_earlier_version_means_no_mutation_and_a_loud_record() {
     let s = Scenario::new("alone").await;
     let v1 = s.with_v1_live().await;
     let before = s.fx.sagemaker_mutations().len();
-    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
     assert_eq!(d.outcome, Outcome::RollbackImpossible, "{}", d.reason);
@@ -202,7 +172,7 @@ async fn a_pinned_version_is_never_rolled_back() {
     let v2 = s.registry().register("Approved", &meta).await;
     s.make_live(&v2, "v2").await;
     let before = s.fx.sagemaker_mutations().len();
-    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
     assert_eq!(d.outcome, Outcome::RollbackRefused, "{}", d.reason);
@@ -221,7 +191,7 @@ async fn an_updating_endpoint_gets_a_note_not_an_update() {
     );
     let before = s.fx.sagemaker_mutations().len();
 
-    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
     assert_eq!(d.outcome, Outcome::Noted, "{}", d.reason);
@@ -255,7 +225,7 @@ async fn a_kpi_alarm_on_too_little_traffic_is_inconclusive() {
     let before = s.fx.sagemaker_mutations().len();
     let d = &respond(
         &s,
-        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        s.alarm_event("alarm-ctr-kpi.json", &s.ctr_alarm),
         "fire",
     )
     .await
@@ -271,9 +241,9 @@ async fn duplicates_and_simultaneous_alarms_give_one_rollback() {
     let s = Scenario::new("alarmdupes").await;
     v2_live(&s).await;
     let before = s.fx.count("UpdateEndpoint");
-    let fired = alarm_event(&s, "alarm-5xx.json", &s.alarm);
+    let fired = s.alarm_event("alarm-5xx.json", &s.alarm);
     // The latency alarm is not configured: routed by its EndpointName dimension.
-    let latency = alarm_event(&s, "alarm-latency-anomaly.json", "alarmdupes-latency");
+    let latency = s.alarm_event("alarm-latency-anomaly.json", "alarmdupes-latency");
     let (a, b, c) = tokio::join!(
         s.respond(fired.clone(), "a"),
         s.respond(fired.clone(), "b"),
@@ -324,11 +294,7 @@ async fn a_capacity_alarm_raises_the_floor_and_the_instances() {
         .unwrap();
 
     // Not configured: routed by the tags CloudWatch propagated into the event.
-    let event = alarm_event(
-        &s,
-        "alarm-no-capacity-scale-up.json",
-        "coldstart-no-capacity",
-    );
+    let event = s.alarm_event("alarm-no-capacity-scale-up.json", "coldstart-no-capacity");
     let d = &respond(&s, event.clone(), "fire").await.decisions[0];
     assert_eq!(d.outcome, Outcome::ScaledUp, "{}", d.reason);
     assert_eq!(
@@ -362,7 +328,7 @@ async fn a_capacity_alarm_raises_the_floor_and_the_instances() {
     assert_eq!(rec["evidence"]["route"]["via"], "alarm tags");
 
     // The configured capacity alarm, later: already at the floor.
-    let again = alarm_event(&s, "alarm-no-capacity-scale-up.json", &s.capacity_alarm);
+    let again = s.alarm_event("alarm-no-capacity-scale-up.json", &s.capacity_alarm);
     assert_eq!(
         respond(&s, again, "again").await.decisions[0].outcome,
         Outcome::AtFloor
@@ -384,12 +350,12 @@ async fn ok_muted_suppressed_and_unrouted_alarms_are_recorded_and_ignored() {
         ),
     ];
     for (file, alarm, outcome) in cases {
-        let d = &respond(&s, alarm_event(&s, file, &alarm), file)
+        let d = &respond(&s, s.alarm_event(file, &alarm), file)
             .await
             .decisions[0];
         assert_eq!(d.outcome, outcome, "{file}: {}", d.reason);
     }
-    let mut elsewhere = alarm_event(&s, "alarm-latency-anomaly.json", "other-team-latency");
+    let mut elsewhere = s.alarm_event("alarm-latency-anomaly.json", "other-team-latency");
     elsewhere["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["dimensions"]["EndpointName"] =
         json!("someone-elses-endpoint");
     let d = &respond(&s, elsewhere, "elsewhere").await.decisions[0];
@@ -506,7 +472,7 @@ async fn an_alarm_is_routed_by_its_tags_when_the_event_carries_none() {
         .await
         .unwrap();
     // A 5XX alarm on the endpoint's dimension would mean rollback; its tags say scale up.
-    let event = alarm_event(&s, "alarm-5xx.json", alarm);
+    let event = s.alarm_event("alarm-5xx.json", alarm);
     assert!(event["detail"]["alarmTags"].is_null());
     let d = &respond(&s, event, "fire").await.decisions[0];
     assert_eq!(d.outcome, Outcome::ScaledUp, "{}", d.reason);
@@ -527,7 +493,7 @@ async fn an_endpoint_made_by_hand_is_traced_to_its_package_through_its_model() {
     let v2 = s.registry().register("Approved", PASSING).await;
     s.endpoint_by_hand(&v2).await;
 
-    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
     assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
@@ -553,7 +519,7 @@ async fn a_kpi_whose_samples_cannot_be_read_is_retried_not_dropped() {
     let s = Scenario::new("kpiretry").await;
     let (v1, v2) = v2_live(&s).await;
     impressions(&s, 48_000.0).await;
-    let event = alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm);
+    let event = s.alarm_event("alarm-ctr-kpi.json", &s.ctr_alarm);
 
     local_aws().control(
         "faults",
@@ -587,7 +553,7 @@ async fn the_samples_of_a_kpi_count_only_since_the_live_version_went_live() {
 
     let d = &respond(
         &s,
-        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        s.alarm_event("alarm-ctr-kpi.json", &s.ctr_alarm),
         "fire",
     )
     .await
@@ -609,7 +575,7 @@ async fn a_rollback_goes_back_to_what_served_and_a_late_approval_goes_forward_th
         Outcome::InSync
     );
 
-    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
     assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
@@ -656,7 +622,7 @@ async fn an_alarm_noted_during_the_update_and_still_firing_after_it_rolls_back_t
     .await;
     let noted = &respond(
         &s,
-        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        s.alarm_event("alarm-ctr-kpi.json", &s.ctr_alarm),
         "during",
     )
     .await
@@ -745,7 +711,7 @@ async fn a_rollback_cut_between_any_two_steps_completes_on_retry_and_the_rejecte
             .send()
             .await
             .unwrap();
-        let event = alarm_event(&s, "alarm-5xx.json", &s.alarm);
+        let event = s.alarm_event("alarm-5xx.json", &s.alarm);
         local_aws().control(
             "faults",
             Some(json!({"throttle_share": 1.0, "operations": [op], "access_key": s.fx.key})),
@@ -810,7 +776,7 @@ async fn a_rollback_whose_alarm_does_not_recover_in_time_tells_a_person() {
         "Threshold Crossed: 5XX errors 14 > 1",
     )
     .await;
-    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
     assert_eq!(d.outcome, Outcome::RolledBack, "{}", d.reason);
@@ -852,7 +818,7 @@ async fn an_update_sagemaker_undid_is_never_judged_against_what_serves_after_it(
     }
     respond(
         &s,
-        alarm_event(&s, "alarm-ctr-kpi.json", &s.ctr_alarm),
+        s.alarm_event("alarm-ctr-kpi.json", &s.ctr_alarm),
         "noted",
     )
     .await;
@@ -924,7 +890,7 @@ async fn decisions_that_acted_or_need_a_person_reach_a_teams_rule_and_routine_on
     let v1 = s.with_v1_live().await;
     // A duplicate of the approval: routine, in the ledger only.
     s.approve(&v1, "again").await;
-    let d = &respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire")
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire")
         .await
         .decisions[0];
     assert_eq!(d.outcome, Outcome::RollbackImpossible, "{}", d.reason);
@@ -963,13 +929,9 @@ async fn decisions_that_acted_or_need_a_person_reach_a_teams_rule_and_routine_on
 
     // The alarm fires again, later: the same situation is in the ledger again, not paged again.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let d = &respond(
-        &s,
-        alarm_event(&s, "alarm-5xx.json", &s.alarm),
-        "fire-again",
-    )
-    .await
-    .decisions[0];
+    let d = &respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire-again")
+        .await
+        .decisions[0];
     assert_eq!(d.outcome, Outcome::RollbackImpossible, "{}", d.reason);
     assert!(
         routed(&queue)
@@ -989,7 +951,7 @@ async fn a_bus_that_refuses_the_event_never_fails_the_decision() {
         Some(json!({"access_key": s.fx.key, "operations": ["PutEvents"],
                     "error": {"code": "AccessDeniedException", "status": 400}})),
     );
-    let reply = respond(&s, alarm_event(&s, "alarm-5xx.json", &s.alarm), "fire").await;
+    let reply = respond(&s, s.alarm_event("alarm-5xx.json", &s.alarm), "fire").await;
     local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
     let d = &reply.decisions[0];
     assert_eq!(d.outcome, Outcome::RollbackImpossible, "{}", d.reason);

@@ -1120,3 +1120,247 @@ async fn managed_guardrail_alarms_are_made_before_the_first_deployment_and_put_b
         "{names:?}"
     );
 }
+
+/// A scenario whose target has a live KPI canary on click-through rate, judged as soon as it is
+/// live (bake 0) and stopped at once if it cannot be judged (max bake 0). Version 1 is live.
+async fn kpi_canary(id: &str) -> (Scenario, String) {
+    let mut s = Scenario::new(id).await;
+    let v1 = s.with_v1_live().await;
+    let mut gate: lifecycle::kpi_gate::KpiGate = serde_json::from_value(json!({
+        "metric": {"namespace": "MangaAssist/Recommendations", "name": "ClickThroughRate", "stat": "Average"},
+        "samples": {"namespace": "MangaAssist/Recommendations", "name": "Impressions", "stat": "Sum"},
+        "min_samples": 1000, "min_value": 0.075
+    }))
+    .unwrap();
+    gate.validate().unwrap();
+    (gate.bake_minutes, gate.max_bake_minutes) = (0, Some(0));
+    let mut config = s.deployer.config.clone();
+    config.targets.0[0].kpi_gate = Some(gate);
+    s.deployer = model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config);
+    (s, v1)
+}
+
+/// What the application publishes for one variant: its click-through rate and impressions.
+async fn publish_kpi(s: &Scenario, variant: &str, ctr: f64, impressions: f64) {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let dims = [
+        ("EndpointName", s.endpoint.as_str()),
+        ("VariantName", variant),
+    ]
+    .map(|(k, v)| Dimension::builder().name(k).value(v).build());
+    let now =
+        aws_smithy_types::DateTime::from_secs(time::OffsetDateTime::now_utc().unix_timestamp());
+    let datum = |name: &str, value: f64| {
+        MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(dims.to_vec()))
+            .value(value)
+            .timestamp(now)
+            .build()
+    };
+    s.setup
+        .cloudwatch
+        .put_metric_data()
+        .namespace("MangaAssist/Recommendations")
+        .metric_data(datum("ClickThroughRate", ctr))
+        .metric_data(datum("Impressions", impressions))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Approves version 2 and lets its canary go live: it serves 10% beside version 1.
+async fn canary_live(s: &Scenario) -> (String, String) {
+    let v2 = s.registry().register("Approved", PASSING).await;
+    let d = &s.approve(&v2, "v2").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::CanaryStarted, "{}", d.reason);
+    let ep = s.endpoint().await;
+    let canary_config = ep
+        .pending_deployment_summary()
+        .unwrap()
+        .endpoint_config_name()
+        .unwrap()
+        .to_string();
+    let d = &s.endpoint_settled("canary-live").await.decisions[0];
+    assert_eq!(
+        (d.outcome, d.actions.as_slice()),
+        (Outcome::CanaryBaking, [ActionKind::MarkLive].as_slice()),
+        "{}",
+        d.reason
+    );
+    (v2, canary_config)
+}
+
+async fn tick(s: &Scenario, id: &str) -> lifecycle::pipeline::Summary {
+    let mut reply = s.run(event_file("deployer-tick.json"), id).await.unwrap();
+    reply.decisions.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seeds_ctr_regression_is_rejected_on_ten_percent_of_the_traffic() {
+    let (s, v1) = kpi_canary("canaryfail").await;
+    let v1_config = s
+        .endpoint()
+        .await
+        .endpoint_config_name()
+        .unwrap()
+        .to_string();
+    let (v2, canary_config) = canary_live(&s).await;
+
+    // The canary's config: version 1 as it ran, version 2 beside it on a tenth of the traffic.
+    let cfg = s
+        .setup
+        .sagemaker
+        .describe_endpoint_config()
+        .endpoint_config_name(&canary_config)
+        .send()
+        .await
+        .unwrap();
+    let variants: Vec<_> = cfg
+        .production_variants()
+        .iter()
+        .map(|v| {
+            (
+                v.variant_name().unwrap(),
+                v.initial_variant_weight().unwrap(),
+                v.initial_instance_count().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        variants,
+        [("AllTraffic", 0.9, 2), ("AllTraffic-canary", 0.1, 1)]
+    );
+    assert_eq!(s.serving().await, v1, "readers still see version 1 serve");
+
+    publish_kpi(&s, "AllTraffic", 0.084, 20_000.0).await;
+    publish_kpi(&s, "AllTraffic-canary", 0.071, 2_000.0).await;
+    let d = tick(&s, "judged").await;
+    assert_eq!(d.outcome, Outcome::CanaryFailed, "{}", d.reason);
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Rejected");
+    let description = pkg.approval_description().unwrap();
+    for part in ["live KPI canary", "0.084", "0.071", "2000", "p-value"] {
+        assert!(description.contains(part), "{part} in {description}");
+    }
+    // Back to version 1's own config, nothing new made for it.
+    let ep = s.endpoint().await;
+    assert_eq!(
+        ep.pending_deployment_summary()
+            .unwrap()
+            .endpoint_config_name(),
+        Some(v1_config.as_str())
+    );
+    assert_eq!(
+        s.endpoint_settled("back").await.decisions[0].outcome,
+        Outcome::Deployed
+    );
+    assert_eq!(
+        s.endpoint().await.endpoint_config_name(),
+        Some(v1_config.as_str())
+    );
+    assert_eq!(tick(&s, "after").await.outcome, Outcome::InSync);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_candidate_that_holds_its_ctr_is_promoted_alone() {
+    let (s, _v1) = kpi_canary("canarypass").await;
+    let (v2, _) = canary_live(&s).await;
+    publish_kpi(&s, "AllTraffic", 0.084, 20_000.0).await;
+    publish_kpi(&s, "AllTraffic-canary", 0.085, 20_000.0).await;
+    let d = tick(&s, "judged").await;
+    assert_eq!(d.outcome, Outcome::CanaryPassed, "{}", d.reason);
+    let recorded = s.decisions().await;
+    let judged = recorded
+        .iter()
+        .find(|d| d["outcome"] == "canary_passed")
+        .unwrap();
+    assert_eq!(
+        judged["evidence"]["kpi"]["verdict"]["verdict"],
+        json!("pass"),
+        "{judged}"
+    );
+    assert_eq!(
+        s.endpoint_settled("promoted").await.decisions[0].outcome,
+        Outcome::Deployed
+    );
+    assert_eq!(s.serving().await, v2);
+    let ep = s.endpoint().await;
+    let names: Vec<_> = ep
+        .production_variants()
+        .iter()
+        .filter_map(|v| v.variant_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["AllTraffic"],
+        "the candidate alone, in the target's variant"
+    );
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Approved");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_canary_ends_inconclusive_and_is_not_tried_again() {
+    let (s, v1) = kpi_canary("canaryquiet").await;
+    let (v2, _) = canary_live(&s).await;
+    publish_kpi(&s, "AllTraffic", 0.084, 20_000.0).await;
+    publish_kpi(&s, "AllTraffic-canary", 0.09, 40.0).await;
+    let d = tick(&s, "judged").await;
+    assert_eq!(d.outcome, Outcome::CanaryInconclusive, "{}", d.reason);
+    assert!(d.reason.contains("40 of 1000 samples"), "{}", d.reason);
+    assert_eq!(
+        s.endpoint_settled("back").await.decisions[0].outcome,
+        Outcome::Deployed
+    );
+    assert_eq!(s.serving().await, v1);
+    let d = tick(&s, "again").await;
+    assert_eq!(d.outcome, Outcome::BackingOff, "{}", d.reason);
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(
+        pkg.model_approval_status().unwrap().as_str(),
+        "Approved",
+        "inconclusive is no rejection"
+    );
+    assert_eq!(
+        s.fx.count("UpdateEndpoint"),
+        2,
+        "the canary and the way back, nothing more"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_during_a_canary_makes_the_responder_reject_the_candidate_not_the_live_version() {
+    let (s, v1) = kpi_canary("canaryalarm").await;
+    let (v2, _) = canary_live(&s).await;
+    set_alarm(
+        &s.setup.cloudwatch,
+        &s.alarm,
+        StateValue::Alarm,
+        "Threshold Crossed: 5XX errors 14 > 1",
+    )
+    .await;
+    let event = s.alarm_event("alarm-5xx.json", &s.alarm);
+    let d = &s.respond(event, "alarm").await.unwrap().decisions[0];
+    assert_eq!(d.outcome, Outcome::CanaryFailed, "{}", d.reason);
+    assert_eq!(
+        s.registry()
+            .package(&v2)
+            .await
+            .model_approval_status()
+            .unwrap()
+            .as_str(),
+        "Rejected"
+    );
+    assert_eq!(
+        s.registry()
+            .package(&v1)
+            .await
+            .model_approval_status()
+            .unwrap()
+            .as_str(),
+        "Approved"
+    );
+    s.fx.settle(&s.endpoint);
+    assert_eq!(s.serving().await, v1);
+}

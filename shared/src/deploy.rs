@@ -119,7 +119,7 @@ pub fn plan(d: Deployment, plan: &mut Plan) {
     }
     plan.push(
         Action::BeginDeployment {
-            record: record(&d, &config, previous),
+            record: Box::new(record(&d, &config, previous)),
             expected: d.expected,
         },
         "recorded before the call, so a retry or a concurrent invocation finds it",

@@ -290,7 +290,8 @@ pub async fn read(
 ) -> crate::Result<[Sample; 2]> {
     use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
     let start = start.div_euclid(60) * 60;
-    let period = ((end - start).max(60) + 59) / 60 * 60;
+    // Through the second `end` is in: a datapoint published this second counts.
+    let period = ((end + 1 - start).max(60) + 59) / 60 * 60;
     let query = |id: String, m: &VariantMetric, variant: &str| {
         let dims = [("EndpointName", endpoint), ("VariantName", variant)]
             .map(|(k, v)| Dimension::builder().name(k).value(v).build());

@@ -38,7 +38,7 @@ pub enum Action {
     /// Write the in-flight deployment to the ledger before the call that starts it. `expected` is
     /// the `requested_at` of the record this plan was decided on, so two deciders cannot both win.
     BeginDeployment {
-        record: DeploymentRecord,
+        record: Box<DeploymentRecord>,
         expected: Option<i64>,
     },
     /// Add an alarm to the evidence of the deployment in progress (a ledger write only).

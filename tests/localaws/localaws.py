@@ -262,6 +262,23 @@ class Endpoints:
                     "deregister it before an update that changes its instance type or removes it."
                 )
 
+    @staticmethod
+    def refuse_guardrails_across_variants(backend: Any, endpoint: Any, new_config: Any, deployment_config: Any) -> None:
+        """SageMaker's deployment guardrails (blue/green with traffic shifting, rolling) need the
+        new config to have the old one's variant names; a canary's second variant cannot go live,
+        or go away, through them."""
+        if not deployment_config or not (
+            "BlueGreenUpdatePolicy" in deployment_config or "RollingUpdatePolicy" in deployment_config
+        ):
+            return
+        old = backend.endpoint_configs[endpoint.endpoint_config_name]
+        names = lambda c: sorted(v["VariantName"] for v in c.production_variants)  # noqa: E731
+        if names(old) != names(new_config):
+            raise ValidationException(
+                "When doing a blue/green or rolling deployment, the new endpoint configuration must "
+                f"have the same variant names as the old one: {names(old)} != {names(new_config)}."
+            )
+
     def update(self, account: str, region: str, request: dict[str, Any]) -> dict[str, Any]:
         backend = sagemaker_backends[account][region]
         name = request.get("EndpointName")
@@ -281,6 +298,7 @@ class Endpoints:
             deployment_config = request.get("DeploymentConfig")
             if deployment_config is None and request.get("RetainDeploymentConfig"):
                 deployment_config = getattr(endpoint, "last_deployment_config", None)
+            self.refuse_guardrails_across_variants(backend, endpoint, backend.endpoint_configs[config], deployment_config)
             now = time.time()
             self.deployments.append(
                 Deployment(

@@ -10,6 +10,8 @@ use lifecycle::pipeline::Reply;
 use lifecycle::targets::Targets;
 use model_deployer::{Config, Deployer};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::*;
 
@@ -145,6 +147,36 @@ impl Scenario {
             .send()
             .await
             .unwrap();
+    }
+
+    /// An alarm event from `events/`, pointed at this scenario's endpoint and alarm, fired now (after
+    /// the endpoint's last change, as a real regression is).
+    pub fn alarm_event(&self, file: &str, alarm: &str) -> Value {
+        let mut e = event_file(file);
+        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap();
+        let now = now.replace('Z', "+0000");
+        e["detail"]["alarmName"] = json!(alarm);
+        e["detail"]["state"]["timestamp"] = json!(now);
+        e["resources"] = json!([format!(
+            "arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm}"
+        )]);
+        let metrics = e
+            .pointer_mut("/detail/configuration/metrics")
+            .and_then(Value::as_array_mut);
+        if let Some(metrics) = metrics {
+            for m in metrics {
+                let dims = m
+                    .pointer_mut("/metricStat/metric/dimensions")
+                    .and_then(Value::as_object_mut);
+                if let Some(dims) = dims {
+                    dims.insert("EndpointName".into(), json!(self.endpoint));
+                }
+            }
+        }
+        if e["detail"]["alarmTags"].is_object() {
+            e["detail"]["alarmTags"]["lifecycle:endpoint"] = json!(self.endpoint);
+        }
+        e
     }
 
     /// The deployer's handler.

@@ -740,7 +740,7 @@ mod tests {
         });
         assert_eq!(update.as_deref(), Some("recs-prod-v2-def"));
         let begun = d.plan.steps.iter().find_map(|s| match &s.action {
-            Action::BeginDeployment { record, expected } => Some((record.clone(), *expected)),
+            Action::BeginDeployment { record, expected } => Some((*record.clone(), *expected)),
             _ => None,
         });
         let (record, expected) = begun.unwrap();

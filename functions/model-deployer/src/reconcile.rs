@@ -269,8 +269,9 @@ fn decide_step(obs: &Observed) -> Decision {
             .with_evidence(evidence);
         }
         Some(c) if inconclusive_before(obs, c) => {
+            // The return to the live version may be judged in this very decision.
             return Decision::new(
-                Outcome::BackingOff,
+                progress.verdict.unwrap_or(Outcome::BackingOff),
                 with_news(
                     &progress.news,
                     format!(

@@ -611,7 +611,7 @@ mod tests {
             .steps
             .iter()
             .find_map(|s| match &s.action {
-                Action::BeginDeployment { record, expected } => Some((record, *expected)),
+                Action::BeginDeployment { record, expected } => Some((&**record, *expected)),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no BeginDeployment: {:?}", d.plan))
