@@ -221,16 +221,32 @@ pub fn judge(bounds: &Bounds, live: Sample, candidate: Sample) -> Judgement {
         let why = format!("the {name} variant has no KPI value over the window");
         return judgement(Verdict::Inconclusive { why }, "none", None);
     }
-    if let Some(floor) = bounds
+    let compared = compare(bounds, live, candidate);
+    // Below the floor fails whatever the comparison says; the comparison stays in the evidence.
+    match bounds
         .min_value
         .filter(|f| candidate.value.partial_cmp(f).is_none_or(|o| o.is_lt()))
     {
-        let why = format!(
-            "the candidate's {} is below the floor {floor}",
-            candidate.value
-        );
-        return judgement(Verdict::Fail { why }, "floor", None);
+        Some(floor) => {
+            let why = format!(
+                "the candidate's {} is below the floor {floor}",
+                candidate.value
+            );
+            judgement(Verdict::Fail { why }, compared.test, compared.p_value)
+        }
+        None => compared,
     }
+}
+
+/// The candidate against the live variant, both with enough samples and a value.
+fn compare(bounds: &Bounds, live: Sample, candidate: Sample) -> Judgement {
+    let judgement = |verdict, test, p_value| Judgement {
+        verdict,
+        live,
+        candidate,
+        test,
+        p_value,
+    };
     let keep = 1.0 - bounds.max_relative_drop_pct / 100.0;
     let bound = live.value * keep;
     if !bounds.rate_of_counts {
@@ -475,7 +491,8 @@ mod tests {
         };
         let j = judge(&floor, s(0.072, 81_000.0), s(0.073, 9_000.0));
         assert!(matches!(j.verdict, Verdict::Fail { .. }), "{j:?}");
-        assert_eq!(j.test, "floor");
+        assert!(matches!(j.verdict, Verdict::Fail { ref why } if why.contains("floor")));
+        assert!(j.p_value.is_some(), "the comparison stays in the evidence");
     }
 
     #[test]

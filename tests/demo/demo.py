@@ -67,6 +67,16 @@ TARGETS = [
 ]
 
 
+# The seed's own fix for its worst regression: 10% of the traffic for 30 minutes, judged on CTR.
+KPI_GATE = {
+    "metric": {"namespace": KPI_NAMESPACE, "name": "ClickThroughRate", "stat": "Average"},
+    "samples": {"namespace": KPI_NAMESPACE, "name": "Impressions", "stat": "Sum"},
+    "canary_percent": 10,
+    "bake_minutes": 30,
+    "min_samples": 1000,
+    "min_value": 0.075,
+}
+
 DRIFT_OLD, DRIFT_NEW = 1000, 420
 DRIFT_ENV = {
     "ADAPTER_NAME": ADAPTER,
@@ -443,6 +453,44 @@ def wrong_conclusions(demo: Demo) -> None:
     demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE")
 
 
+def kpi_canary(demo: Demo) -> None:
+    """The seeds' incident again (a version that passes every offline gate and cuts CTR from 8.4%
+    to 7.1%), with the target's live KPI canary: 10% of users for 30 minutes, not all for 6 hours."""
+    print(f"\n{bold('The same regression again, now with a live KPI canary (10% of traffic, 30 min)')}")
+    demo.functions.pop("model-deployer").stop()
+    gated = [{**TARGETS[0], "kpi_gate": KPI_GATE}]
+    demo.start("model-deployer", {"DEPLOY_TARGETS": json.dumps(gated), "EXECUTION_ROLE_ARN": ROLE, "DRY_RUN": "false"})
+    v10 = demo.register("Approved", GOOD)
+    demo.send("model-deployer", demo.package_event("model-package-approved.json", v10),
+              "v10 approved: validation loss 0.31, offline CTR 8.4%, every offline gate passes (as v3's did)")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE (the canary is live)")
+    ep = demo.sm.describe_endpoint(EndpointName=ENDPOINT)
+    cfg = demo.sm.describe_endpoint_config(EndpointConfigName=ep["EndpointConfigName"])
+    for v in cfg["ProductionVariants"]:
+        print(f"  {v['VariantName']}: {v['InitialVariantWeight']:.0%} of the traffic on {v['InitialInstanceCount']} instance(s)")
+    demo.send("model-deployer", load_event("deployer-tick.json"), "A scheduled reconcile ten minutes in")
+    # What the application publishes per variant over the half hour.
+    for variant, ctr, impressions in [("AllTraffic", 0.084, 21_600), ("AllTraffic-canary", 0.071, 2_400)]:
+        demo.cw.put_metric_data(Namespace=KPI_NAMESPACE, MetricData=[
+            {"MetricName": name, "Value": value, "Timestamp": time.time(),
+             "Dimensions": [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": variant}]}
+            for name, value in [("ClickThroughRate", ctr), ("Impressions", impressions)]])
+        print(f"  {variant} publishes CTR {ctr:.1%} over {impressions:,} impressions")
+    # The deployer reads the clock; the demo moves the canary's start back half an hour instead of waiting.
+    demo.ddb.update_item(TableName=LEDGER, Key={"pk": {"S": f"endpoint#{ENDPOINT}"}, "sk": {"S": "deployment"}},
+                         UpdateExpression="SET live_at = live_at - :half_hour",
+                         ExpressionAttributeValues={":half_hour": {"N": str(30 * 60_000)}})
+    print("  ⏩ 30 minutes later (the demo moves the canary's start back in the ledger)")
+    demo.send("model-deployer", load_event("deployer-tick.json"), "The reconcile after the bake: the verdict")
+    package = demo.sm.describe_model_package(ModelPackageName=v10)
+    print(f"  v10 is {package['ModelApprovalStatus']}: {package.get('ApprovalDescription', '')}")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE (v9 alone again)")
+    print(f"  the regression reached 10% of users for 30 minutes (0.05 of the traffic-hours); v3 reached everyone "
+          f"for 6 hours (6 traffic-hours): {6 / 0.05:.0f} times less")
+
+
 def run(demo: Demo) -> None:
     print(bold("Starting the local AWS and seeding the MangaAssist fleet"))
     demo.seed()
@@ -513,6 +561,7 @@ def run(demo: Demo) -> None:
         "Evening traffic: a burst of 503s (NoCapacityInvocationFailures), alarm tagged lifecycle:action=scale-up",
     )
     demo.send("alarm-responder", load_event("alarm-ctr-ok.json"), "The CTR alarm returns to OK")
+    kpi_canary(demo)
 
     print(f"\n{bold('The catalog moves on: ' + str(DRIFT_NEW) + ' new titles since the adapter was trained')}")
     demo.seed_catalog(DRIFT_OLD, DRIFT_NEW)
