@@ -178,14 +178,19 @@ pub struct CanaryNow {
     pub record: Option<DeploymentRecord>,
 }
 
+/// Tags name packages of the target's `group` only: a config copied by hand from another group's
+/// endpoint is no canary of this one (its packages are never rejected or deployed from here).
 pub fn canary_now(
     ep: &Endpoint,
     config: Option<&EndpointConfig>,
     open: Option<&DeploymentRecord>,
+    group: &str,
 ) -> Option<CanaryNow> {
     let config = config.filter(|c| c.name == ep.config_name)?;
     let tag = |k: &str| config.tags.get(k).cloned();
-    let candidate = tag(tags::CANARY_PACKAGE)?;
+    let ours =
+        |arn: &str| crate::registry::group_of(arn).is_some_and(|g| g.eq_ignore_ascii_case(group));
+    let candidate = tag(tags::CANARY_PACKAGE).filter(|a| ours(a))?;
     let candidate_variant = tag(tags::CANARY_VARIANT)?;
     let live_variant = config
         .variants
@@ -205,7 +210,7 @@ pub fn canary_now(
             .unwrap_or_default(),
         candidate,
         candidate_variant,
-        live_package: tag(tags::PACKAGE_ARN)?,
+        live_package: tag(tags::PACKAGE_ARN).filter(|a| ours(a))?,
         live_version: tag(tags::PACKAGE_VERSION)?.parse().ok()?,
         live_variant,
         live_config: tag(tags::REPLACES),

@@ -107,6 +107,12 @@ impl KpiGate {
         if self.samples.stat != "Sum" {
             return Err("kpi_gate samples stat must be Sum: samples are counted".into());
         }
+        if self.comparison == Comparison::Rate && self.metric.stat != "Average" {
+            return Err(format!(
+                "kpi_gate metric stat is {} with comparison rate: a rate per variant is an Average (use comparison relative for other statistics)",
+                self.metric.stat
+            ));
+        }
         if !(1..=50).contains(&self.canary_percent) {
             return Err(format!(
                 "kpi_gate canary_percent is {}, expected 1..=50",
@@ -263,10 +269,16 @@ fn compare(bounds: &Bounds, live: Sample, candidate: Sample) -> Judgement {
     }
     let (pc, pl) = (candidate.value, live.value);
     let variance = pc * (1.0 - pc) / candidate.samples + pl * (1.0 - pl) / live.samples;
-    let z = match variance > 0.0 {
-        true => (pc - bound) / variance.sqrt(),
-        false => (pc - bound).signum() * f64::INFINITY,
-    };
+    // A rate outside 0..1 (published in percent, or summed) or no variance at all (both 0 or
+    // both 1) gives the test nothing to stand on: no certainty either way.
+    let rates = (0.0..=1.0).contains(&pc) && (0.0..=1.0).contains(&pl);
+    if !rates || variance <= 0.0 {
+        let why = format!(
+            "rates {pl} and {pc} are not proportions with variance (is the KPI a rate between 0 and 1?)"
+        );
+        return judgement(Verdict::Inconclusive { why }, "none", None);
+    }
+    let z = (pc - bound) / variance.sqrt();
     let p_value = 1.0 - normal_cdf(z);
     let alpha = 1.0 - bounds.confidence;
     let verdict = if p_value < alpha {
@@ -475,6 +487,22 @@ mod tests {
             panic!("{j:?}")
         };
         assert!(why.contains("candidate has 400"), "{why}");
+    }
+
+    #[test]
+    fn rates_that_are_not_proportions_prove_nothing() {
+        for (live, candidate) in [(8.4, 8.5), (0.0, 0.0), (1.0, 1.0)] {
+            let j = judge(&CTR, s(live, 81_000.0), s(candidate, 9_000.0));
+            assert!(
+                matches!(j.verdict, Verdict::Inconclusive { .. }),
+                "{live} {candidate}: {j:?}"
+            );
+        }
+        let mut summed = gate("").unwrap();
+        summed.metric.stat = "Sum".into();
+        assert!(summed.validate().unwrap_err().contains("Average"));
+        summed.comparison = Comparison::Relative;
+        assert!(summed.validate().is_ok());
     }
 
     #[test]

@@ -265,7 +265,16 @@ fn stop_canary(obs: &Observed, ep: &Endpoint, evidence: &mut Value) -> Option<De
         .in_flight
         .as_ref()
         .filter(|d| d.status == DeploymentStatus::InProgress);
-    let canary = deploy::canary_now(ep, obs.live_config.as_ref(), open)?;
+    let group = &obs.route.target.model_package_group;
+    let canary = deploy::canary_now(ep, obs.live_config.as_ref(), open, group)?;
+    // A KPI alarm is believed only over enough traffic, here as for a live version.
+    if let Some(refused) = obs
+        .served
+        .as_ref()
+        .and_then(|s| kpi_check(obs, s, evidence))
+    {
+        return Some(refused.with_package(Some(canary.candidate.clone())));
+    }
     let alarm = &obs.alarm.alarm_name;
     evidence["canary"] = json!({"candidate": canary.candidate, "variant": canary.candidate_variant,
                                 "live": canary.live_package, "config": ep.config_name});

@@ -52,7 +52,7 @@ pub async fn observe<'a>(
         None => None,
     };
 
-    let candidates = candidates(clients, target, served.as_deref()).await?;
+    let (candidates, approved) = candidates(clients, target, served.as_deref()).await?;
     let managed: Vec<String> = target
         .managed_alarms
         .iter()
@@ -74,7 +74,12 @@ pub async fn observe<'a>(
             let open = in_flight
                 .as_ref()
                 .filter(|d| d.status == DeploymentStatus::InProgress);
-            let canary = lifecycle::deploy::canary_now(ep, live_config.as_ref(), open);
+            let canary = lifecycle::deploy::canary_now(
+                ep,
+                live_config.as_ref(),
+                open,
+                &target.model_package_group,
+            );
             canary_kpi(clients, gate, canary.as_ref(), now_ms).await?
         }
         _ => None,
@@ -92,13 +97,14 @@ pub async fn observe<'a>(
         cause,
         scaling,
         only_if_live,
+        approved,
         kpi,
         now_ms,
     })
 }
 
-/// A canary's KPI over its bake, once the bake is over: one GetMetricData. Refused (permissions,
-/// a bad metric) is no evidence, read as why; a transient error retries the invocation.
+/// A canary's KPI over its bake, once the bake is over: one GetMetricData. An error (permissions,
+/// a bad metric, throttling) is no evidence, read as why.
 async fn canary_kpi(
     clients: &Clients,
     gate: &lifecycle::kpi_gate::KpiGate,
@@ -125,7 +131,8 @@ async fn canary_kpi(
     match lifecycle::kpi_gate::read(&clients.cloudwatch, gate, endpoint, variants, start, end).await
     {
         Ok(samples) => Ok(Some(Ok(samples))),
-        Err(e) if e.is_retryable() => Err(e),
+        // Even a transient error: failing the invocation would also skip the alarm checks and
+        // the bake's limit; read again by the next reconcile.
         Err(e) => Ok(Some(Err(e.to_string()))),
     }
 }
@@ -136,10 +143,11 @@ async fn candidates(
     clients: &Clients,
     target: &DeploymentTarget,
     served: Option<&str>,
-) -> Result<Vec<Candidate>> {
+) -> Result<(Vec<Candidate>, Vec<String>)> {
     let sm = &clients.sagemaker;
-    let mut candidates = Vec::new();
+    let (mut candidates, mut approved) = (Vec::new(), Vec::new());
     for summary in registry::list(sm, &target.model_package_group, Approval::Approved).await? {
+        approved.push(summary.arn.clone());
         if served == Some(summary.arn.as_str()) {
             candidates.push(Candidate {
                 arn: summary.arn,
@@ -149,8 +157,10 @@ async fn candidates(
             });
             break;
         }
-        if candidates.len() == MAX_CANDIDATES {
-            break;
+        // Past the cap, newer versions wait unjudged, but the listing goes on down to the one
+        // served, so whether it is still Approved is known.
+        if candidates.len() >= MAX_CANDIDATES {
+            continue;
         }
         let Some(package) = registry::describe(sm, &summary.arn).await? else {
             continue;
@@ -169,7 +179,7 @@ async fn candidates(
             unreadable,
         });
     }
-    Ok(candidates)
+    Ok((candidates, approved))
 }
 
 /// A rollback done and not yet checked: the alarm that caused it, as it is now.

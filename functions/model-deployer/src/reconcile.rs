@@ -84,6 +84,9 @@ pub struct Observed<'a> {
     /// A canary's KPI over its bake, live variant first, once the bake is over (or why it could
     /// not be read).
     pub kpi: Option<std::result::Result<[lifecycle::kpi_gate::Sample; 2], String>>,
+    /// Every Approved package, newest first, down to the one served (not capped like
+    /// `candidates`).
+    pub approved: Vec<String>,
     pub now_ms: i64,
 }
 
@@ -168,7 +171,14 @@ fn ensure_guardrails(obs: &Observed, mut d: Decision) -> Decision {
     d.reason = format!("guardrail alarms set: {}; {}", names.join(", "), d.reason);
     // Before a deployment, which names them; after anything else, which never waits on them (a
     // restore of autoscaling is not held up by an alarm CloudWatch refuses).
-    if d.plan.has(ActionKind::UpdateEndpoint) || d.plan.has(ActionKind::CreateEndpoint) {
+    // A canary's way back never waits on them: it takes the candidate off users.
+    let leaving = matches!(
+        d.outcome,
+        Outcome::CanaryFailed | Outcome::CanaryStopped | Outcome::CanaryInconclusive
+    );
+    if !leaving
+        && (d.plan.has(ActionKind::UpdateEndpoint) || d.plan.has(ActionKind::CreateEndpoint))
+    {
         plan.steps.append(&mut d.plan.steps);
         d.plan = plan;
     } else {
@@ -374,6 +384,11 @@ fn rollback_in_flight(obs: &Observed) -> Option<Decision> {
         .open_deployment()
         .filter(|d| d.cause_alarm.is_some() && !d.confirmed)?;
     let ep = obs.endpoint.as_ref()?;
+    // Leaving a canary is the canary's step (see `canary::leaving`), whoever started it.
+    let group = &obs.target.model_package_group;
+    if deploy::canary_now(ep, obs.live_config.as_ref(), None, group).is_some() {
+        return None;
+    }
     let untouched = ep.config_name != d.config && !modified_since(ep, d.requested_at);
     let young = obs.now_ms - d.requested_at < ROLLBACK_RETRY_MS;
     (untouched && young).then(|| {
@@ -744,10 +759,16 @@ fn failed_before(obs: &Observed, c: &Candidate) -> bool {
 
 /// This very package's live KPI canary was stopped without a verdict (see [`canary`]).
 fn inconclusive_before(obs: &Observed, c: &Candidate) -> bool {
-    obs.in_flight
-        .as_ref()
-        .and_then(|d| d.inconclusive.as_ref())
-        .is_some_and(|arn| arn == &c.arn)
+    // What serves is no longer Approved: replacing it is the remedy, not something to hold.
+    let live_approved = obs
+        .served_package()
+        .is_some_and(|s| obs.approved.iter().any(|a| a == s));
+    live_approved
+        && obs
+            .in_flight
+            .as_ref()
+            .and_then(|d| d.inconclusive.as_ref())
+            .is_some_and(|arn| arn == &c.arn)
 }
 
 /// The update must deregister the live variant's autoscaling, and some of its policies could not
@@ -1049,6 +1070,7 @@ mod tests {
             scaling: None,
             only_if_live: None,
             kpi: None,
+            approved: vec![arn(3), arn(2)],
             now_ms: 5_000,
         }
     }

@@ -122,7 +122,11 @@ fn live_variant(
 /// The endpoint serves a canary: its next step. `None` when it serves none.
 pub(super) fn step(obs: &Observed) -> Option<Decision> {
     let ep = obs.endpoint.as_ref()?;
-    let canary = deploy::canary_now(ep, obs.live_config.as_ref(), obs.open_deployment())?;
+    if let Some(d) = config_gone(obs, ep) {
+        return Some(d);
+    }
+    let group = &obs.target.model_package_group;
+    let canary = deploy::canary_now(ep, obs.live_config.as_ref(), obs.open_deployment(), group)?;
     let mut evidence = json!({
         "canary": {
             "candidate": canary.candidate,
@@ -142,6 +146,28 @@ pub(super) fn step(obs: &Observed) -> Option<Decision> {
             .with_package(Some(canary.candidate.clone()))
             .with_evidence(evidence),
     )
+}
+
+/// The canary's record is open on the endpoint's config, but the config cannot be described (it
+/// was deleted while in use): without its tags the canary cannot be left safely, and it must not
+/// be read as a finished deployment of its candidate.
+fn config_gone(obs: &Observed, ep: &Endpoint) -> Option<Decision> {
+    let d = obs
+        .open_deployment()
+        .filter(|d| d.config == ep.config_name)?;
+    d.open_canary()?;
+    if obs
+        .live_config
+        .as_ref()
+        .is_some_and(|c| c.name == ep.config_name)
+    {
+        return None;
+    }
+    let why = format!(
+        "{} serves the canary of version {} on {}, which cannot be described (deleted?): a person must put the live version back",
+        ep.name, d.package_version, ep.config_name
+    );
+    Some(Decision::new(Outcome::Blocked, why).with_package(Some(d.package_arn.clone())))
 }
 
 /// The canary's own record is open: stop it, let it bake, or judge it.
@@ -167,9 +193,19 @@ fn judge_step(
         );
         return stopped(obs, ep, canary, end(why, None, false));
     };
-    if !obs.candidates.iter().any(|c| c.arn == canary.candidate) {
+    let approved = |arn: &str| obs.approved.iter().any(|a| a == arn);
+    if !approved(&canary.candidate) {
         let why = format!("version {version} is no longer Approved: its canary is stopped");
         return stopped(obs, ep, canary, end(why, None, false));
+    }
+    if !approved(&canary.live_package) {
+        // Going back would serve a rejected version to everyone: replacing it is the remedy,
+        // as it is without a canary.
+        let why = format!(
+            "version {} was rejected during the canary: version {version} replaces it as a remedy, unjudged",
+            canary.live_version
+        );
+        return promote(obs, ep, canary, record, why);
     }
     if let Some(alarm) = alarm_fired(obs, record) {
         let why = format!(
@@ -215,7 +251,17 @@ fn judge_step(
     evidence["kpi"] = json!(judgement);
     let stop_at = live_at + gate.max_bake() * 60_000;
     match &judgement.verdict {
-        Verdict::Pass => promote(obs, ep, canary, record, &judgement),
+        Verdict::Pass => {
+            let why = format!(
+                "version {version} passed its live KPI canary ({} against {}, p = {}): promoted to all the traffic",
+                judgement.candidate.value,
+                judgement.live.value,
+                judgement
+                    .p_value
+                    .map_or("n/a".into(), |p| format!("{p:.4}"))
+            );
+            promote(obs, ep, canary, record, why)
+        }
         Verdict::Fail { why } => {
             let why = format!("version {version} failed its live KPI canary: {why}");
             failed(obs, ep, canary, end(why, None, false), Some(&judgement))
@@ -298,7 +344,7 @@ fn promote(
     ep: &Endpoint,
     canary: &CanaryNow,
     record: &DeploymentRecord,
-    judgement: &Judgement,
+    why: String,
 ) -> Decision {
     let candidate = Candidate {
         arn: canary.candidate.clone(),
@@ -309,15 +355,6 @@ fn promote(
     if let Some(blocked) = scaling_unrestorable(obs, &candidate) {
         return blocked;
     }
-    let why = format!(
-        "version {} passed its live KPI canary ({} against {}, p = {}): promoted to all the traffic",
-        canary.candidate_version,
-        judgement.candidate.value,
-        judgement.live.value,
-        judgement
-            .p_value
-            .map_or("n/a".into(), |p| format!("{p:.4}"))
-    );
     let mut plan = Plan::default();
     deploy::plan(
         Deployment {
@@ -816,6 +853,7 @@ mod tests {
         let t = gated();
         let rejected = Observed {
             candidates: vec![live(2)],
+            approved: vec![arn(2)],
             ..on_canary(&t, Some(LIVE), LIVE + 60_000)
         };
         let lost = Observed {
@@ -863,5 +901,68 @@ mod tests {
         let d = decide(&failed);
         assert_eq!(d.outcome, Outcome::UpdateFailed, "{}", d.reason);
         assert_eq!(actions(&d), [ActionKind::FinishDeployment]);
+    }
+
+    #[test]
+    fn a_candidate_past_the_cap_of_judged_versions_still_counts_as_approved() {
+        let t = gated();
+        let obs = Observed {
+            // Five newer approvals: the candidate is not among the judged ones, but Approved.
+            candidates: (4..9).rev().map(passing).collect(),
+            approved: (2..9).rev().map(arn).collect(),
+            ..on_canary(&t, Some(LIVE), LIVE + 60_000)
+        };
+        let d = decide(&obs);
+        assert_eq!(
+            (d.outcome, d.plan.is_empty()),
+            (Outcome::CanaryBaking, true),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn a_live_version_rejected_during_the_canary_is_replaced_not_gone_back_to() {
+        let t = gated();
+        let obs = Observed {
+            candidates: vec![passing(3)],
+            approved: vec![arn(3)],
+            ..on_canary(&t, Some(LIVE), LIVE + 60_000)
+        };
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::CanaryPassed, "{}", d.reason);
+        assert!(d.reason.contains("remedy"), "{}", d.reason);
+        assert_eq!(update_to(&d).0, config_name(&t, &arn(3), 3));
+    }
+
+    #[test]
+    fn a_canary_config_that_cannot_be_described_needs_a_person() {
+        let t = gated();
+        let obs = Observed {
+            live_config: None,
+            ..on_canary(&t, Some(LIVE), BAKED)
+        };
+        let d = decide(&obs);
+        assert_eq!(
+            (d.outcome, d.plan.is_empty()),
+            (Outcome::Blocked, true),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn tags_naming_another_groups_packages_are_no_canary() {
+        let t = gated();
+        let obs = on_canary(&t, Some(LIVE), BAKED);
+        let ep = obs.endpoint.clone().unwrap();
+        let mut cfg = obs.live_config.clone().unwrap();
+        let group = &t.model_package_group;
+        assert!(deploy::canary_now(&ep, Some(&cfg), None, group).is_some());
+        cfg.tags.insert(
+            tags::CANARY_PACKAGE.into(),
+            "arn:aws:sagemaker:us-east-1:123456789012:model-package/payments/9".into(),
+        );
+        assert!(deploy::canary_now(&ep, Some(&cfg), None, group).is_none());
     }
 }
