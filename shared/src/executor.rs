@@ -171,6 +171,7 @@ impl Executor<'_> {
             | Action::NoteAlarm { .. }) => self.write_ledger(a).await?,
             a @ (Action::DeregisterScaling { .. }
             | Action::RestoreScaling { .. }
+            | Action::ApplyCapacity { .. }
             | Action::SetScaleInCooldown { .. }
             | Action::SetScalingBounds { .. }
             | Action::DeleteAlarm { .. }
@@ -297,6 +298,27 @@ impl Executor<'_> {
                 done(scaling::set_scale_in_cooldown(aas, resource_id, policy_name, *seconds).await?)
             }
             Action::SetScalingBounds { target } => done(scaling::register(aas, target).await?),
+            Action::ApplyCapacity {
+                snapshot,
+                schedules,
+                delete_schedules,
+            } => {
+                let id = &snapshot.resource_id;
+                scaling::restore(aas, id, snapshot).await?;
+                for s in schedules {
+                    scaling::put_schedule(aas, id, s).await?;
+                }
+                for name in delete_schedules {
+                    scaling::delete_schedule(aas, id, name).await?;
+                }
+                Effect::Done(format!(
+                    "{}-{} with {} policy and {} schedule(s)",
+                    snapshot.min,
+                    snapshot.max,
+                    snapshot.policies.len(),
+                    schedules.len()
+                ))
+            }
             Action::DeleteAlarm { name } => done(crate::guardrails::delete(cw, name).await?),
             Action::PutAlarm { alarm } => done(crate::guardrails::put(cw, alarm).await?),
             _ => unreachable!("run sends only scaling and alarm steps here"),

@@ -78,6 +78,8 @@ outcomes! {
     InSync => "in_sync", Routine;
     /// The target's managed guardrail alarms were made or put back; nothing else to do.
     GuardrailsSet => "guardrails_set", Acted;
+    /// The target's declared capacity registered or put back after a hand change.
+    CapacitySet => "capacity_set", Acted;
     NothingApproved => "nothing_approved", Routine;
     Blocked => "blocked", NeedsPerson;
     /// SageMaker ran an update that ended on the old config with no alarm to explain it.

@@ -110,6 +110,13 @@ pub enum Action {
         resource_id: String,
         snapshot: crate::scaling::Snapshot,
     },
+    /// The target's declared capacity: bounds and tracking policy (a restore of them), its
+    /// scheduled actions, and the suite's schedules no longer declared deleted.
+    ApplyCapacity {
+        snapshot: crate::scaling::Snapshot,
+        schedules: Vec<crate::capacity::LiveSchedule>,
+        delete_schedules: Vec<String>,
+    },
     /// Keep whether a rollback's cause alarm recovered in time.
     RecordRecovery {
         endpoint: String,
@@ -193,6 +200,7 @@ action_kinds! {
     RecordRecovery => "record_recovery";
     DeregisterScaling => "deregister_scaling";
     RestoreScaling => "restore_scaling";
+    ApplyCapacity => "apply_capacity";
     PutAlarm => "put_alarm";
     DeleteAlarm => "delete_alarm";
     ExportCatalog => "export_catalog";

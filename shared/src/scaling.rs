@@ -251,3 +251,77 @@ pub async fn refused_update(
     }
     snapshot(client, endpoint, name).await
 }
+
+/// The variant's scheduled actions whose names start with `prefix` (the suite's own).
+pub async fn schedules(
+    client: &aws_sdk_applicationautoscaling::Client,
+    resource_id: &str,
+    prefix: &str,
+) -> Result<Vec<crate::capacity::LiveSchedule>> {
+    let out = client
+        .describe_scheduled_actions()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .resource_id(resource_id)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .send()
+        .await
+        .map_err(|e| Error::aws("DescribeScheduledActions", e))?;
+    Ok(out
+        .scheduled_actions()
+        .iter()
+        .filter(|a| a.scheduled_action_name().starts_with(prefix))
+        .map(|a| crate::capacity::LiveSchedule {
+            name: a.scheduled_action_name().to_string(),
+            schedule: a.schedule().to_string(),
+            timezone: a.timezone().map(str::to_string),
+            min: a.scalable_target_action().and_then(|t| t.min_capacity()),
+            max: a.scalable_target_action().and_then(|t| t.max_capacity()),
+        })
+        .collect())
+}
+
+/// PutScheduledAction (an update when it exists).
+pub async fn put_schedule(
+    client: &aws_sdk_applicationautoscaling::Client,
+    resource_id: &str,
+    s: &crate::capacity::LiveSchedule,
+) -> Result<()> {
+    let action = aws_sdk_applicationautoscaling::types::ScalableTargetAction::builder()
+        .set_min_capacity(s.min)
+        .set_max_capacity(s.max)
+        .build();
+    client
+        .put_scheduled_action()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(resource_id)
+        .scheduled_action_name(&s.name)
+        .schedule(&s.schedule)
+        .set_timezone(s.timezone.clone())
+        .scalable_target_action(action)
+        .send()
+        .await
+        .map_err(|e| Error::aws("PutScheduledAction", e))?;
+    Ok(())
+}
+
+/// DeleteScheduledAction. Already gone counts as done.
+pub async fn delete_schedule(
+    client: &aws_sdk_applicationautoscaling::Client,
+    resource_id: &str,
+    name: &str,
+) -> Result<bool> {
+    let res = client
+        .delete_scheduled_action()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(resource_id)
+        .scheduled_action_name(name)
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if crate::error::error_code(&e) == Some("ObjectNotFoundException") => Ok(false),
+        Err(e) => Err(Error::aws("DeleteScheduledAction", e)),
+    }
+}

@@ -72,6 +72,10 @@ pub struct DeploymentTarget {
     /// takes all the traffic through the rollout above.
     #[serde(default)]
     pub kpi_gate: Option<crate::kpi_gate::KpiGate>,
+    /// Capacity as code: autoscaling bounds, a tracking policy and business-hours schedules the
+    /// deployer keeps (see [`crate::capacity`]); none: autoscaling is left as it is.
+    #[serde(default)]
+    pub capacity: Option<crate::capacity::Capacity>,
     /// The alarms `guardrails` asks for, named under ALARM_NAME_PREFIX (filled in by parsing).
     #[serde(skip)]
     pub managed_alarms: Vec<AlarmSpec>,
@@ -356,7 +360,24 @@ impl DeploymentTarget {
             .and_then(|()| self.check_rollout())
             .and_then(|()| self.check_alarms_and_gates(env))
             .and_then(|()| self.check_kpi_gate())
+            .and_then(|()| self.check_capacity(env))
             .map_err(|what| ConfigError::new(VAR, format!("target {}: {what}", self.endpoint)))
+    }
+
+    fn check_capacity(&self, env: Environment) -> Result<(), String> {
+        let Some(c) = &self.capacity else {
+            return Ok(());
+        };
+        c.validate(env)?;
+        // The responder raises the floor on a capacity alarm; a lower declared min would have
+        // the deployer take it back down on its next reconcile.
+        match self.scale_up_floor {
+            Some(f) if f > c.min => Err(format!(
+                "capacity min {} is below scale_up_floor {f}: the deployer would undo every scale-up",
+                c.min
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn check_kpi_gate(&self) -> Result<(), String> {

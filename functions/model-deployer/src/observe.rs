@@ -68,6 +68,10 @@ pub async fn observe<'a>(
         None => lifecycle::guardrails::Managed::default(),
     };
     let cause = cause_alarm(clients, in_flight.as_ref()).await?;
+    let capacity = match (&endpoint, &target.capacity) {
+        (Some(_), Some(_)) => Some(capacity_now(clients, target).await?),
+        _ => None,
+    };
     let now_ms = now_ms();
     let kpi = match (&endpoint, &target.kpi_gate) {
         (Some(ep), Some(gate)) => {
@@ -98,9 +102,23 @@ pub async fn observe<'a>(
         scaling,
         only_if_live,
         approved,
+        capacity,
         kpi,
         now_ms,
     })
+}
+
+/// The target variant's autoscaling and the suite's schedules on it.
+async fn capacity_now(
+    clients: &Clients,
+    target: &DeploymentTarget,
+) -> Result<lifecycle::capacity::CapacityNow> {
+    use lifecycle::{capacity, scaling};
+    let aas = &clients.autoscaling;
+    let scaling = scaling::snapshot(aas, &target.endpoint, &target.variant).await?;
+    let id = scaling::resource_id(&target.endpoint, &target.variant);
+    let schedules = scaling::schedules(aas, &id, capacity::SCHEDULE_PREFIX).await?;
+    Ok(capacity::CapacityNow { scaling, schedules })
 }
 
 /// A canary's KPI over its bake, once the bake is over: one GetMetricData. An error (permissions,

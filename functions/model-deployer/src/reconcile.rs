@@ -23,6 +23,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::gates::GateReport;
 
 mod canary;
+mod capacity;
 
 /// An Approved package of the target's group.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +88,8 @@ pub struct Observed<'a> {
     /// Every Approved package, newest first, down to the one served (not capped like
     /// `candidates`).
     pub approved: Vec<String>,
+    /// The target variant's autoscaling now, for a target that declares its capacity.
+    pub capacity: Option<lifecycle::capacity::CapacityNow>,
     pub now_ms: i64,
 }
 
@@ -121,7 +124,8 @@ struct Progress {
 }
 
 pub fn decide(obs: &Observed) -> Decision {
-    ensure_guardrails(obs, settle_scaling(obs, decide_step(obs)))
+    let d = settle_scaling(obs, decide_step(obs));
+    ensure_guardrails(obs, capacity::ensure(obs, d))
 }
 
 /// The target's managed guardrail alarms, made or put back first in the plan: a deployment in
@@ -996,6 +1000,7 @@ mod tests {
             managed_alarms: vec![],
             managed_alarm_prefix: None,
             kpi_gate: None,
+            capacity: None,
         }
     }
 
@@ -1071,6 +1076,7 @@ mod tests {
             only_if_live: None,
             kpi: None,
             approved: vec![arn(3), arn(2)],
+            capacity: None,
             now_ms: 5_000,
         }
     }

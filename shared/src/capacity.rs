@@ -1,0 +1,393 @@
+//! Capacity as code (seed 002: scale with the traffic and by business hours; seed 000: never to
+//! zero, never in too fast): a target's autoscaling bounds, its target-tracking policy and its
+//! scheduled actions, as the target declares them. The deployer registers them and puts back
+//! what a person changed by hand.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Environment;
+use crate::scaling::{Snapshot, TrackingPolicy};
+
+/// What Application Auto Scaling lets a target-tracking policy on a SageMaker variant follow.
+const METRIC: &str = "SageMakerVariantInvocationsPerInstance";
+/// The suite's target-tracking policy on a target's variant.
+pub const POLICY: &str = "lifecycle-invocations-per-instance";
+/// The suite's scheduled actions are named `lifecycle-<schedule>`; others are left alone.
+pub const SCHEDULE_PREFIX: &str = "lifecycle-";
+
+/// A variant's autoscaling as it is now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapacityNow {
+    pub scaling: Option<Snapshot>,
+    /// Its scheduled actions named under [`SCHEDULE_PREFIX`].
+    pub schedules: Vec<LiveSchedule>,
+}
+
+/// A target's capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    pub min: i32,
+    pub max: i32,
+    /// Invocations per instance per minute the policy holds the variant at.
+    pub target_invocations: f64,
+    #[serde(default = "default_scale_in")]
+    pub scale_in_cooldown: i32,
+    #[serde(default = "default_scale_out")]
+    pub scale_out_cooldown: i32,
+    /// Business hours: each schedule sets other bounds from when it fires.
+    #[serde(default)]
+    pub schedules: Vec<Schedule>,
+}
+
+fn default_scale_in() -> i32 {
+    600
+}
+fn default_scale_out() -> i32 {
+    60
+}
+
+/// A scheduled action: from `cron` (in `timezone`), the bounds are `min`..`max`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: String,
+    /// Application Auto Scaling's `cron(minutes hours day-of-month month day-of-week year)`.
+    pub cron: String,
+    /// An IANA zone (`Asia/Tokyo`); Application Auto Scaling applies daylight saving in it.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    pub min: i32,
+    pub max: i32,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// A scheduled action as Application Auto Scaling has it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveSchedule {
+    pub name: String,
+    pub schedule: String,
+    pub timezone: Option<String>,
+    pub min: Option<i32>,
+    pub max: Option<i32>,
+}
+
+impl Capacity {
+    /// Refused at start-up, with the reason: what would let a user-facing endpoint go to zero,
+    /// run on one instance in production, or scale in between two bursts of traffic.
+    pub fn validate(&self, env: Environment) -> Result<(), String> {
+        let floor = if env == Environment::Production { 2 } else { 1 };
+        let bounds = std::iter::once(("capacity", self.min, self.max)).chain(
+            self.schedules
+                .iter()
+                .map(|s| (s.name.as_str(), s.min, s.max)),
+        );
+        for (what, min, max) in bounds {
+            if min < floor {
+                return Err(format!(
+                    "{what}: min {min} is below {floor} (a standard endpoint never scales to zero; production keeps 2 for availability)"
+                ));
+            }
+            if min > max {
+                return Err(format!("{what}: min {min} is above max {max}"));
+            }
+        }
+        if self.scale_in_cooldown < 300 {
+            return Err(format!(
+                "capacity: scale_in_cooldown {} s is under 300 s: autoscaling would remove instances between two bursts",
+                self.scale_in_cooldown
+            ));
+        }
+        if !(self.target_invocations.is_finite() && self.target_invocations > 0.0) {
+            return Err("capacity: target_invocations must be above 0".into());
+        }
+        if !(0..=3600).contains(&self.scale_out_cooldown) {
+            return Err("capacity: scale_out_cooldown must be 0..=3600 s".into());
+        }
+        for s in &self.schedules {
+            parse_cron(&s.cron).map_err(|e| format!("schedule {}: {e}", s.name))?;
+            check_timezone(&s.timezone).map_err(|e| format!("schedule {}: {e}", s.name))?;
+            if !crate::targets::is_sagemaker_name(&s.name) {
+                return Err(format!(
+                    "schedule {:?}: letters, digits and hyphens only",
+                    s.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bounds and policy the variant `resource_id` must have.
+    pub fn desired(&self, resource_id: &str, policy: &str) -> Snapshot {
+        Snapshot {
+            resource_id: resource_id.to_string(),
+            min: self.min,
+            max: self.max,
+            policies: vec![TrackingPolicy {
+                name: policy.to_string(),
+                target_value: self.target_invocations,
+                predefined_metric: METRIC.to_string(),
+                scale_in_cooldown: Some(self.scale_in_cooldown),
+                scale_out_cooldown: Some(self.scale_out_cooldown),
+                disable_scale_in: None,
+            }],
+            unsupported: vec![],
+        }
+    }
+
+    /// Each schedule as Application Auto Scaling names and keeps it.
+    pub fn desired_schedules(&self, prefix: &str) -> Vec<LiveSchedule> {
+        self.schedules
+            .iter()
+            .map(|s| LiveSchedule {
+                name: format!("{prefix}{}", s.name),
+                schedule: s.cron.clone(),
+                timezone: Some(s.timezone.clone()),
+                min: Some(s.min),
+                max: Some(s.max),
+            })
+            .collect()
+    }
+}
+
+/// What differs between the declared capacity and the variant's, in words ("min 2 -> 4"); empty
+/// when they agree. Bounds are compared only when no schedule is declared: a schedule moves them
+/// by design, and is itself compared.
+pub fn differences(
+    declared: &Snapshot,
+    schedules: &[LiveSchedule],
+    live: Option<&Snapshot>,
+    live_schedules: &[LiveSchedule],
+) -> Vec<String> {
+    let Some(live) = live else {
+        return vec![format!(
+            "{} is not registered for autoscaling",
+            declared.resource_id
+        )];
+    };
+    let mut out = vec![];
+    if schedules.is_empty() && (live.min, live.max) != (declared.min, declared.max) {
+        out.push(format!(
+            "bounds {}-{} -> {}-{}",
+            live.min, live.max, declared.min, declared.max
+        ));
+    }
+    for want in &declared.policies {
+        match live.policies.iter().find(|p| p.name == want.name) {
+            None => out.push(format!("policy {} missing", want.name)),
+            Some(p) if p != want => out.push(format!(
+                "policy {}: target {} -> {}, scale-in cooldown {:?} -> {:?}, scale-out cooldown {:?} -> {:?}",
+                want.name,
+                p.target_value,
+                want.target_value,
+                p.scale_in_cooldown,
+                want.scale_in_cooldown,
+                p.scale_out_cooldown,
+                want.scale_out_cooldown
+            )),
+            Some(_) => {}
+        }
+    }
+    for want in schedules {
+        match live_schedules.iter().find(|s| s.name == want.name) {
+            None => out.push(format!("schedule {} missing", want.name)),
+            Some(s) if s != want => out.push(format!(
+                "schedule {}: {} {:?} {:?}-{:?} -> {} {:?} {:?}-{:?}",
+                want.name,
+                s.schedule,
+                s.timezone,
+                s.min,
+                s.max,
+                want.schedule,
+                want.timezone,
+                want.min,
+                want.max
+            )),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// Checks `cron(m h dom mon dow year)` as Application Auto Scaling reads it: six fields, one of
+/// day-of-month and day-of-week a `?`, each field of the characters it allows and in range.
+pub fn parse_cron(expr: &str) -> Result<[String; 6], String> {
+    let inner = expr
+        .strip_prefix("cron(")
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or(format!("{expr:?} is not cron(...)"))?;
+    let fields: Vec<&str> = inner.split_whitespace().collect();
+    let [m, h, dom, mon, dow, year] = fields[..] else {
+        return Err(format!(
+            "{expr:?} has {} fields, expected 6 (minutes hours day-of-month month day-of-week year)",
+            fields.len()
+        ));
+    };
+    if (dom == "?") == (dow == "?") {
+        return Err(format!(
+            "{expr:?}: exactly one of day-of-month and day-of-week must be ?"
+        ));
+    }
+    let ranges = [
+        ("minutes", m, 0, 59),
+        ("hours", h, 0, 23),
+        ("day-of-month", dom, 1, 31),
+        ("month", mon, 1, 12),
+        ("day-of-week", dow, 1, 7),
+        ("year", year, 1970, 2199),
+    ];
+    for (what, field, lo, hi) in ranges {
+        check_field(what, field, lo, hi)?;
+    }
+    Ok([m, h, dom, mon, dow, year].map(str::to_string))
+}
+
+/// One cron field: `*`, `?`, numbers in range, names (`MON-FRI`, `JAN`), joined by `,` `-` `/`.
+fn check_field(what: &str, field: &str, lo: u32, hi: u32) -> Result<(), String> {
+    const NAMES: [&str; 19] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC", "SUN",
+        "MON", "TUE", "WED", "THU", "FRI", "SAT",
+    ];
+    if field == "*" || field == "?" {
+        return Ok(());
+    }
+    for part in field.split([',', '-', '/']) {
+        let ok = match part.parse::<u32>() {
+            Ok(n) => (lo..=hi).contains(&n) || (what != "year" && field.contains('/') && n > 0),
+            Err(_) => NAMES.contains(&part.to_ascii_uppercase().as_str()) || part == "*",
+        };
+        if !ok {
+            return Err(format!(
+                "{what} {field:?} is not a cron field in {lo}..={hi}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An IANA zone name: `UTC`, or `Area/Location` in letters, digits, `_`, `-`, `+`. Whether the
+/// zone exists is Application Auto Scaling's to say (it refuses an unknown one at the first
+/// reconcile, loudly); this catches the typos a start-up can.
+fn check_timezone(tz: &str) -> Result<(), String> {
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))
+    };
+    let ok = tz == "UTC"
+        || (tz.contains('/')
+            && tz.split('/').all(word)
+            && tz.starts_with(|c: char| c.is_ascii_uppercase()));
+    ok.then_some(()).ok_or(format!(
+        "timezone {tz:?} is not an IANA zone name (e.g. Asia/Tokyo)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capacity(extra: serde_json::Value) -> Capacity {
+        let mut v = serde_json::json!({"min": 2, "max": 10, "target_invocations": 70.0});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn what_could_take_a_user_facing_endpoint_down_is_refused() {
+        use serde_json::json;
+        let prod = Environment::Production;
+        let cases = [
+            (json!({}), None),
+            (json!({"min": 0}), Some("never scales to zero")),
+            (json!({"min": 1}), Some("below 2")),
+            (json!({"min": 11}), Some("above max")),
+            (json!({"scale_in_cooldown": 120}), Some("under 300")),
+            (json!({"target_invocations": 0.0}), Some("above 0")),
+            (
+                json!({"schedules": [{"name": "night", "cron": "cron(0 20 * * ? *)", "min": 1, "max": 4}]}),
+                Some("below 2"),
+            ),
+            (
+                json!({"schedules": [{"name": "day", "cron": "cron(0 8 * *)", "min": 2, "max": 10}]}),
+                Some("expected 6"),
+            ),
+            (
+                json!({"schedules": [{"name": "day", "cron": "cron(0 25 ? * MON-FRI *)", "min": 2, "max": 10}]}),
+                Some("hours"),
+            ),
+            (
+                json!({"schedules": [{"name": "day", "cron": "cron(0 8 * * MON-FRI *)", "min": 2, "max": 10}]}),
+                Some("exactly one"),
+            ),
+            (
+                json!({"schedules": [{"name": "day", "cron": "cron(0 8 ? * MON-FRI *)", "timezone": "Tokyo", "min": 2, "max": 10}]}),
+                Some("IANA"),
+            ),
+            (
+                json!({"schedules": [{"name": "day", "cron": "cron(0 8 ? * MON-FRI *)", "timezone": "Asia/Tokyo", "min": 2, "max": 10}]}),
+                None,
+            ),
+        ];
+        for (extra, refused) in cases {
+            let got = capacity(extra.clone()).validate(prod);
+            match refused {
+                None => assert!(got.is_ok(), "{extra}: {got:?}"),
+                Some(why) => assert!(
+                    got.as_ref().is_err_and(|e| e.contains(why)),
+                    "{extra}: {got:?}"
+                ),
+            }
+        }
+        // One instance is fine off production; zero never is.
+        assert!(
+            capacity(json!({"min": 1}))
+                .validate(Environment::Staging)
+                .is_ok()
+        );
+        assert!(
+            capacity(json!({"min": 0}))
+                .validate(Environment::Staging)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_hand_change_is_named_with_its_before_and_after() {
+        let c = capacity(serde_json::json!({}));
+        let want = c.desired("endpoint/e/variant/AllTraffic", "lifecycle-tracking");
+        assert!(differences(&want, &[], Some(&want), &[]).is_empty());
+        let mut live = want.clone();
+        live.min = 1;
+        live.policies[0].scale_in_cooldown = Some(60);
+        let diff = differences(&want, &[], Some(&live), &[]);
+        assert_eq!(diff.len(), 2, "{diff:?}");
+        assert!(diff[0].contains("1-10 -> 2-10"), "{diff:?}");
+        assert!(diff[1].contains("Some(60) -> Some(600)"), "{diff:?}");
+        assert_eq!(differences(&want, &[], None, &[]).len(), 1);
+    }
+
+    #[test]
+    fn schedules_own_the_bounds_and_are_compared_themselves() {
+        let c = capacity(serde_json::json!({"schedules": [
+            {"name": "business-hours", "cron": "cron(0 8 ? * MON-FRI *)", "timezone": "Asia/Tokyo", "min": 2, "max": 10},
+            {"name": "evenings", "cron": "cron(0 20 ? * * *)", "timezone": "Asia/Tokyo", "min": 2, "max": 4}
+        ]}));
+        let want = c.desired("r", "p");
+        let schedules = c.desired_schedules("lifecycle-");
+        let mut live = want.clone();
+        live.max = 4; // the evening schedule ran
+        let mut live_schedules = schedules.clone();
+        assert!(differences(&want, &schedules, Some(&live), &live_schedules).is_empty());
+        live_schedules[1].max = Some(2);
+        live_schedules.remove(0);
+        let diff = differences(&want, &schedules, Some(&live), &live_schedules);
+        assert_eq!(diff.len(), 2, "{diff:?}");
+        assert!(diff[0].contains("lifecycle-business-hours missing"));
+    }
+}
