@@ -1364,3 +1364,112 @@ async fn an_alarm_during_a_canary_makes_the_responder_reject_the_candidate_not_t
     s.fx.settle(&s.endpoint);
     assert_eq!(s.serving().await, v1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn declared_capacity_is_applied_and_put_back_after_a_hand_change() {
+    use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+    let mut s = Scenario::new("capacity").await;
+    s.with_v1_live().await;
+    let capacity: lifecycle::capacity::Capacity = serde_json::from_value(json!({
+        "min": 3, "max": 10, "target_invocations": 70.0, "scale_in_cooldown": 600,
+        "schedules": [
+            {"name": "business-hours", "cron": "cron(0 8 ? * MON-FRI *)", "timezone": "Asia/Tokyo", "min": 3, "max": 10},
+            {"name": "evenings", "cron": "cron(0 20 ? * * *)", "timezone": "Asia/Tokyo", "min": 3, "max": 4}
+        ]
+    }))
+    .unwrap();
+    capacity
+        .validate(lifecycle::config::Environment::Production)
+        .unwrap();
+    let mut config = s.deployer.config.clone();
+    config.targets.0[0].capacity = Some(capacity);
+    s.deployer = model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config);
+
+    let d = tick(&s, "first").await;
+    assert_eq!(d.outcome, Outcome::CapacitySet, "{}", d.reason);
+    let aas = &s.setup.autoscaling;
+    let id = format!("endpoint/{}/variant/AllTraffic", s.endpoint);
+    let dim = ScalableDimension::SageMakerVariantDesiredInstanceCount;
+    let read = || async {
+        let targets = aas
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Sagemaker)
+            .resource_ids(&id)
+            .send()
+            .await
+            .unwrap();
+        let t = &targets.scalable_targets()[0];
+        let policies = aas
+            .describe_scaling_policies()
+            .service_namespace(ServiceNamespace::Sagemaker)
+            .resource_id(&id)
+            .send()
+            .await
+            .unwrap();
+        let cooldown = policies.scaling_policies()[0]
+            .target_tracking_scaling_policy_configuration()
+            .and_then(|c| c.scale_in_cooldown());
+        let schedules = aas
+            .describe_scheduled_actions()
+            .service_namespace(ServiceNamespace::Sagemaker)
+            .resource_id(&id)
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = schedules
+            .scheduled_actions()
+            .iter()
+            .map(|a| format!("{} {:?}", a.scheduled_action_name(), a.timezone()))
+            .collect();
+        names.sort();
+        ((t.min_capacity(), t.max_capacity()), cooldown, names)
+    };
+    let applied = read().await;
+    assert_eq!(applied.0, (3, 10));
+    assert_eq!(applied.1, Some(600));
+    assert_eq!(
+        applied.2,
+        [
+            "lifecycle-business-hours Some(\"Asia/Tokyo\")",
+            "lifecycle-evenings Some(\"Asia/Tokyo\")"
+        ]
+    );
+    assert_eq!(tick(&s, "again").await.outcome, Outcome::InSync);
+
+    // A person shortens the scale-in cooldown and deletes the evening schedule.
+    lifecycle::scaling::set_scale_in_cooldown(aas, &id, lifecycle::capacity::POLICY, 60)
+        .await
+        .unwrap();
+    aas.delete_scheduled_action()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(dim)
+        .resource_id(&id)
+        .scheduled_action_name("lifecycle-evenings")
+        .send()
+        .await
+        .unwrap();
+    // And adds one under the suite's prefix that the target does not declare.
+    aas.put_scheduled_action()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(&id)
+        .scheduled_action_name("lifecycle-weekend")
+        .schedule("cron(0 0 ? * SAT *)")
+        .send()
+        .await
+        .unwrap();
+    let d = tick(&s, "after-hand").await;
+    assert_eq!(d.outcome, Outcome::CapacitySet, "{}", d.reason);
+    assert!(
+        d.reason.contains("lifecycle-weekend is no longer declared"),
+        "{}",
+        d.reason
+    );
+    assert!(d.reason.contains("Some(60) -> Some(600)"), "{}", d.reason);
+    assert!(
+        d.reason.contains("lifecycle-evenings missing"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(read().await, applied);
+}

@@ -77,6 +77,15 @@ KPI_GATE = {
     "min_value": 0.075,
 }
 
+# Seed 002's business hours, as code: 3-10 instances on weekdays in Tokyo, 3-4 in the evening.
+CAPACITY = {
+    "min": 3, "max": 10, "target_invocations": 70, "scale_in_cooldown": 600,
+    "schedules": [
+        {"name": "business-hours", "cron": "cron(0 8 ? * MON-FRI *)", "timezone": "Asia/Tokyo", "min": 3, "max": 10},
+        {"name": "evenings", "cron": "cron(0 20 ? * * *)", "timezone": "Asia/Tokyo", "min": 3, "max": 4},
+    ],
+}
+
 DRIFT_OLD, DRIFT_NEW = 1000, 420
 DRIFT_ENV = {
     "ADAPTER_NAME": ADAPTER,
@@ -491,6 +500,24 @@ def kpi_canary(demo: Demo) -> None:
           f"for 6 hours (6 traffic-hours): {6 / 0.05:.0f} times less")
 
 
+def capacity_as_code(demo: Demo) -> None:
+    """The target declares its autoscaling; the deployer applies it and undoes a hand change."""
+    print(f"\n{bold('Capacity as code: business hours in Asia/Tokyo')}")
+    demo.functions.pop("model-deployer").stop()
+    targets = [{**TARGETS[0], "kpi_gate": KPI_GATE, "capacity": CAPACITY}]
+    demo.start("model-deployer", {"DEPLOY_TARGETS": json.dumps(targets), "EXECUTION_ROLE_ARN": ROLE, "DRY_RUN": "false"})
+    demo.send("model-deployer", load_event("deployer-tick.json"), "A reconcile with the target's capacity declared")
+    resource = f"endpoint/{ENDPOINT}/variant/AllTraffic"
+    for a in demo.aas.describe_scheduled_actions(ServiceNamespace="sagemaker", ResourceId=resource)["ScheduledActions"]:
+        bounds = a["ScalableTargetAction"]
+        print(f"  {a['ScheduledActionName']}: {a['Schedule']} {a.get('Timezone')} -> {bounds['MinCapacity']}-{bounds['MaxCapacity']}")
+    demo.aas.delete_scheduled_action(ServiceNamespace="sagemaker", ResourceId=resource,
+                                     ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                                     ScheduledActionName="lifecycle-evenings")
+    print("  ✎ someone deletes the evening schedule by hand")
+    demo.send("model-deployer", load_event("deployer-tick.json"), "The next reconcile")
+
+
 def run(demo: Demo) -> None:
     print(bold("Starting the local AWS and seeding the MangaAssist fleet"))
     demo.seed()
@@ -562,6 +589,7 @@ def run(demo: Demo) -> None:
     )
     demo.send("alarm-responder", load_event("alarm-ctr-ok.json"), "The CTR alarm returns to OK")
     kpi_canary(demo)
+    capacity_as_code(demo)
 
     print(f"\n{bold('The catalog moves on: ' + str(DRIFT_NEW) + ' new titles since the adapter was trained')}")
     demo.seed_catalog(DRIFT_OLD, DRIFT_NEW)
