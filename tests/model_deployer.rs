@@ -1473,3 +1473,74 @@ async fn declared_capacity_is_applied_and_put_back_after_a_hand_change() {
     );
     assert_eq!(read().await, applied);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_approval_flows_through_staging_then_production() {
+    let mut s = Scenario::new("staged").await;
+    let staging_endpoint = format!("{}-staging", s.fx.id);
+    let staging_alarm = format!("{}-staging-5xx", s.fx.id);
+    create_alarm(&s.setup.cloudwatch, &staging_alarm, &staging_endpoint).await;
+    let production = s.deployer.config.targets.0[0].clone();
+    let mut staging = production.clone();
+    (staging.endpoint, staging.rollback_alarms) = (staging_endpoint.clone(), vec![staging_alarm]);
+    (staging.kpi_alarms, staging.scale_up_alarms) = (vec![], vec![]);
+    let mut production = production;
+    production.promote_after = Some(lifecycle::targets::PromoteAfter {
+        target: staging_endpoint.clone(),
+        soak_minutes: 0,
+    });
+    let mut config = s.deployer.config.clone();
+    config.targets = lifecycle::targets::Targets(vec![staging, production]);
+    s.deployer = model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config);
+
+    let v1 = s.registry().register("Approved", PASSING).await;
+    let reply = s
+        .run(
+            s.package_event("model-package-approved.json", &v1),
+            "approved",
+        )
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = reply
+        .decisions
+        .iter()
+        .map(|d| (d.outcome, d.reason.clone()))
+        .collect();
+    assert_eq!(outcomes[0].0, Outcome::Deploying, "{outcomes:?}");
+    assert_eq!(outcomes[1].0, Outcome::WaitingForStaging, "{outcomes:?}");
+    assert!(
+        outcomes[1].1.contains("is InProgress, not Succeeded"),
+        "{outcomes:?}"
+    );
+    assert!(
+        s.fx.sagemaker_mutations()
+            .iter()
+            .all(|m| !m.contains(&format!(" {}", s.endpoint))),
+        "production untouched"
+    );
+
+    s.fx.settle(&staging_endpoint);
+    let mut served = s.in_service_event();
+    served["detail"]["EndpointName"] = json!(staging_endpoint);
+    assert_eq!(
+        s.run(served, "staging-live").await.unwrap().decisions[0].outcome,
+        Outcome::Deployed
+    );
+
+    let reply = s
+        .run(event_file("deployer-tick.json"), "soaked")
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = reply.decisions.iter().map(|d| d.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::InSync, Outcome::Deploying],
+        "{:?}",
+        reply.decisions
+    );
+    assert_eq!(
+        s.endpoint_settled("production-live").await.decisions[0].outcome,
+        Outcome::Deployed
+    );
+    assert_eq!(s.serving().await, v1);
+}

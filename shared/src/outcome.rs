@@ -85,6 +85,8 @@ outcomes! {
     /// SageMaker ran an update that ended on the old config with no alarm to explain it.
     UpdateFailed => "update_failed", NeedsPerson;
     /// A rollback alarm is in ALARM: the deployment waits for it to be OK.
+    /// A target that promotes after another: the version has not soaked there yet.
+    WaitingForStaging => "waiting_for_staging", Routine;
     HeldByAlarm => "held_by_alarm", Routine;
     /// ... for longer than the target allows.
     HeldByAlarmTooLong => "held_by_alarm_too_long", NeedsPerson;

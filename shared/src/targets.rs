@@ -72,6 +72,10 @@ pub struct DeploymentTarget {
     /// takes all the traffic through the rollout above.
     #[serde(default)]
     pub kpi_gate: Option<crate::kpi_gate::KpiGate>,
+    /// Staging first: a version deploys here only after it has served another target of the
+    /// same group for `soak_minutes` with no rollback, rejection or firing rollback alarm.
+    #[serde(default)]
+    pub promote_after: Option<PromoteAfter>,
     /// Capacity as code: autoscaling bounds, a tracking policy and business-hours schedules the
     /// deployer keeps (see [`crate::capacity`]); none: autoscaling is left as it is.
     #[serde(default)]
@@ -83,6 +87,15 @@ pub struct DeploymentTarget {
     /// ALARM_NAME_PREFIX is known: the deployer deletes those no bound declares any more.
     #[serde(skip)]
     pub managed_alarm_prefix: Option<String>,
+}
+
+/// The target a version must have soaked on first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteAfter {
+    /// The endpoint of the required target.
+    pub target: String,
+    pub soak_minutes: i64,
 }
 
 /// A business-KPI alarm and the traffic it needs before it is believed.
@@ -252,10 +265,14 @@ impl Targets {
         }
         for t in &targets {
             t.validate(env)?;
-            if !groups.insert(&t.model_package_group) {
+            // A group feeds one endpoint, or a chain of them, each after the one before.
+            if !groups.insert(&t.model_package_group) && t.promote_after.is_none() {
                 return Err(ConfigError::new(
                     VAR,
-                    format!("group {} is listed twice", t.model_package_group),
+                    format!(
+                        "group {} is listed twice; a second target of one group must promote_after the first",
+                        t.model_package_group
+                    ),
                 ));
             }
             if !endpoints.insert(&t.endpoint) {
@@ -265,11 +282,55 @@ impl Targets {
                 ));
             }
         }
-        Ok(Self(targets))
+        let targets = Self(targets);
+        targets.check_promotions()?;
+        Ok(targets)
     }
 
-    pub fn by_group(&self, group: &str) -> Option<&DeploymentTarget> {
-        self.0.iter().find(|t| t.model_package_group == group)
+    /// Every `promote_after` names another target of the same group, and the chain ends.
+    fn check_promotions(&self) -> Result<(), ConfigError> {
+        for t in &self.0 {
+            let mut at = t;
+            for _ in 0..=self.0.len() {
+                let Some(p) = &at.promote_after else {
+                    break;
+                };
+                let fail =
+                    |why: String| ConfigError::new(VAR, format!("target {}: {why}", t.endpoint));
+                let Some(before) = self.by_endpoint(&p.target) else {
+                    return Err(fail(format!(
+                        "promote_after names {}, which is no target",
+                        p.target
+                    )));
+                };
+                if before.model_package_group != t.model_package_group {
+                    return Err(fail(format!(
+                        "promote_after {} serves another group",
+                        p.target
+                    )));
+                }
+                if before.endpoint == t.endpoint {
+                    return Err(fail(
+                        "promote_after names the target itself, or a cycle leads back to it".into(),
+                    ));
+                }
+                at = before;
+            }
+            if at.promote_after.is_some() {
+                return Err(ConfigError::new(
+                    VAR,
+                    format!("target {}: promote_after goes round in a cycle", t.endpoint),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The targets a group feeds (one, or a chain such as staging then production).
+    pub fn by_group<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a DeploymentTarget> {
+        self.0
+            .iter()
+            .filter(move |t| t.model_package_group == group)
     }
 
     pub fn by_endpoint(&self, endpoint: &str) -> Option<&DeploymentTarget> {
@@ -361,6 +422,13 @@ impl DeploymentTarget {
             .and_then(|()| self.check_alarms_and_gates(env))
             .and_then(|()| self.check_kpi_gate())
             .and_then(|()| self.check_capacity(env))
+            .and_then(|()| match &self.promote_after {
+                Some(p) if !(0..=10080).contains(&p.soak_minutes) => Err(format!(
+                    "promote_after soak_minutes is {}, expected 0..=10080",
+                    p.soak_minutes
+                )),
+                _ => Ok(()),
+            })
             .map_err(|what| ConfigError::new(VAR, format!("target {}: {what}", self.endpoint)))
     }
 
@@ -661,6 +729,32 @@ mod tests {
                 .problem
                 .contains("1 to 10")
         );
+    }
+
+    #[test]
+    fn a_group_feeds_a_chain_of_targets_that_promote_after_one_another() {
+        let one = target("");
+        let body = &one[1..one.len() - 1];
+        let staged = body
+            .replace("recs-prod", "recs-staging")
+            .replace("recs-5xx", "recs-staging-5xx");
+        let after = |to: &str| {
+            body.replacen(
+                "{",
+                &format!(r#"{{"promote_after": {{"target": "{to}", "soak_minutes": 60}},"#),
+                1,
+            )
+        };
+        let chain = format!("[{staged},{}]", after("recs-staging"));
+        let t = Targets::parse(&chain, Environment::Production).unwrap();
+        assert_eq!(t.by_group("recs").count(), 2);
+        for (bad, why) in [
+            (format!("[{staged},{}]", after("nowhere")), "no target"),
+            (format!("[{}]", after("recs-prod")), "itself"),
+        ] {
+            let err = Targets::parse(&bad, Environment::Production).unwrap_err();
+            assert!(err.problem.contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -94,9 +94,16 @@ async fn reconcile_all(deployer: &Deployer, pipeline: &Pipeline<'_>, trigger: &T
         }
         Trigger::PackageChanged {
             group, package_arn, ..
-        } => match targets.by_group(group) {
-            Some(t) => return Reply::one(one(t).await),
-            None => (
+        } => match targets.by_group(group).collect::<Vec<_>>() {
+            // Staging then production: one approval reconciles each, each with its own rules.
+            group_targets if !group_targets.is_empty() => {
+                let mut reply = Reply::default();
+                for t in group_targets {
+                    reply.decisions.push(one(t).await);
+                }
+                return reply;
+            }
+            _ => (
                 Subject::Group(group.clone()),
                 Some(package_arn.clone()),
                 format!("no deployment target for model package group {group}"),
@@ -164,6 +171,11 @@ async fn decide(
         }
         _ => None,
     };
-    let observed = observe::observe(clients, &deployer.ledger, target, only_if_live).await?;
+    let staging = target
+        .promote_after
+        .as_ref()
+        .and_then(|p| deployer.config.targets.by_endpoint(&p.target));
+    let observed =
+        observe::observe(clients, &deployer.ledger, target, staging, only_if_live).await?;
     Ok(reconcile::decide(&observed))
 }

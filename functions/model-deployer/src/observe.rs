@@ -22,6 +22,7 @@ pub async fn observe<'a>(
     clients: &Clients,
     ledger: &Ledger,
     target: &'a DeploymentTarget,
+    staging: Option<&DeploymentTarget>,
     only_if_live: Option<String>,
 ) -> Result<Observed<'a>> {
     let sm = &clients.sagemaker;
@@ -72,6 +73,15 @@ pub async fn observe<'a>(
         (Some(_), Some(_)) => Some(capacity_now(clients, target).await?),
         _ => None,
     };
+    // Staging first: what the required target's ledger and rollback alarms say now.
+    let staging = match staging {
+        Some(s) => Some(crate::reconcile::Staging {
+            endpoint: s.endpoint.clone(),
+            record: ledger.deployment(&s.endpoint).await?,
+            alarms: alarm_states(clients, &s.rollback_alarms, &[]).await?,
+        }),
+        None => None,
+    };
     let now_ms = now_ms();
     let kpi = match (&endpoint, &target.kpi_gate) {
         (Some(ep), Some(gate)) => {
@@ -103,6 +113,7 @@ pub async fn observe<'a>(
         only_if_live,
         approved,
         capacity,
+        staging,
         kpi,
         now_ms,
     })

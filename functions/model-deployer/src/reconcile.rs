@@ -24,6 +24,7 @@ use crate::gates::GateReport;
 
 mod canary;
 mod capacity;
+mod staging;
 
 /// An Approved package of the target's group.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +91,8 @@ pub struct Observed<'a> {
     pub approved: Vec<String>,
     /// The target variant's autoscaling now, for a target that declares its capacity.
     pub capacity: Option<lifecycle::capacity::CapacityNow>,
+    /// For a target that promotes after another: that target's state.
+    pub staging: Option<Staging>,
     pub now_ms: i64,
 }
 
@@ -106,6 +109,15 @@ impl Observed<'_> {
 }
 
 pub use lifecycle::deploy::config_name;
+
+/// The target a version must soak on first, as its ledger and rollback alarms say.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    pub endpoint: String,
+    /// Its current (or last) deployment.
+    pub record: Option<DeploymentRecord>,
+    pub alarms: Vec<AlarmNow>,
+}
 
 /// What the steps so far have planned and learned, carried into the next step.
 #[derive(Debug, Default)]
@@ -304,7 +316,8 @@ fn decide_step(obs: &Observed) -> Decision {
             in_sync(obs, c, &progress)
         }
         Some(c) => {
-            match held_by_alarm(obs, c, &progress)
+            match staging::waiting(obs, c, &progress)
+                .or_else(|| held_by_alarm(obs, c, &progress))
                 .or_else(|| recovery_pending(obs, c, &progress))
                 .or_else(|| scaling_unrestorable(obs, c))
             {
@@ -1000,6 +1013,7 @@ mod tests {
             managed_alarms: vec![],
             managed_alarm_prefix: None,
             kpi_gate: None,
+            promote_after: None,
             capacity: None,
         }
     }
@@ -1077,6 +1091,7 @@ mod tests {
             kpi: None,
             approved: vec![arn(3), arn(2)],
             capacity: None,
+            staging: None,
             now_ms: 5_000,
         }
     }
