@@ -22,10 +22,7 @@ pub(super) fn waiting(obs: &Observed, desired: &Candidate, p: &Progress) -> Opti
     }
     let missing = match &obs.staging {
         None => format!("{} cannot be read", rule.target),
-        Some(s) => match missing(s, desired, rule.soak_minutes, obs.now_ms) {
-            None => return None,
-            Some(why) => why,
-        },
+        Some(s) => missing(s, desired, rule.soak_minutes, obs.now_ms)?,
     };
     let reason = format!("version {} waits for staging: {missing}", desired.version);
     Some(
