@@ -518,6 +518,47 @@ def capacity_as_code(demo: Demo) -> None:
     demo.send("model-deployer", load_event("deployer-tick.json"), "The next reconcile")
 
 
+def staging_first(demo: Demo) -> None:
+    """A second group with a staging endpoint before production: one approval flows through both."""
+    group, staging, production = "mangaassist-search-mpg", "mangaassist-search-staging", "mangaassist-search-endpoint"
+    print(f"\n{bold('Staging first: one approval of ' + group + ' flows through staging to production')}")
+    demo.sm.create_model_package_group(ModelPackageGroupName=group, ModelPackageGroupDescription="search ranking")
+    for endpoint in (staging, production):
+        demo.cw.put_metric_alarm(
+            AlarmName=f"{endpoint}-5xx", Namespace="AWS/SageMaker", MetricName="Invocation5XXErrors",
+            Dimensions=[{"Name": "EndpointName", "Value": endpoint}], Statistic="Sum", Period=60,
+            EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
+    base = {k: v for k, v in TARGETS[0].items() if k not in ("kpi_alarms", "scale_up_floor")}
+    base["model_package_group"] = group
+    targets = [
+        {**TARGETS[0], "kpi_gate": KPI_GATE, "capacity": CAPACITY},
+        {**base, "endpoint": staging, "rollback_alarms": [f"{staging}-5xx"]},
+        {**base, "endpoint": production, "rollback_alarms": [f"{production}-5xx"],
+         "promote_after": {"target": staging, "soak_minutes": 120}},
+    ]
+    demo.functions.pop("model-deployer").stop()
+    demo.start("model-deployer", {"DEPLOY_TARGETS": json.dumps(targets), "EXECUTION_ROLE_ARN": ROLE, "DRY_RUN": "false"})
+    arn = demo.sm.create_model_package(
+        ModelPackageGroupName=group, ModelApprovalStatus="Approved", CustomerMetadataProperties=GOOD,
+        InferenceSpecification={"Containers": [{"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-gpu",
+                                                "ModelDataUrl": f"s3://mangaassist-models/{group}/model.tar.gz"}],
+                                "SupportedContentTypes": ["application/json"], "SupportedResponseMIMETypes": ["application/json"]},
+    )["ModelPackageArn"]
+    event = demo.package_event("model-package-approved.json", arn)
+    event["detail"]["ModelPackageGroupName"] = group
+    demo.send("model-deployer", event, "v1 of the search ranker approved")
+    demo.wait_for_update()
+    served = load_event("endpoint-in-service.json")
+    served["detail"]["EndpointName"] = staging
+    demo.send("model-deployer", served, f"Endpoint State Change: {staging} IN_SERVICE")
+    demo.send("model-deployer", load_event("deployer-tick.json"), "A scheduled reconcile an hour into the soak")
+    demo.ddb.update_item(TableName=LEDGER, Key={"pk": {"S": f"endpoint#{staging}"}, "sk": {"S": "deployment"}},
+                         UpdateExpression="SET finished_at = finished_at - :two_hours",
+                         ExpressionAttributeValues={":two_hours": {"N": str(120 * 60_000)}})
+    print("  ⏩ two hours later (the demo moves staging's verdict back in the ledger)")
+    demo.send("model-deployer", load_event("deployer-tick.json"), "The reconcile after the soak")
+
+
 def run(demo: Demo) -> None:
     print(bold("Starting the local AWS and seeding the MangaAssist fleet"))
     demo.seed()
@@ -590,6 +631,7 @@ def run(demo: Demo) -> None:
     demo.send("alarm-responder", load_event("alarm-ctr-ok.json"), "The CTR alarm returns to OK")
     kpi_canary(demo)
     capacity_as_code(demo)
+    staging_first(demo)
 
     print(f"\n{bold('The catalog moves on: ' + str(DRIFT_NEW) + ' new titles since the adapter was trained')}")
     demo.seed_catalog(DRIFT_OLD, DRIFT_NEW)
