@@ -74,14 +74,7 @@ pub async fn observe<'a>(
         _ => None,
     };
     // Staging first: what the required target's ledger and rollback alarms say now.
-    let staging = match staging {
-        Some(s) => Some(crate::reconcile::Staging {
-            endpoint: s.endpoint.clone(),
-            record: ledger.deployment(&s.endpoint).await?,
-            alarms: alarm_states(clients, &s.rollback_alarms, &[]).await?,
-        }),
-        None => None,
-    };
+    let staging = staging_now(clients, ledger, staging).await?;
     let now_ms = now_ms();
     let kpi = match (&endpoint, &target.kpi_gate) {
         (Some(ep), Some(gate)) => {
@@ -117,6 +110,22 @@ pub async fn observe<'a>(
         kpi,
         now_ms,
     })
+}
+
+/// Staging first: what the required target's ledger and rollback alarms say now.
+async fn staging_now(
+    clients: &Clients,
+    ledger: &Ledger,
+    staging: Option<&DeploymentTarget>,
+) -> Result<Option<crate::reconcile::Staging>> {
+    let Some(s) = staging else {
+        return Ok(None);
+    };
+    Ok(Some(crate::reconcile::Staging {
+        endpoint: s.endpoint.clone(),
+        record: ledger.deployment(&s.endpoint).await?,
+        alarms: alarm_states(clients, &s.rollback_alarms, &[]).await?,
+    }))
 }
 
 /// The target variant's autoscaling and the suite's schedules on it.

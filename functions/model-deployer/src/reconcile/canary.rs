@@ -278,17 +278,13 @@ fn judge_step(
                 "version {version} could not be judged in {} min ({why}): its canary is stopped; it stays Approved and is not tried again until a person approves another version or rejects it",
                 gate.max_bake()
             );
-            let mut plan = Plan::default();
-            let end = end(why.clone(), None, true);
-            deploy::end_canary(
-                obs.target,
-                ep,
-                obs.live_config.as_ref(),
-                canary,
-                end,
-                &mut plan,
-            );
-            Decision::new(Outcome::CanaryInconclusive, format!("{why}{waiting}")).with_plan(plan)
+            let reason = format!("{why}{waiting}");
+            let d = stopped(obs, ep, canary, end(why, None, true));
+            Decision {
+                outcome: Outcome::CanaryInconclusive,
+                reason,
+                ..d
+            }
         }
     }
 }
