@@ -214,35 +214,10 @@ fn judge_step(
         );
         return failed(obs, ep, canary, end(why, Some(alarm), false), None);
     }
-    let Some(live_at) = record.live_at else {
-        let mut plan = Plan::default();
-        plan.push(
-            Action::MarkLive {
-                endpoint: record.endpoint.clone(),
-                requested_at: record.requested_at,
-                at: obs.now_ms,
-            },
-            format!(
-                "{} is InService with the canary: its bake starts now",
-                ep.name
-            ),
-        );
-        let reason = format!(
-            "version {version} went live on {}% of the traffic; judged after {} min{waiting}",
-            canary_percent(record),
-            gate.bake_minutes
-        );
-        return Decision::new(Outcome::CanaryBaking, reason).with_plan(plan);
+    let live_at = match baked(obs, ep, record, gate, &waiting) {
+        Ok(live_at) => live_at,
+        Err(baking) => return *baking,
     };
-    let judged_at = live_at + gate.bake_minutes * 60_000;
-    if obs.now_ms < judged_at {
-        let reason = format!(
-            "version {version} bakes on {}% of the traffic until {}{waiting}",
-            canary_percent(record),
-            millis_rfc3339(judged_at)
-        );
-        return Decision::new(Outcome::CanaryBaking, reason);
-    }
     let judgement = match &obs.kpi {
         Some(Ok([live, candidate])) => kpi_gate::judge(&gate.bounds(), *live, *candidate),
         Some(Err(why)) => unread(why),
@@ -287,6 +262,50 @@ fn judge_step(
             }
         }
     }
+}
+
+/// When the canary went live, once its bake is over; before, the baking decision (the first one
+/// records when it went live).
+fn baked(
+    obs: &Observed,
+    ep: &Endpoint,
+    record: &DeploymentRecord,
+    gate: &lifecycle::kpi_gate::KpiGate,
+    waiting: &str,
+) -> Result<i64, Box<Decision>> {
+    let version = record.package_version;
+    let Some(live_at) = record.live_at else {
+        let mut plan = Plan::default();
+        plan.push(
+            Action::MarkLive {
+                endpoint: record.endpoint.clone(),
+                requested_at: record.requested_at,
+                at: obs.now_ms,
+            },
+            format!(
+                "{} is InService with the canary: its bake starts now",
+                ep.name
+            ),
+        );
+        let reason = format!(
+            "version {version} went live on {}% of the traffic; judged after {} min{waiting}",
+            canary_percent(record),
+            gate.bake_minutes
+        );
+        return Err(Box::new(
+            Decision::new(Outcome::CanaryBaking, reason).with_plan(plan),
+        ));
+    };
+    let judged_at = live_at + gate.bake_minutes * 60_000;
+    if obs.now_ms < judged_at {
+        let reason = format!(
+            "version {version} bakes on {}% of the traffic until {}{waiting}",
+            canary_percent(record),
+            millis_rfc3339(judged_at)
+        );
+        return Err(Box::new(Decision::new(Outcome::CanaryBaking, reason)));
+    }
+    Ok(live_at)
 }
 
 /// A KPI that could not be read is no evidence either way.
