@@ -107,7 +107,12 @@ impl Capacity {
         if !(0..=3600).contains(&self.scale_out_cooldown) {
             return Err("capacity: scale_out_cooldown must be 0..=3600 s".into());
         }
+        let mut names = std::collections::HashSet::new();
         for s in &self.schedules {
+            // Two schedules of one name would overwrite each other on every reconcile.
+            if !names.insert(&s.name) {
+                return Err(format!("schedule {} is listed twice", s.name));
+            }
             parse_cron(&s.cron).map_err(|e| format!("schedule {}: {e}", s.name))?;
             check_timezone(&s.timezone).map_err(|e| format!("schedule {}: {e}", s.name))?;
             if !crate::targets::is_sagemaker_name(&s.name) {
@@ -178,7 +183,7 @@ pub fn differences(
     for want in &declared.policies {
         match live.policies.iter().find(|p| p.name == want.name) {
             None => out.push(format!("policy {} missing", want.name)),
-            Some(p) if p != want => out.push(format!(
+            Some(p) if !same_policy(p, want) => out.push(format!(
                 "policy {}: target {} -> {}, scale-in cooldown {:?} -> {:?}, scale-out cooldown {:?} -> {:?}",
                 want.name,
                 p.target_value,
@@ -212,9 +217,23 @@ pub fn differences(
     out
 }
 
+/// Application Auto Scaling may answer `DisableScaleIn: false` for a policy put without it.
+fn same_policy(live: &TrackingPolicy, want: &TrackingPolicy) -> bool {
+    let scale_in = |p: &TrackingPolicy| p.disable_scale_in.unwrap_or(false);
+    TrackingPolicy {
+        disable_scale_in: want.disable_scale_in,
+        ..live.clone()
+    } == *want
+        && scale_in(live) == scale_in(want)
+}
+
 /// Checks `cron(m h dom mon dow year)` as Application Auto Scaling reads it: six fields, one of
-/// day-of-month and day-of-week a `?`, each field of the characters it allows and in range.
+/// day-of-month and day-of-week a `?`, each field of the values and wildcards it allows.
 pub fn parse_cron(expr: &str) -> Result<[String; 6], String> {
+    const MONTHS: &[&str] = &[
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
     let inner = expr
         .strip_prefix("cron(")
         .and_then(|r| r.strip_suffix(')'))
@@ -231,41 +250,108 @@ pub fn parse_cron(expr: &str) -> Result<[String; 6], String> {
             "{expr:?}: exactly one of day-of-month and day-of-week must be ?"
         ));
     }
-    let ranges = [
-        ("minutes", m, 0, 59),
-        ("hours", h, 0, 23),
-        ("day-of-month", dom, 1, 31),
-        ("month", mon, 1, 12),
-        ("day-of-week", dow, 1, 7),
-        ("year", year, 1970, 2199),
+    let fields = [
+        (Field::new("minutes", 0, 59), m),
+        (Field::new("hours", 0, 23), h),
+        (Field::new("day-of-month", 1, 31), dom),
+        (
+            Field {
+                names: MONTHS,
+                ..Field::new("month", 1, 12)
+            },
+            mon,
+        ),
+        (
+            Field {
+                names: DAYS,
+                ..Field::new("day-of-week", 1, 7)
+            },
+            dow,
+        ),
+        (Field::new("year", 1970, 2199), year),
     ];
-    for (what, field, lo, hi) in ranges {
-        check_field(what, field, lo, hi)?;
+    for (f, value) in fields {
+        f.check(value)?;
     }
     Ok([m, h, dom, mon, dow, year].map(str::to_string))
 }
 
-/// One cron field: `*`, `?`, numbers in range, names (`MON-FRI`, `JAN`), joined by `,` `-` `/`.
-fn check_field(what: &str, field: &str, lo: u32, hi: u32) -> Result<(), String> {
-    const NAMES: [&str; 19] = [
-        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC", "SUN",
-        "MON", "TUE", "WED", "THU", "FRI", "SAT",
-    ];
-    if field == "*" || field == "?" {
-        return Ok(());
-    }
-    for part in field.split([',', '-', '/']) {
-        let ok = match part.parse::<u32>() {
-            Ok(n) => (lo..=hi).contains(&n) || (what != "year" && field.contains('/') && n > 0),
-            Err(_) => NAMES.contains(&part.to_ascii_uppercase().as_str()) || part == "*",
-        };
-        if !ok {
-            return Err(format!(
-                "{what} {field:?} is not a cron field in {lo}..={hi}"
-            ));
+/// One field of a cron expression: its range and the names it may use instead of numbers.
+struct Field {
+    what: &'static str,
+    lo: u32,
+    hi: u32,
+    names: &'static [&'static str],
+}
+
+impl Field {
+    fn new(what: &'static str, lo: u32, hi: u32) -> Self {
+        Self {
+            what,
+            lo,
+            hi,
+            names: &[],
         }
     }
-    Ok(())
+
+    fn value(&self, v: &str) -> bool {
+        match v.parse::<u32>() {
+            Ok(n) => (self.lo..=self.hi).contains(&n),
+            Err(_) => self.names.contains(&v.to_ascii_uppercase().as_str()),
+        }
+    }
+
+    /// The wildcards only the day fields have: `L` (last), `15W` and `LW` (nearest weekday),
+    /// `6L` (last Friday), `6#3` (third Friday).
+    fn special(&self, item: &str) -> bool {
+        match self.what {
+            "day-of-month" => {
+                item == "L" || item == "LW" || item.strip_suffix('W').is_some_and(|d| self.value(d))
+            }
+            "day-of-week" => {
+                item == "L"
+                    || item.strip_suffix('L').is_some_and(|d| self.value(d))
+                    || item.split_once('#').is_some_and(|(d, n)| {
+                        self.value(d) && matches!(n, "1" | "2" | "3" | "4" | "5")
+                    })
+            }
+            _ => false,
+        }
+    }
+
+    /// `*`, `?` (day fields), or a list of values, ranges `a-b` and steps `*/n` `a/n` `a-b/n`.
+    fn check(&self, field: &str) -> Result<(), String> {
+        let day = matches!(self.what, "day-of-month" | "day-of-week");
+        if field == "*" || (field == "?" && day) {
+            return Ok(());
+        }
+        let item_ok = |item: &str| {
+            let (range, step) = match item.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (item, None),
+            };
+            let step_ok =
+                step.is_none_or(|s| s.parse::<u32>().is_ok_and(|s| (1..=self.hi).contains(&s)));
+            let range_ok = match range.split_once('-') {
+                _ if range == "*" => step.is_some(),
+                Some((a, b)) => self.value(a) && self.value(b),
+                None => self.value(range) || (step.is_none() && self.special(range)),
+            };
+            step_ok && range_ok
+        };
+        if field.split(',').all(item_ok) {
+            return Ok(());
+        }
+        let names = if self.names.is_empty() {
+            ""
+        } else {
+            " or names"
+        };
+        Err(format!(
+            "{} {field:?} is not a cron field of {}..={}{names}",
+            self.what, self.lo, self.hi
+        ))
+    }
 }
 
 /// An IANA zone name: `UTC`, or `Area/Location` in letters, digits, `_`, `-`, `+`. Whether the
@@ -355,6 +441,59 @@ mod tests {
                 .validate(Environment::Staging)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn cron_fields_take_what_application_auto_scaling_takes() {
+        let ok = [
+            "cron(0 8 ? * MON-FRI *)",
+            "cron(*/15 8-20 ? * 2-6 *)",
+            "cron(0 0 L * ? *)",
+            "cron(0 0 LW * ? *)",
+            "cron(0 9 15W * ? *)",
+            "cron(0 18 ? * 6L *)",
+            "cron(0 9 ? * 2#1 2027)",
+            "cron(30 7 1,15 JAN,JUL ? 2026-2030)",
+            "cron(0 0/6 ? * * *)",
+        ];
+        for expr in ok {
+            assert!(parse_cron(expr).is_ok(), "{expr}: {:?}", parse_cron(expr));
+        }
+        let refused = [
+            ("cron(? 8 ? * MON *)", "minutes"),
+            ("cron(0 8 ? MON * *)", "month"),
+            ("cron(0 MON ? * * *)", "hours"),
+            ("cron(*/90 8 ? * * *)", "minutes"),
+            ("cron(0/0 8 ? * * *)", "minutes"),
+            ("cron(0 8 ? * 8 *)", "day-of-week"),
+            ("cron(0 8 ? * 2#6 *)", "day-of-week"),
+            ("cron(0 8 32W * ? *)", "day-of-month"),
+            ("cron(0 8 L/2 * ? *)", "day-of-month"),
+            ("cron(0 8 ? * MON 1969)", "year"),
+            ("cron(0 8,* ? * MON *)", "hours"),
+        ];
+        for (expr, field) in refused {
+            let err = parse_cron(expr).unwrap_err();
+            assert!(err.starts_with(field), "{expr}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_schedule_name_is_declared_once() {
+        let day = serde_json::json!({"name": "day", "cron": "cron(0 8 ? * MON-FRI *)", "min": 2, "max": 10});
+        let c = capacity(serde_json::json!({"schedules": [day.clone(), day]}));
+        let err = c.validate(Environment::Production).unwrap_err();
+        assert!(err.contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn a_policy_without_disable_scale_in_agrees_with_an_explicit_false() {
+        let want = capacity(serde_json::json!({})).desired("r", "p");
+        let mut live = want.clone();
+        live.policies[0].disable_scale_in = Some(false);
+        assert!(differences(&want, &[], Some(&live), &[]).is_empty());
+        live.policies[0].disable_scale_in = Some(true);
+        assert_eq!(differences(&want, &[], Some(&live), &[]).len(), 1);
     }
 
     #[test]

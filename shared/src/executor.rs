@@ -300,11 +300,16 @@ impl Executor<'_> {
             Action::SetScalingBounds { target } => done(scaling::register(aas, target).await?),
             Action::ApplyCapacity {
                 snapshot,
+                register,
                 schedules,
                 delete_schedules,
             } => {
                 let id = &snapshot.resource_id;
-                scaling::restore(aas, id, snapshot).await?;
+                if *register {
+                    scaling::restore(aas, id, snapshot).await?;
+                } else {
+                    scaling::put_policies(aas, id, &snapshot.policies).await?;
+                }
                 for s in schedules {
                     scaling::put_schedule(aas, id, s).await?;
                 }

@@ -114,6 +114,9 @@ pub enum Action {
     /// scheduled actions, and the suite's schedules no longer declared deleted.
     ApplyCapacity {
         snapshot: crate::scaling::Snapshot,
+        /// Register the bounds too. Not when schedules own a registered target's bounds: a
+        /// register would undo a schedule that fired since they were read.
+        register: bool,
         schedules: Vec<crate::capacity::LiveSchedule>,
         delete_schedules: Vec<String>,
     },

@@ -194,17 +194,26 @@ pub async fn restore(
     resource_id: &str,
     s: &Snapshot,
 ) -> Result<()> {
-    use aws_sdk_applicationautoscaling::types::{
-        MetricType, PolicyType, PredefinedMetricSpecification,
-        TargetTrackingScalingPolicyConfiguration,
-    };
     let target = ScalableTarget {
         resource_id: resource_id.to_string(),
         min: s.min,
         max: s.max,
     };
     register(client, &target).await?;
-    for p in &s.policies {
+    put_policies(client, resource_id, &s.policies).await
+}
+
+/// Puts each target-tracking policy on a registered `resource_id`.
+pub async fn put_policies(
+    client: &aws_sdk_applicationautoscaling::Client,
+    resource_id: &str,
+    policies: &[TrackingPolicy],
+) -> Result<()> {
+    use aws_sdk_applicationautoscaling::types::{
+        MetricType, PolicyType, PredefinedMetricSpecification,
+        TargetTrackingScalingPolicyConfiguration,
+    };
+    for p in policies {
         let metric = PredefinedMetricSpecification::builder()
             .predefined_metric_type(MetricType::from(p.predefined_metric.as_str()))
             .build()

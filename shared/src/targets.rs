@@ -2,7 +2,7 @@
 //! Read from `DEPLOY_TARGETS` (a JSON list) and validated against SageMaker's own bounds, so a bad
 //! value fails the cold start instead of a deployment at 3 a.m.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -263,10 +263,12 @@ impl Targets {
                 ));
             }
         }
+        let mut alarms = HashMap::new();
         for t in &targets {
             t.validate(env)?;
-            // A group feeds one endpoint, or a chain of them, each after the one before.
-            if !groups.insert(&t.model_package_group) && t.promote_after.is_none() {
+            // A group feeds one endpoint, or a chain of them, each after the one before: one
+            // target of the group takes approvals first, whatever the order they are listed in.
+            if t.promote_after.is_none() && !groups.insert(&t.model_package_group) {
                 return Err(ConfigError::new(
                     VAR,
                     format!(
@@ -274,6 +276,19 @@ impl Targets {
                         t.model_package_group
                     ),
                 ));
+            }
+            // An alarm routes to one target: shared by two (a copied staging block), the
+            // responder would roll back whichever is listed first.
+            for alarm in t.alarm_names() {
+                if let Some(other) = alarms.insert(alarm, &t.endpoint) {
+                    return Err(ConfigError::new(
+                        VAR,
+                        format!(
+                            "alarm {alarm} is listed by targets {other} and {}; each alarm belongs to one endpoint",
+                            t.endpoint
+                        ),
+                    ));
+                }
             }
             if !endpoints.insert(&t.endpoint) {
                 return Err(ConfigError::new(
@@ -390,6 +405,14 @@ impl DeploymentTarget {
             self.managed_alarms.push(spec);
         }
         Ok(())
+    }
+
+    /// Every alarm the target listens to: rollback, scale-up and KPI.
+    fn alarm_names(&self) -> impl Iterator<Item = &String> {
+        self.rollback_alarms
+            .iter()
+            .chain(&self.scale_up_alarms)
+            .chain(self.kpi_alarms.iter().map(|k| &k.alarm))
     }
 
     pub fn alarm_role(&self, alarm: &str) -> Option<AlarmRole<'_>> {
@@ -531,12 +554,7 @@ impl DeploymentTarget {
             return Err(format!("gate {} has neither min nor max", g.metric));
         }
         let mut alarms = HashSet::new();
-        let all = self
-            .rollback_alarms
-            .iter()
-            .chain(&self.scale_up_alarms)
-            .chain(self.kpi_alarms.iter().map(|k| &k.alarm));
-        for alarm in all {
+        for alarm in self.alarm_names() {
             if alarm.trim().is_empty() {
                 return Err("an alarm name is empty".into());
             }
@@ -748,9 +766,18 @@ mod tests {
         let chain = format!("[{staged},{}]", after("recs-staging"));
         let t = Targets::parse(&chain, Environment::Production).unwrap();
         assert_eq!(t.by_group("recs").count(), 2);
+        // The order they are listed in does not matter.
+        let reversed = format!("[{},{staged}]", after("recs-staging"));
+        assert!(Targets::parse(&reversed, Environment::Production).is_ok());
+        // A staging block copied with production's alarm would route that alarm to one of them.
+        let copied = body.replace("recs-prod", "recs-staging");
         for (bad, why) in [
             (format!("[{staged},{}]", after("nowhere")), "no target"),
             (format!("[{}]", after("recs-prod")), "itself"),
+            (
+                format!("[{copied},{}]", after("recs-staging")),
+                "alarm recs-5xx is listed by targets recs-staging and recs-prod",
+            ),
         ] {
             let err = Targets::parse(&bad, Environment::Production).unwrap_err();
             assert!(err.problem.contains(why), "{err}");

@@ -137,7 +137,8 @@ struct Progress {
 
 pub fn decide(obs: &Observed) -> Decision {
     let d = settle_scaling(obs, decide_step(obs));
-    ensure_guardrails(obs, capacity::ensure(obs, d))
+    // Capacity last: an ApplyCapacity that fails (a time zone AAS refuses) holds up nothing.
+    capacity::ensure(obs, ensure_guardrails(obs, d))
 }
 
 /// The target's managed guardrail alarms, made or put back first in the plan: a deployment in
@@ -1737,7 +1738,7 @@ mod tests {
         );
     }
 
-    fn guarded() -> DeploymentTarget {
+    pub(super) fn guarded() -> DeploymentTarget {
         let raw = r#"[{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge",
             "instance_count":2,"rollback_alarms":[],"guardrails":{"error_rate_pct":1,"p99_latency_ms":800}}]"#;
         let targets =

@@ -41,9 +41,12 @@ pub(super) fn ensure(obs: &Observed, mut d: Decision) -> Decision {
     let id = scaling::resource_id(&ep.name, variant);
     let mut want = declared.desired(&id, POLICY);
     let schedules = declared.desired_schedules(SCHEDULE_PREFIX);
-    // Schedules move the bounds by design: a registered target keeps the bounds they set.
+    // Schedules move the bounds by design: a registered target keeps the bounds they set, and
+    // is not registered again.
+    let mut register = true;
     if let (false, Some(live)) = (schedules.is_empty(), &now.scaling) {
         (want.min, want.max) = (live.min, live.max);
+        register = false;
     }
     let mut diffs = capacity::differences(&want, &schedules, now.scaling.as_ref(), &now.schedules);
     let stale: Vec<String> = now
@@ -73,6 +76,7 @@ pub(super) fn ensure(obs: &Observed, mut d: Decision) -> Decision {
     d.plan.push(
         Action::ApplyCapacity {
             snapshot: want,
+            register,
             schedules,
             delete_schedules: stale,
         },
@@ -128,12 +132,14 @@ mod tests {
         assert_eq!(d.outcome, Outcome::CapacitySet, "{}", d.reason);
         let Some(Action::ApplyCapacity {
             snapshot,
+            register,
             schedules,
             ..
         }) = applied(&d)
         else {
             panic!("{:?}", d.plan)
         };
+        assert!(register);
         assert_eq!((snapshot.min, snapshot.max), (2, 10));
         assert_eq!(snapshot.policies[0].scale_in_cooldown, Some(600));
         assert_eq!(schedules[0].name, "lifecycle-evenings");
@@ -173,18 +179,45 @@ mod tests {
         }
         let Some(Action::ApplyCapacity {
             snapshot,
+            register,
             delete_schedules,
             ..
         }) = applied(&d)
         else {
             panic!()
         };
+        assert!(
+            !register,
+            "a schedule may have moved the bounds since the read"
+        );
         assert_eq!(
             (snapshot.min, snapshot.max),
             (2, 4),
             "the schedule's bounds stand"
         );
         assert_eq!(delete_schedules, &["lifecycle-old"]);
+    }
+
+    #[test]
+    fn capacity_comes_after_guardrail_upkeep_so_its_failure_holds_nothing_up() {
+        let mut t = super::super::tests::guarded();
+        t.capacity = Some(declared(false));
+        let none = CapacityNow {
+            scaling: None,
+            schedules: vec![],
+        };
+        let d = decide(&in_sync_with(&t, none));
+        let kinds = super::super::tests::actions(&d);
+        assert_eq!(
+            kinds,
+            [
+                ActionKind::PutAlarm,
+                ActionKind::PutAlarm,
+                ActionKind::ApplyCapacity
+            ],
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
