@@ -84,9 +84,11 @@ outcomes! {
     Blocked => "blocked", NeedsPerson;
     /// SageMaker ran an update that ended on the old config with no alarm to explain it.
     UpdateFailed => "update_failed", NeedsPerson;
-    /// A rollback alarm is in ALARM: the deployment waits for it to be OK.
     /// A target that promotes after another: the version has not soaked there yet.
     WaitingForStaging => "waiting_for_staging", Routine;
+    /// ... while the version this target serves is no longer Approved: a person chooses.
+    RemedyWaitsForStaging => "remedy_waits_for_staging", NeedsPerson;
+    /// A rollback alarm is in ALARM: the deployment waits for it to be OK.
     HeldByAlarm => "held_by_alarm", Routine;
     /// ... for longer than the target allows.
     HeldByAlarmTooLong => "held_by_alarm_too_long", NeedsPerson;

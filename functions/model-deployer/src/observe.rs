@@ -121,10 +121,18 @@ async fn staging_now(
     let Some(s) = staging else {
         return Ok(None);
     };
+    // Its rollback and KPI alarms: a soak is quiet on both.
+    let alarms: Vec<String> = s
+        .rollback_alarms
+        .iter()
+        .chain(s.kpi_alarms.iter().map(|k| &k.alarm))
+        .cloned()
+        .collect();
     Ok(Some(crate::reconcile::Staging {
         endpoint: s.endpoint.clone(),
         record: ledger.deployment(&s.endpoint).await?,
-        alarms: alarm_states(clients, &s.rollback_alarms, &[]).await?,
+        served: ledger.served(&s.endpoint).await?,
+        alarms: alarm_states(clients, &alarms, &[]).await?,
     }))
 }
 

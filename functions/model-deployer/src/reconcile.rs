@@ -116,6 +116,9 @@ pub struct Staging {
     pub endpoint: String,
     /// Its current (or last) deployment.
     pub record: Option<DeploymentRecord>,
+    /// The versions that served it, the most recent first.
+    pub served: Vec<lifecycle::ledger::Served>,
+    /// Its rollback and KPI alarms now.
     pub alarms: Vec<AlarmNow>,
 }
 
