@@ -118,6 +118,10 @@ fn weight(o: Outcome) -> u8 {
     }
 }
 
+/// A target that declares its capacity: a second writer of its autoscaling would fight the
+/// deployer's, which puts its declaration back on every reconcile.
+const OWNS_CAPACITY: &str = "its capacity is declared in DEPLOY_TARGETS: the deployer keeps it; change the declaration instead";
+
 fn withhold(action: &str, why: impl Into<String>) -> Withheld {
     Withheld {
         action: action.to_string(),
@@ -297,12 +301,14 @@ fn idle(
     groups: &mut Vec<Group>,
     withheld: &mut Vec<Withheld>,
 ) {
-    if l.target_of(&e.name).is_some() {
+    if let Some(t) = l.target_of(&e.name) {
         withheld.push(withhold(
             "DeleteEndpoint",
             "a deployment target's endpoint: the deployer would recreate it; remove it from DEPLOY_TARGETS first",
         ));
-        if j.production {
+        if t.capacity.is_some() {
+            withheld.push(withhold("SetScalingBounds", OWNS_CAPACITY));
+        } else if j.production {
             groups.extend(scale_down(e, scaling, l));
         }
         return;
@@ -445,6 +451,11 @@ fn fixes(
             )),
             Finding::UnderReplicated { variant, instances } => {
                 fixes.push(under_replicated(e, variant, *instances, scaling))
+            }
+            Finding::ScaleToZeroRisk { .. } | Finding::ShortScaleInCooldown { .. }
+                if target.is_some_and(|t| t.capacity.is_some()) =>
+            {
+                withheld.push(withhold("SetScalingBounds", OWNS_CAPACITY))
             }
             Finding::ScaleToZeroRisk { variant } => {
                 let s = &scaling[&resource_id(&e.name, variant)];
@@ -867,6 +878,33 @@ mod tests {
         );
         let p = &run_with(&targets, &[j], &[facts("recs-prod", 1)], 10, true)[0];
         assert!(p.plan.is_empty() && p.withheld[0].why.contains("instance_count"));
+    }
+
+    #[test]
+    fn a_target_that_declares_its_capacity_is_not_scaled_by_the_sweeper() {
+        let targets = Targets::parse(
+            r#"[{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge",
+                 "instance_count":2,"rollback_alarms":["a"],
+                 "capacity":{"min":2,"max":10,"target_invocations":70}}]"#,
+            lifecycle::config::Environment::Production,
+        )
+        .unwrap();
+        let f = [facts("recs-prod", 6)];
+        let short = Finding::ShortScaleInCooldown {
+            variant: "AllTraffic".into(),
+            policy: "p".into(),
+            seconds: 60,
+        };
+        for finding in [Finding::Idle, short] {
+            let j = judgement("recs-prod", true, vec![finding]);
+            let p = &run_with(&targets, &[j], &f, 10, true)[0];
+            assert!(p.plan.is_empty(), "{:?}", p.plan);
+            assert!(
+                p.withheld.iter().any(|w| w.why == OWNS_CAPACITY),
+                "{:?}",
+                p.withheld
+            );
+        }
     }
 
     fn names(p: &EndpointPlan) -> Vec<ActionKind> {

@@ -259,13 +259,26 @@ fn risks(e: &EndpointFacts, scaling: &HashMap<String, Scaling>, production: bool
 fn stale(e: &EndpointFacts, invocations: Option<f64>, r: &Rules) -> Option<Finding> {
     let group = e.group()?;
     // ARNs carry the group lower-cased.
-    let target = r
-        .targets
-        .iter()
-        .find(|t| t.model_package_group.eq_ignore_ascii_case(&group))?;
-    if target.endpoint.eq_ignore_ascii_case(&e.name) {
+    let of_group = || {
+        r.targets
+            .iter()
+            .filter(|t| t.model_package_group.eq_ignore_ascii_case(&group))
+    };
+    // Any target of the group (staging, production) is no duplicate.
+    if of_group().any(|t| t.endpoint.eq_ignore_ascii_case(&e.name)) {
         return None;
     }
+    // A duplicate is of the group's last target, the one no other promotes after.
+    let promoted = |t: &&lifecycle::targets::DeploymentTarget| {
+        of_group().any(|o| {
+            o.promote_after
+                .as_ref()
+                .is_some_and(|p| p.target == t.endpoint)
+        })
+    };
+    let target = of_group()
+        .find(|t| !promoted(t))
+        .or_else(|| of_group().next())?;
     let per_hour = invocations? * 60.0 / r.window_minutes as f64;
     let (group, canonical) = (target.model_package_group.clone(), target.endpoint.clone());
     let version = e.package.as_deref().and_then(version_of);
@@ -329,10 +342,14 @@ mod tests {
         }
     }
 
+    /// Staging listed first, then production after it.
     fn targets() -> Targets {
         Targets::parse(
-            r#"[{"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge",
-                 "instance_count":2,"rollback_alarms":["a"]}]"#,
+            r#"[{"model_package_group":"recs","endpoint":"recs-staging","instance_type":"ml.m5.xlarge",
+                 "instance_count":2,"rollback_alarms":["s"]},
+                {"model_package_group":"recs","endpoint":"recs-prod","instance_type":"ml.m5.xlarge",
+                 "instance_count":2,"rollback_alarms":["a"],
+                 "promote_after":{"target":"recs-staging","soak_minutes":60}}]"#,
             Environment::Production,
         )
         .unwrap()
@@ -403,8 +420,13 @@ mod tests {
         assert!(
             matches!(j.findings[0], Finding::StaleWithTraffic { per_hour, .. } if per_hour == 4_000.0)
         );
-        let canonical = endpoint("recs-prod", &[("lifecycle:model-package-group", "recs")], 2);
-        assert!(!judge_with(&canonical, Some(1.0), HashMap::new()).stale());
+        for target in ["recs-prod", "recs-staging"] {
+            let e = endpoint(target, &[("lifecycle:model-package-group", "recs")], 2);
+            assert!(
+                !judge_with(&e, Some(1.0), HashMap::new()).stale(),
+                "{target}"
+            );
+        }
     }
 
     #[test]

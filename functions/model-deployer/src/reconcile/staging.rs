@@ -34,9 +34,7 @@ pub(super) fn waiting(obs: &Observed, desired: &Candidate, p: &Progress) -> Opti
     } else {
         (Outcome::WaitingForStaging, reason)
     };
-    Some(
-        Decision::new(outcome, with_news(&p.news, reason)).with_package(Some(desired.arn.clone())),
-    )
+    Some(Decision::new(outcome, with_news(&p.news, reason)).with_package(Some(desired.arn.clone())))
 }
 
 /// What the required target still lacks for `desired`, in words; `None` when it has soaked.
@@ -49,13 +47,15 @@ fn missing(s: &Staging, desired: &Candidate, soak_minutes: i64, now_ms: i64) -> 
         .find(|v| v.package_arn == desired.arn)
         .and_then(|v| v.finished_at)
     else {
-        return Some(match s.record.as_ref().filter(|d| d.package_arn == desired.arn) {
-            Some(d) => format!(
-                "its deployment to {} is {:?}, not Succeeded",
-                s.endpoint, d.status
-            ),
-            None => format!("{} has not served version {}", s.endpoint, desired.version),
-        });
+        return Some(
+            match s.record.as_ref().filter(|d| d.package_arn == desired.arn) {
+                Some(d) => format!(
+                    "its deployment to {} is {:?}, not Succeeded",
+                    s.endpoint, d.status
+                ),
+                None => format!("{} has not served version {}", s.endpoint, desired.version),
+            },
+        );
     };
     let soak_ms = soak_minutes * 60_000;
     // Another deployment there began before the soak was over: it was not a full soak.
@@ -212,7 +212,11 @@ mod tests {
                 Some(with(vec![quiet_since(LIVE + 30 * MIN)])),
                 "counted from recs-5xx's change of state",
             ),
-            (soaked + 30 * MIN, Some(with(vec![quiet_since(LIVE + 30 * MIN)])), ""),
+            (
+                soaked + 30 * MIN,
+                Some(with(vec![quiet_since(LIVE + 30 * MIN)])),
+                "",
+            ),
             // A change of state before it went live is not its.
             (soaked, Some(with(vec![quiet_since(LIVE - MIN)])), ""),
         ];
