@@ -43,6 +43,8 @@ pub fn configure(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub sagemaker: aws_sdk_sagemaker::Client,
+    /// SageMaker Runtime: the deployer's smoke tests (InvokeEndpoint).
+    pub runtime: aws_sdk_sagemakerruntime::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
@@ -60,6 +62,7 @@ impl Clients {
             .build();
         Self {
             sagemaker: aws_sdk_sagemaker::Client::new(config),
+            runtime: aws_sdk_sagemakerruntime::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),

@@ -28,6 +28,7 @@ pub mod plan;
 pub mod publisher;
 pub mod registry;
 pub mod scaling;
+pub mod smoke;
 pub mod targets;
 pub mod telemetry;
 pub mod training;

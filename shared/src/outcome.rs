@@ -88,6 +88,9 @@ outcomes! {
     WaitingForStaging => "waiting_for_staging", Routine;
     /// ... while the version this target serves is no longer Approved: a person chooses.
     RemedyWaitsForStaging => "remedy_waits_for_staging", NeedsPerson;
+    /// A new version failed the target's smoke test: rejected, and the version before brought
+    /// back.
+    SmokeFailed => "smoke_failed", Acted;
     /// A rollback alarm is in ALARM: the deployment waits for it to be OK.
     HeldByAlarm => "held_by_alarm", Routine;
     /// ... for longer than the target allows.

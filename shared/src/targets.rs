@@ -80,6 +80,10 @@ pub struct DeploymentTarget {
     /// deployer keeps (see [`crate::capacity`]); none: autoscaling is left as it is.
     #[serde(default)]
     pub capacity: Option<crate::capacity::Capacity>,
+    /// One request a new version must answer as declared (see [`crate::smoke`]); a failure
+    /// rejects it and brings back the version before.
+    #[serde(default)]
+    pub smoke_test: Option<crate::smoke::SmokeTest>,
     /// The alarms `guardrails` asks for, named under ALARM_NAME_PREFIX (filled in by parsing).
     #[serde(skip)]
     pub managed_alarms: Vec<AlarmSpec>,
@@ -445,6 +449,7 @@ impl DeploymentTarget {
             .and_then(|()| self.check_alarms_and_gates(env))
             .and_then(|()| self.check_kpi_gate())
             .and_then(|()| self.check_capacity(env))
+            .and_then(|()| self.smoke_test.as_ref().map_or(Ok(()), |t| t.validate()))
             .and_then(|()| match &self.promote_after {
                 Some(p) if !(0..=10080).contains(&p.soak_minutes) => Err(format!(
                     "promote_after soak_minutes is {}, expected 0..=10080",

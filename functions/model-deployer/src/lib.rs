@@ -6,6 +6,7 @@ pub mod config;
 pub mod gates;
 mod observe;
 pub mod reconcile;
+mod smoke;
 pub mod trigger;
 
 use lambda_runtime::LambdaEvent;

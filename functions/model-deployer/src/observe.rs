@@ -76,21 +76,22 @@ pub async fn observe<'a>(
     // Staging first: what the required target's ledger and rollback alarms say now.
     let staging = staging_now(clients, ledger, staging).await?;
     let now_ms = now_ms();
-    let kpi = match (&endpoint, &target.kpi_gate) {
-        (Some(ep), Some(gate)) => {
-            let open = in_flight
-                .as_ref()
-                .filter(|d| d.status == DeploymentStatus::InProgress);
-            let canary = lifecycle::deploy::canary_now(
-                ep,
-                live_config.as_ref(),
-                open,
-                &target.model_package_group,
-            );
-            canary_kpi(clients, gate, canary.as_ref(), now_ms).await?
-        }
-        _ => None,
+    let open = in_flight
+        .as_ref()
+        .filter(|d| d.status == DeploymentStatus::InProgress);
+    let canary = endpoint.as_ref().and_then(|ep| {
+        lifecycle::deploy::canary_now(ep, live_config.as_ref(), open, &target.model_package_group)
+    });
+    let kpi = match &target.kpi_gate {
+        Some(gate) => canary_kpi(clients, gate, canary.as_ref(), now_ms).await?,
+        None => None,
     };
+    let live = Live {
+        endpoint: endpoint.as_ref(),
+        open,
+        canary: canary.as_ref(),
+    };
+    let smoke = smoke_now(clients, ledger, target, live).await?;
     Ok(Observed {
         target,
         endpoint,
@@ -108,8 +109,73 @@ pub async fn observe<'a>(
         capacity,
         staging,
         kpi,
+        smoke,
         now_ms,
     })
+}
+
+/// What serves and what is in flight, as observe read them.
+#[derive(Clone, Copy)]
+struct Live<'l> {
+    endpoint: Option<&'l lifecycle::endpoints::Endpoint>,
+    open: Option<&'l lifecycle::deployment::DeploymentRecord>,
+    canary: Option<&'l lifecycle::deploy::CanaryNow>,
+}
+
+/// The target's smoke test, once, when a version has just gone live here for the first time: a
+/// canary's candidate (on its own variant) before its bake starts, or a plain update once it
+/// completed. A version that served here before (a rollback, a canary's way back, the way back
+/// from a failed smoke test) was trusted then, and is not tested again.
+async fn smoke_now(
+    clients: &Clients,
+    ledger: &Ledger,
+    target: &DeploymentTarget,
+    live: Live<'_>,
+) -> Result<Option<crate::reconcile::Smoke>> {
+    use lifecycle::endpoints::EndpointStatus;
+    let (Some(test), Some(ep), Some(d)) = (&target.smoke_test, live.endpoint, live.open) else {
+        return Ok(None);
+    };
+    if ep.status != EndpointStatus::InService || ep.config_name != d.config || d.live_at.is_some() {
+        return Ok(None);
+    }
+    let variant = match (d.open_canary(), live.canary) {
+        (Some(_), Some(c)) if c.candidate == d.package_arn => Some(c.candidate_variant.as_str()),
+        (Some(_), _) => return Ok(None),
+        (None, _) => None,
+    };
+    let served = ledger.served(&target.endpoint).await?;
+    if served.iter().any(|s| s.package_arn == d.package_arn) {
+        return Ok(None);
+    }
+    let run = crate::smoke::run(&clients.runtime, &ep.name, variant, test).await?;
+    let back = match (&d.previous_config, run.passed() || variant.is_some()) {
+        (Some(name), false) => way_back(clients, target, name).await?,
+        _ => None,
+    };
+    Ok(Some(crate::reconcile::Smoke { run, back }))
+}
+
+/// The config a plain update replaced and the package it serves, when both can still be read.
+async fn way_back(
+    clients: &Clients,
+    target: &DeploymentTarget,
+    config: &str,
+) -> Result<Option<crate::reconcile::WayBack>> {
+    let sm = &clients.sagemaker;
+    let Some(c) = endpoints::describe_config(sm, config).await? else {
+        return Ok(None);
+    };
+    let Some(arn) = registry::served_arn(sm, &c, Some(&target.variant)).await? else {
+        return Ok(None);
+    };
+    Ok(
+        registry::version_of(&arn).map(|version| crate::reconcile::WayBack {
+            config: c.name,
+            package_arn: arn,
+            version,
+        }),
+    )
 }
 
 /// Staging first: what the required target's ledger and rollback alarms say now.

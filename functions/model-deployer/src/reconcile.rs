@@ -24,6 +24,7 @@ use crate::gates::GateReport;
 
 mod canary;
 mod capacity;
+mod smoke;
 mod staging;
 
 /// An Approved package of the target's group.
@@ -93,7 +94,25 @@ pub struct Observed<'a> {
     pub capacity: Option<lifecycle::capacity::CapacityNow>,
     /// For a target that promotes after another: that target's state.
     pub staging: Option<Staging>,
+    /// The target's smoke test, when a version has just gone live: run once, before its verdict.
+    pub smoke: Option<Smoke>,
     pub now_ms: i64,
+}
+
+/// A smoke test run, and where a plain update that failed it goes back to.
+#[derive(Debug, Clone)]
+pub struct Smoke {
+    pub run: lifecycle::smoke::SmokeRun,
+    /// Read only when it failed, on a plain update: the config it replaced, if still there.
+    pub back: Option<WayBack>,
+}
+
+/// The config a deployment replaced and the version it serves.
+#[derive(Debug, Clone)]
+pub struct WayBack {
+    pub config: String,
+    pub package_arn: String,
+    pub version: i64,
 }
 
 impl Observed<'_> {
@@ -269,10 +288,14 @@ fn decide_step(obs: &Observed) -> Decision {
         "serving_config": obs.endpoint.as_ref().map(|e| &e.config_name),
         "serving_package": obs.served_package(),
     });
+    if let Some(s) = &obs.smoke {
+        evidence["smoke"] = json!(s.run);
+    }
     if let Some(d) = relevant(obs)
         .or_else(|| endpoint_owner(obs))
         .or_else(|| rollback_in_flight(obs))
         .or_else(|| canary::step(obs))
+        .or_else(|| smoke::failed(obs))
     {
         return d.with_more_evidence(evidence);
     }
@@ -1019,6 +1042,7 @@ mod tests {
             kpi_gate: None,
             promote_after: None,
             capacity: None,
+            smoke_test: None,
         }
     }
 
@@ -1096,6 +1120,7 @@ mod tests {
             approved: vec![arn(3), arn(2)],
             capacity: None,
             staging: None,
+            smoke: None,
             now_ms: 5_000,
         }
     }
@@ -1497,6 +1522,20 @@ mod tests {
             "not rejected, not deployed, not an older one instead"
         );
         assert!(d.reason.contains("AccessDenied"), "{}", d.reason);
+    }
+
+    /// A smoke test of `body` that was answered `status` and failed when it is not 200.
+    pub(super) fn smoke_run(status: u16, variant: Option<&str>) -> lifecycle::smoke::SmokeRun {
+        let request: lifecycle::smoke::SmokeTest =
+            serde_json::from_value(json!({"body": r#"{"user_id":"u-1"}"#})).unwrap();
+        let answer = lifecycle::smoke::Answer::new(status, br#"{"error":"boom"}"#, None);
+        lifecycle::smoke::SmokeRun {
+            endpoint: "recs-prod".into(),
+            target_variant: variant.map(str::to_string),
+            failure: request.judge(&answer),
+            request,
+            answer,
+        }
     }
 
     pub(super) fn firing_since(ms: i64) -> AlarmNow {

@@ -214,6 +214,15 @@ fn judge_step(
         );
         return failed(obs, ep, canary, end(why, Some(alarm), false), None);
     }
+    // Its smoke test runs on the candidate's variant as the canary goes live, before the bake.
+    if let Some(s) = obs.smoke.as_ref().filter(|s| !s.run.passed()) {
+        let why = format!("version {version}: {}", s.run.describe());
+        let d = failed(obs, ep, canary, end(why, None, false), None);
+        return Decision {
+            outcome: Outcome::SmokeFailed,
+            ..d
+        };
+    }
     let live_at = match baked(obs, ep, record, gate, &waiting) {
         Ok(live_at) => live_at,
         Err(baking) => return *baking,
@@ -733,6 +742,41 @@ mod tests {
             (Outcome::CanaryBaking, true)
         );
         assert_eq!(d.package.as_deref(), Some(arn(3).as_str()));
+    }
+
+    #[test]
+    fn a_candidate_that_fails_its_smoke_test_on_its_variant_never_bakes() {
+        let t = gated();
+        let smoke = |status| super::super::Smoke {
+            run: super::super::tests::smoke_run(status, Some("AllTraffic-canary")),
+            back: None,
+        };
+        let obs = Observed {
+            smoke: Some(smoke(500)),
+            ..on_canary(&t, None, REQUESTED + 55_000)
+        };
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::SmokeFailed, "{}", d.reason);
+        let Action::RejectPackage {
+            package_arn,
+            description,
+        } = &d.plan.steps[0].action
+        else {
+            panic!("reject first: {:?}", d.plan)
+        };
+        assert_eq!(package_arn, &arn(3));
+        assert!(
+            description.contains("variant AllTraffic-canary failed (status 500"),
+            "{description}"
+        );
+        assert_eq!(update_to(&d), ("cfg-v2", false));
+        let obs = Observed {
+            smoke: Some(smoke(200)),
+            ..on_canary(&t, None, REQUESTED + 55_000)
+        };
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::CanaryBaking);
+        assert_eq!(actions(&d), [ActionKind::MarkLive]);
     }
 
     #[test]
