@@ -1544,3 +1544,113 @@ async fn one_approval_flows_through_staging_then_production() {
     );
     assert_eq!(s.serving().await, v1);
 }
+
+/// The target's smoke test: one recommendation request that must answer 200 with recommendations.
+fn with_smoke_test(s: &mut Scenario) {
+    let smoke = serde_json::from_value(json!({
+        "body": r#"{"user_id": "u-42", "k": 5}"#,
+        "required_fields": ["recommendations"]
+    }))
+    .unwrap();
+    let mut config = s.deployer.config.clone();
+    config.targets.0[0].smoke_test = Some(smoke);
+    s.deployer = model_deployer::Deployer::new(s.fx.clients_for(model_deployer::FUNCTION), config);
+}
+
+/// What the endpoint (one variant of it, or any when `None`) answers InvokeEndpoint with.
+fn answers(s: &Scenario, variant: Option<&str>, status: u16, body: &str) {
+    local_aws().control(
+        "invocations",
+        Some(json!({"endpoint": s.endpoint, "variant": variant, "status": status, "body": body})),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_that_fails_its_smoke_test_is_rejected_and_the_one_before_serves_again() {
+    let mut s = Scenario::new("smokefail").await;
+    with_smoke_test(&mut s);
+    // Version 1 answers as declared; it is smoke-tested once, and never again on the way back.
+    answers(&s, None, 200, r#"{"recommendations": ["a", "b"]}"#);
+    let v1 = s.with_v1_live().await;
+    assert_eq!(s.fx.count("InvokeEndpoint"), 1);
+
+    answers(&s, None, 500, "CUDA out of memory");
+    let v2 = s.registry().register("Approved", PASSING).await;
+    assert_eq!(
+        s.approve(&v2, "v2").await.decisions[0].outcome,
+        Outcome::Deploying
+    );
+    let d = &s.endpoint_settled("v2-live").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::SmokeFailed, "{}", d.reason);
+    assert_eq!(s.fx.count("InvokeEndpoint"), 2);
+
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Rejected");
+    let why = pkg.approval_description().unwrap();
+    for part in ["status 500 where 200", "u-42", "CUDA out of memory"] {
+        assert!(why.contains(part), "{part}: {why}");
+    }
+    // The way back is a plain update to version 1's config, judged like any deployment.
+    let d = &s.endpoint_settled("v1-back").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::Deployed, "{}", d.reason);
+    assert_eq!(s.serving().await, v1);
+    assert_eq!(
+        s.fx.count("InvokeEndpoint"),
+        2,
+        "version 1 served before: not tested again"
+    );
+    assert_eq!(
+        s.outcomes().await,
+        [
+            "deploying",
+            "deployed",
+            "deploying",
+            "smoke_failed",
+            "deployed"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canarys_candidate_is_smoke_tested_on_its_own_variant_before_it_bakes() {
+    let (mut s, _) = kpi_canary("smokecanary").await;
+    with_smoke_test(&mut s);
+    // Only the candidate's variant answers as declared: a pass shows the request reached it.
+    answers(&s, Some("AllTraffic"), 503, "live variant: wrong target");
+    answers(
+        &s,
+        Some("AllTraffic-canary"),
+        200,
+        r#"{"recommendations": []}"#,
+    );
+    let (v2, _) = canary_live(&s).await;
+    assert_eq!(s.fx.count("InvokeEndpoint"), 1);
+    let pkg = s.registry().package(&v2).await;
+    assert_eq!(pkg.model_approval_status().unwrap().as_str(), "Approved");
+
+    // A candidate that answers without the field fails before any bake.
+    let (mut s, v1) = kpi_canary("smokecanaryfail").await;
+    with_smoke_test(&mut s);
+    answers(&s, Some("AllTraffic-canary"), 200, r#"{"items": []}"#);
+    let v2 = s.registry().register("Approved", PASSING).await;
+    assert_eq!(
+        s.approve(&v2, "v2").await.decisions[0].outcome,
+        Outcome::CanaryStarted
+    );
+    let d = &s.endpoint_settled("canary-live").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::SmokeFailed, "{}", d.reason);
+    let why = s
+        .registry()
+        .package(&v2)
+        .await
+        .approval_description()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains("lacks recommendations") && why.contains("AllTraffic-canary"),
+        "{why}"
+    );
+    let d = &s.endpoint_settled("back").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::Deployed, "{}", d.reason);
+    assert_eq!(s.serving().await, v1);
+}

@@ -214,6 +214,7 @@ SAGEMAKER_RESOURCES = {
     "UpdateEndpointWeightsAndCapacities": [("endpoint", "EndpointName")],
     "CreateEndpoint": [("endpoint", "EndpointName"), ("endpoint-config", "EndpointConfigName")],
     "UpdateEndpoint": [("endpoint", "EndpointName"), ("endpoint-config", "EndpointConfigName")],
+    "InvokeEndpoint": [("endpoint", "EndpointName")],
     "DescribeEndpointConfig": [("endpoint-config", "EndpointConfigName")],
     "CreateEndpointConfig": [("endpoint-config", "EndpointConfigName")],
     "DeleteEndpointConfig": [("endpoint-config", "EndpointConfigName")],

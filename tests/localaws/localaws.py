@@ -31,6 +31,10 @@ suite need that moto does not do:
   person would be sent (POST /_localaws/queue makes a queue, GET /_localaws/messages drains it).
 * Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults): latency,
   throttling, or a chosen error (code and HTTP status, or a bare status without a code).
+* SageMaker Runtime InvokeEndpoint (moto answers any name with static data): only an InService
+  or Updating endpoint serves, a TargetVariant must be one of its variants, and the answer is
+  what POST /_localaws/invocations set for the endpoint (and variant); a status other than 200
+  comes back as SageMaker's 424 ModelError carrying it.
 
 Run: python localaws.py --port 0  -> prints `READY http://127.0.0.1:<port>` on stdout.
 With --exit-with-stdin the server stops when its stdin closes, so a test process that spawned it
@@ -52,7 +56,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import botocore.session
 import cbor2
@@ -69,6 +73,8 @@ from moto.sagemaker.models import sagemaker_backends
 from werkzeug.serving import make_server
 
 CBOR_PATH = re.compile(r"^/service/(?P<service>[^/]+)/operation/(?P<op>[^/]+)$")
+# SageMaker Runtime's InvokeEndpoint (REST-JSON, signed as "sagemaker").
+INVOCATIONS = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
 APP = re.compile(r"(?:^|\s)app/(?P<name>[A-Za-z0-9._-]+)")
 CREDENTIAL = re.compile(r"Credential=(?P<key>[^/]+)/[^/]+/(?P<region>[^/]+)/(?P<service>[^/]+)/")
 # Request members that name the resource a call acts on; recorded in the call log.
@@ -495,6 +501,7 @@ class LocalAws:
         self.calls_lock = threading.Lock()
         self.faults = Faults()
         self.faults_by_key: dict[str, Faults] = {}
+        self.invocations: dict[tuple[str, str | None], dict[str, Any]] = {}
         self.cloudwatch_model = _botocore.get_service_model("cloudwatch")
         self.call_log = open(call_log, "a", buffering=1) if call_log else None
 
@@ -509,13 +516,17 @@ class LocalAws:
 
         key, region, service = self.identity(environ)
         cbor = CBOR_PATH.match(path)
-        op = self.operation(environ, body, cbor)
-        call = Call(key, service, op, self.resource(environ, body, cbor))
+        invocation = INVOCATIONS.match(path) if service == "sagemaker" else None
+        op = "InvokeEndpoint" if invocation else self.operation(environ, body, cbor)
+        resource = unquote(invocation.group("name")) if invocation else self.resource(environ, body, cbor)
+        call = Call(key, service, op, resource)
         agent = f"{environ.get('HTTP_USER_AGENT', '')} {environ.get('HTTP_X_AMZ_USER_AGENT', '')}"
         app = APP.search(agent)
         if app and self.call_log:
             call.function, call.region = app.group("name"), region
             call.facts = request_facts(service, environ, body, cbor is not None)
+            if invocation:
+                call.facts = {"EndpointName": resource}
             if service == "sagemaker":
                 call.facts.update(sagemaker_facts(DEFAULT_ACCOUNT_ID, region, call.facts))
         with self.calls_lock:
@@ -573,6 +584,8 @@ class LocalAws:
             return self.set_alarm_state(environ, region, body, cbor, recording_start_response)
         if cbor:
             return self.cloudwatch_cbor(environ, body, cbor.group("op"), recording_start_response)
+        if op == "InvokeEndpoint" and service == "sagemaker":
+            return self.invoke_endpoint(environ, region, call.resource or "", recording_start_response)
         if op == "UpdateEndpoint" and service == "sagemaker":
             return self.update_endpoint(region, body, recording_start_response)
         if op == "CreateTrainingJob" and service == "sagemaker":
@@ -584,6 +597,44 @@ class LocalAws:
             self.touch_endpoint(region, json.loads(body or b"{}").get("EndpointName", ""))
             return answer
         return self.moto(environ, recording_start_response)
+
+    def invoke_endpoint(self, environ: dict[str, Any], region: str, name: str, start_response: Callable) -> Any:
+        """InvokeEndpoint as SageMaker Runtime answers it: only an InService or Updating endpoint
+        serves, a TargetVariant must be one of its variants, and a container's status other
+        than 200 comes back as a 424 ModelError carrying it. The answer is what the test set for
+        the endpoint and variant (POST /_localaws/invocations), else 200 with `{}`."""
+        backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][region]
+
+        def refused(message: str) -> Any:
+            start_response("400 Bad Request", [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ValidationError")])
+            return [json.dumps({"message": message}).encode()]
+
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            return refused(f"Endpoint {name} of account {DEFAULT_ACCOUNT_ID} not found.")
+        if endpoint.endpoint_status not in ("InService", "Updating"):
+            return refused(f"Endpoint {name} is {endpoint.endpoint_status}, not InService.")
+        config = backend.endpoint_configs[endpoint.endpoint_config_name]
+        variants = [v["VariantName"] for v in config.production_variants]
+        target = environ.get("HTTP_X_AMZN_SAGEMAKER_TARGET_VARIANT")
+        if target and target not in variants:
+            return refused(f"Variant {target} not found for endpoint {name}.")
+        variant = target or variants[0]
+        answer = self.invocations.get((name, variant)) or self.invocations.get((name, None)) or {}
+        status = int(answer.get("status", 200))
+        text = answer.get("body", "{}")
+        if status == 200:
+            content_type = answer.get("content_type", "application/json")
+            start_response("200 OK", [("Content-Type", content_type), ("x-Amzn-Invoked-Production-Variant", variant)])
+            return [text.encode()]
+        error = {
+            "message": f"Received server error ({status}) from {variant} with message \"{text}\".",
+            "OriginalStatusCode": status,
+            "OriginalMessage": text,
+            "LogStreamArn": f"arn:aws:logs:{region}:{DEFAULT_ACCOUNT_ID}:log-group:/aws/sagemaker/Endpoints/{name}",
+        }
+        start_response("424 Failed Dependency", [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ModelError")])
+        return [json.dumps(error).encode()]
 
     def set_alarm_state(
         self, environ: dict[str, Any], region: str, body: bytes, cbor: re.Match | None, start_response: Callable
@@ -898,6 +949,10 @@ class LocalAws:
             if queue:
                 queue._messages.clear()
             return self.json_response(start_response, "200 OK", {"messages": bodies})
+        if path == "/_localaws/invocations":
+            # What an endpoint (one variant of it, or any) answers InvokeEndpoint with.
+            self.invocations[(body["endpoint"], body.get("variant"))] = body
+            return self.json_response(start_response, "200 OK", {"ok": True})
         if path == "/_localaws/update-seconds":
             self.endpoints.update_seconds = float(body["seconds"])
             return self.json_response(start_response, "200 OK", {"ok": True})
