@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -341,6 +342,12 @@ class Demo:
                          "Value": count, "Timestamp": time.time()}],
         )
 
+    def control(self, path: str, body: dict) -> None:
+        """A call to the local AWS's control API (what a real endpoint's model would answer)."""
+        request = urllib.request.Request(f"{self.url}/_localaws/{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request).read()
+
     def wait_for_update(self) -> None:
         print("  … SageMaker shifts traffic (the local AWS takes 1 s for what takes minutes)")
         time.sleep(1.2)
@@ -530,6 +537,11 @@ def staging_first(demo: Demo) -> None:
             EvaluationPeriods=1, Threshold=1.0, ComparisonOperator="GreaterThanThreshold")
     base = {k: v for k, v in TARGETS[0].items() if k not in ("kpi_alarms", "scale_up_floor")}
     base["model_package_group"] = group
+    # Each new version answers one search request before it keeps the traffic.
+    base["smoke_test"] = {"body": '{"query": "one piece", "k": 5}', "required_fields": ["results"]}
+    for endpoint in (staging, production):
+        demo.control("invocations", {"endpoint": endpoint, "status": 200,
+                                     "body": '{"results": [{"id": "op-1", "score": 0.97}]}'})
     targets = [
         {**TARGETS[0], "kpi_gate": KPI_GATE, "capacity": CAPACITY},
         {**base, "endpoint": staging, "rollback_alarms": [f"{staging}-5xx"]},
@@ -552,11 +564,17 @@ def staging_first(demo: Demo) -> None:
     served["detail"]["EndpointName"] = staging
     demo.send("model-deployer", served, f"Endpoint State Change: {staging} IN_SERVICE")
     demo.send("model-deployer", load_event("deployer-tick.json"), "A scheduled reconcile an hour into the soak")
-    demo.ddb.update_item(TableName=LEDGER, Key={"pk": {"S": f"endpoint#{staging}"}, "sk": {"S": "deployment"}},
-                         UpdateExpression="SET finished_at = finished_at - :two_hours",
-                         ExpressionAttributeValues={":two_hours": {"N": str(120 * 60_000)}})
-    print("  ⏩ two hours later (the demo moves staging's verdict back in the ledger)")
+    items = demo.ddb.query(TableName=LEDGER, KeyConditionExpression="pk = :pk",
+                           ExpressionAttributeValues={":pk": {"S": f"endpoint#{staging}"}})["Items"]
+    for item in (i for i in items if "finished_at" in i):
+        demo.ddb.update_item(TableName=LEDGER, Key={"pk": item["pk"], "sk": item["sk"]},
+                             UpdateExpression="SET finished_at = finished_at - :two_hours",
+                             ExpressionAttributeValues={":two_hours": {"N": str(120 * 60_000)}})
+    print("  ⏩ two hours later (the demo moves staging's verdict and served history back in the ledger)")
     demo.send("model-deployer", load_event("deployer-tick.json"), "The reconcile after the soak")
+    demo.wait_for_update()
+    served["detail"]["EndpointName"] = production
+    demo.send("model-deployer", served, f"Endpoint State Change: {production} IN_SERVICE")
 
 
 def run(demo: Demo) -> None:

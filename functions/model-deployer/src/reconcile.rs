@@ -482,6 +482,12 @@ fn verdict(obs: &Observed, evidence: &mut Value) -> Progress {
                 ));
                 evidence["alarms_seen"] = json!(d.alarms_seen);
             }
+            if let Some(s) = obs.smoke.as_ref().filter(|s| s.run.passed()) {
+                p.news.push(format!(
+                    "version {} passed its smoke test (answered {})",
+                    d.package_version, s.run.answer.status
+                ));
+            }
             p.verdict = Some(Outcome::Deployed);
         }
         Some(ep)
