@@ -566,11 +566,14 @@ def staging_first(demo: Demo) -> None:
     demo.send("model-deployer", load_event("deployer-tick.json"), "A scheduled reconcile an hour into the soak")
     items = demo.ddb.query(TableName=LEDGER, KeyConditionExpression="pk = :pk",
                            ExpressionAttributeValues={":pk": {"S": f"endpoint#{staging}"}})["Items"]
-    for item in (i for i in items if "finished_at" in i):
-        demo.ddb.update_item(TableName=LEDGER, Key={"pk": item["pk"], "sk": item["sk"]},
-                             UpdateExpression="SET finished_at = finished_at - :two_hours",
-                             ExpressionAttributeValues={":two_hours": {"N": str(120 * 60_000)}})
-    print("  ⏩ two hours later (the demo moves staging's verdict and served history back in the ledger)")
+    for item in items:
+        times = [t for t in ("requested_at", "finished_at") if t in item]
+        if times:
+            demo.ddb.update_item(TableName=LEDGER, Key={"pk": item["pk"], "sk": item["sk"]},
+                                 UpdateExpression="SET " + ", ".join(f"{t} = {t} - :two_hours" for t in times),
+                                 ExpressionAttributeValues={":two_hours": {"N": str(120 * 60_000)}})
+    demo.control("age-alarm", {"alarm": f"{staging}-5xx", "minutes": 120})
+    print("  ⏩ two hours later (the demo moves staging's ledger and its alarm's last change back)")
     demo.send("model-deployer", load_event("deployer-tick.json"), "The reconcile after the soak")
     demo.wait_for_update()
     served["detail"]["EndpointName"] = production

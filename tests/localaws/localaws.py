@@ -820,6 +820,14 @@ class LocalAws:
             ep.last_modified_time = ep.creation_time
         return bool(found)
 
+    def age_alarm(self, name: str, minutes: float, region: str | None = None) -> bool:
+        """An alarm in its state (and as configured) for that much longer, as if made earlier."""
+        alarm = cloudwatch_backends[DEFAULT_ACCOUNT_ID][region or "us-east-1"].alarms.get(name)
+        if alarm is not None:
+            alarm.state_updated_timestamp -= dt.timedelta(minutes=minutes)
+            alarm.configuration_updated_timestamp -= dt.timedelta(minutes=minutes)
+        return alarm is not None
+
     def set_endpoint_status(self, name: str, status: str, region: str | None = None) -> bool:
         found = self.endpoints_named(name, region)
         for ep in found:
@@ -918,6 +926,9 @@ class LocalAws:
             # moto stamps endpoints with the time they were created; the sweeper judges only
             # endpoints older than its window.
             aged = self.age_endpoint(body["endpoint"], float(body["minutes"]), body.get("region"))
+            return self.json_response(start_response, "200 OK" if aged else "404 Not Found", {"ok": aged})
+        if path == "/_localaws/age-alarm":
+            aged = self.age_alarm(body["alarm"], float(body["minutes"]), body.get("region"))
             return self.json_response(start_response, "200 OK" if aged else "404 Not Found", {"ok": aged})
         if path == "/_localaws/endpoint-status":
             # Endpoints in states moto never leaves them in (Failed, OutOfService, ...).
