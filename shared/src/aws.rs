@@ -43,14 +43,15 @@ pub fn configure(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub sagemaker: aws_sdk_sagemaker::Client,
-    /// SageMaker Runtime: the deployer's smoke tests (InvokeEndpoint).
-    pub runtime: aws_sdk_sagemakerruntime::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
     pub autoscaling: aws_sdk_applicationautoscaling::Client,
     /// Where decisions that acted or need a person are published.
     pub publisher: crate::publisher::Publisher,
+    /// What the clients were made from, for a client only one function needs (the deployer's
+    /// SageMaker Runtime): the others do not link it.
+    pub sdk: SdkConfig,
 }
 
 impl Clients {
@@ -62,12 +63,12 @@ impl Clients {
             .build();
         Self {
             sagemaker: aws_sdk_sagemaker::Client::new(config),
-            runtime: aws_sdk_sagemakerruntime::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),
             autoscaling: aws_sdk_applicationautoscaling::Client::new(config),
             publisher: crate::publisher::Publisher::new(config, &crate::publisher::bus_from_env()),
+            sdk: config.clone(),
         }
     }
 

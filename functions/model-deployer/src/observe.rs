@@ -148,7 +148,9 @@ async fn smoke_now(
     if served.iter().any(|s| s.package_arn == d.package_arn) {
         return Ok(None);
     }
-    let run = crate::smoke::run(&clients.runtime, &ep.name, variant, test).await?;
+    // Made here, when a smoke test runs: the deployer's only SageMaker Runtime call.
+    let runtime = aws_sdk_sagemakerruntime::Client::new(&clients.sdk);
+    let run = crate::smoke::run(&runtime, &ep.name, variant, test).await?;
     let back = match (&d.previous_config, run.passed() || variant.is_some()) {
         (Some(name), false) => way_back(clients, target, name).await?,
         _ => None,
