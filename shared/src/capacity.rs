@@ -276,6 +276,14 @@ pub fn parse_cron(expr: &str) -> Result<[String; 6], String> {
     Ok([m, h, dom, mon, dow, year].map(str::to_string))
 }
 
+/// Digits only (`u32::from_str` also takes a leading `+`, which AAS does not).
+fn number(v: &str) -> Option<u32> {
+    v.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| v.parse().ok())
+        .flatten()
+}
+
 /// One field of a cron expression: its range and the names it may use instead of numbers.
 struct Field {
     what: &'static str,
@@ -295,15 +303,17 @@ impl Field {
     }
 
     fn value(&self, v: &str) -> bool {
-        match v.parse::<u32>() {
-            Ok(n) => (self.lo..=self.hi).contains(&n),
-            Err(_) => self.names.contains(&v.to_ascii_uppercase().as_str()),
+        match number(v) {
+            Some(n) => (self.lo..=self.hi).contains(&n),
+            None => self.names.contains(&v.to_ascii_uppercase().as_str()),
         }
     }
 
     /// The wildcards only the day fields have: `L` (last), `15W` and `LW` (nearest weekday),
     /// `6L` (last Friday), `6#3` (third Friday).
     fn special(&self, item: &str) -> bool {
+        let item = item.to_ascii_uppercase();
+        let item = item.as_str();
         match self.what {
             "day-of-month" => {
                 item == "L" || item == "LW" || item.strip_suffix('W').is_some_and(|d| self.value(d))
@@ -331,7 +341,7 @@ impl Field {
                 None => (item, None),
             };
             let step_ok =
-                step.is_none_or(|s| s.parse::<u32>().is_ok_and(|s| (1..=self.hi).contains(&s)));
+                step.is_none_or(|s| number(s).is_some_and(|s| (1..=self.hi).contains(&s)));
             let range_ok = match range.split_once('-') {
                 _ if range == "*" => step.is_some(),
                 Some((a, b)) => self.value(a) && self.value(b),
@@ -454,6 +464,7 @@ mod tests {
             "cron(0 18 ? * 6L *)",
             "cron(0 9 ? * 2#1 2027)",
             "cron(30 7 1,15 JAN,JUL ? 2026-2030)",
+            "cron(0 0 lw * ? *)",
             "cron(0 0/6 ? * * *)",
         ];
         for expr in ok {
@@ -471,6 +482,7 @@ mod tests {
             ("cron(0 8 L/2 * ? *)", "day-of-month"),
             ("cron(0 8 ? * MON 1969)", "year"),
             ("cron(0 8,* ? * MON *)", "hours"),
+            ("cron(+5 8 ? * MON *)", "minutes"),
         ];
         for (expr, field) in refused {
             let err = parse_cron(expr).unwrap_err();

@@ -82,6 +82,9 @@ pub struct Deployment<'a> {
     pub scaling: Option<crate::scaling::Snapshot>,
     /// A canary beside the live version instead of a replacement of it.
     pub canary: Option<CanaryStart>,
+    /// A new version forward, for a target with a smoke test: tested once it is live. Not a way
+    /// back, a rollback or a canary's promotion (tested on its own variant).
+    pub smoke_due: bool,
 }
 
 /// Model, config, ledger record, then the endpoint call.
@@ -257,6 +260,7 @@ pub fn end_canary(
             cause_alarm: end.cause_alarm,
             scaling: None,
             canary: None,
+            smoke_due: false,
         },
         plan,
     );
@@ -292,6 +296,7 @@ fn record(d: &Deployment, config: &str, previous: Option<String>) -> DeploymentR
         inconclusive: None,
         live_at: None,
         scaling: d.scaling.clone(),
+        smoke_due: d.smoke_due,
     }
 }
 

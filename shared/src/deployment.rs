@@ -77,6 +77,8 @@ pub struct DeploymentRecord {
     /// milliseconds): a canary's bake is timed from it, not from the request (provisioning its
     /// instances takes minutes in which no user sees the candidate).
     pub live_at: Option<i64>,
+    /// A new version forward on a target with a smoke test: the test runs once it is live.
+    pub smoke_due: bool,
 }
 
 impl DeploymentRecord {

@@ -357,6 +357,11 @@ impl Ledger {
             canary: get_s(item, "canary").and_then(|j| serde_json::from_str(&j).ok()),
             inconclusive: get_s(item, "inconclusive"),
             live_at: get_n(item, "live_at"),
+            smoke_due: item
+                .get("smoke_due")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
             recovered: item
                 .get("recovered")
                 .and_then(|v| v.as_bool().ok())
@@ -397,6 +402,9 @@ impl Ledger {
         }
         if let Some(arn) = &r.inconclusive {
             req = req.item("inconclusive", s(arn));
+        }
+        if r.smoke_due {
+            req = req.item("smoke_due", AttributeValue::Bool(true));
         }
         if let Some(canary) = &r.canary {
             let json = serde_json::to_string(canary).unwrap_or_default();

@@ -91,6 +91,9 @@ outcomes! {
     /// A new version failed the target's smoke test: rejected, and the version before brought
     /// back.
     SmokeFailed => "smoke_failed", Acted;
+    /// The smoke test got no answer from the model (access denied, throttled, no answer in
+    /// time): nothing judged, tried again at the next reconcile.
+    SmokeUnjudged => "smoke_unjudged", NeedsPerson;
     /// A rollback alarm is in ALARM: the deployment waits for it to be OK.
     HeldByAlarm => "held_by_alarm", Routine;
     /// ... for longer than the target allows.

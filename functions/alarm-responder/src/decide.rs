@@ -559,6 +559,7 @@ fn rollback_plan(
                 .and_then(|d| d.scaling.clone())
                 .or_else(|| obs.rollback_scaling.clone()),
             canary: None,
+            smoke_due: false,
         },
         &mut plan,
     );
@@ -675,6 +676,7 @@ mod tests {
             canary: None,
             inconclusive: None,
             live_at: None,
+            smoke_due: false,
             scaling: None,
         }
     }

@@ -91,7 +91,7 @@ pub async fn observe<'a>(
         open,
         canary: canary.as_ref(),
     };
-    let smoke = smoke_now(clients, ledger, target, live).await?;
+    let smoke = smoke_now(clients, target, live).await?;
     Ok(Observed {
         target,
         endpoint,
@@ -122,13 +122,12 @@ struct Live<'l> {
     canary: Option<&'l lifecycle::deploy::CanaryNow>,
 }
 
-/// The target's smoke test, once, when a version has just gone live here for the first time: a
-/// canary's candidate (on its own variant) before its bake starts, or a plain update once it
-/// completed. A version that served here before (a rollback, a canary's way back, the way back
-/// from a failed smoke test) was trusted then, and is not tested again.
+/// The target's smoke test, when a new version has just gone live: a canary's candidate (on its
+/// own variant) before its bake starts, or a plain update once it completed. Only a record made
+/// to move forward asks for it (`smoke_due`): a rollback, a canary's way back or promotion, and
+/// the way back from a failed test do not.
 async fn smoke_now(
     clients: &Clients,
-    ledger: &Ledger,
     target: &DeploymentTarget,
     live: Live<'_>,
 ) -> Result<Option<crate::reconcile::Smoke>> {
@@ -136,7 +135,8 @@ async fn smoke_now(
     let (Some(test), Some(ep), Some(d)) = (&target.smoke_test, live.endpoint, live.open) else {
         return Ok(None);
     };
-    if ep.status != EndpointStatus::InService || ep.config_name != d.config || d.live_at.is_some() {
+    let live_now = ep.status == EndpointStatus::InService && ep.config_name == d.config;
+    if !d.smoke_due || !live_now || d.live_at.is_some() {
         return Ok(None);
     }
     let variant = match (d.open_canary(), live.canary) {
@@ -144,33 +144,38 @@ async fn smoke_now(
         (Some(_), _) => return Ok(None),
         (None, _) => None,
     };
-    let served = ledger.served(&target.endpoint).await?;
-    if served.iter().any(|s| s.package_arn == d.package_arn) {
-        return Ok(None);
-    }
-    // Made here, when a smoke test runs: the deployer's only SageMaker Runtime call.
-    let runtime = aws_sdk_sagemakerruntime::Client::new(&clients.sdk);
-    let run = crate::smoke::run(&runtime, &ep.name, variant, test).await?;
-    let back = match (&d.previous_config, run.passed() || variant.is_some()) {
-        (Some(name), false) => way_back(clients, target, name).await?,
+    let client = crate::smoke::client(&clients.sdk);
+    let run = crate::smoke::run(&client, &ep.name, variant, test).await;
+    let failed = run.as_ref().is_ok_and(|r| !r.passed());
+    let back = match (&d.previous_config, failed && variant.is_none()) {
+        (Some(name), true) => way_back(clients, target, name).await?,
         _ => None,
     };
     Ok(Some(crate::reconcile::Smoke { run, back }))
 }
 
-/// The config a plain update replaced and the package it serves, when both can still be read.
+/// The config a plain update replaced and the package it serves, when both can still be read,
+/// the config is no canary's and the package is still Approved.
 async fn way_back(
     clients: &Clients,
     target: &DeploymentTarget,
     config: &str,
 ) -> Result<Option<crate::reconcile::WayBack>> {
     let sm = &clients.sagemaker;
-    let Some(c) = endpoints::describe_config(sm, config).await? else {
+    // A canary's config serves a candidate beside the live version: never a way back.
+    let Some(c) = endpoints::describe_config(sm, config).await?.filter(|c| {
+        !c.tags
+            .contains_key(lifecycle::endpoints::tags::CANARY_PACKAGE)
+    }) else {
         return Ok(None);
     };
     let Some(arn) = registry::served_arn(sm, &c, Some(&target.variant)).await? else {
         return Ok(None);
     };
+    // Only to a version still Approved: going back to a rejected one is no remedy.
+    if !matches!(registry::describe(sm, &arn).await?, Some(p) if p.status == Approval::Approved) {
+        return Ok(None);
+    }
     Ok(
         registry::version_of(&arn).map(|version| crate::reconcile::WayBack {
             config: c.name,

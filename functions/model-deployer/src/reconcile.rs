@@ -102,7 +102,8 @@ pub struct Observed<'a> {
 /// A smoke test run, and where a plain update that failed it goes back to.
 #[derive(Debug, Clone)]
 pub struct Smoke {
-    pub run: lifecycle::smoke::SmokeRun,
+    /// The run, or why the model's answer could not be had (nothing is judged then).
+    pub run: Result<lifecycle::smoke::SmokeRun, String>,
     /// Read only when it failed, on a plain update: the config it replaced, if still there.
     pub back: Option<WayBack>,
 }
@@ -213,7 +214,10 @@ fn ensure_guardrails(obs: &Observed, mut d: Decision) -> Decision {
     // A canary's way back never waits on them: it takes the candidate off users.
     let leaving = matches!(
         d.outcome,
-        Outcome::CanaryFailed | Outcome::CanaryStopped | Outcome::CanaryInconclusive
+        Outcome::CanaryFailed
+            | Outcome::CanaryStopped
+            | Outcome::CanaryInconclusive
+            | Outcome::SmokeFailed
     );
     if !leaving
         && (d.plan.has(ActionKind::UpdateEndpoint) || d.plan.has(ActionKind::CreateEndpoint))
@@ -289,12 +293,16 @@ fn decide_step(obs: &Observed) -> Decision {
         "serving_package": obs.served_package(),
     });
     if let Some(s) = &obs.smoke {
-        evidence["smoke"] = json!(s.run);
+        evidence["smoke"] = match &s.run {
+            Ok(run) => json!(run),
+            Err(why) => json!({"unjudged": why}),
+        };
     }
     if let Some(d) = relevant(obs)
         .or_else(|| endpoint_owner(obs))
         .or_else(|| rollback_in_flight(obs))
         .or_else(|| canary::step(obs))
+        .or_else(|| smoke::unjudged(obs))
         .or_else(|| smoke::failed(obs))
     {
         return d.with_more_evidence(evidence);
@@ -482,10 +490,10 @@ fn verdict(obs: &Observed, evidence: &mut Value) -> Progress {
                 ));
                 evidence["alarms_seen"] = json!(d.alarms_seen);
             }
-            if let Some(s) = obs.smoke.as_ref().filter(|s| s.run.passed()) {
+            if let Some(Ok(run)) = obs.smoke.as_ref().map(|s| &s.run) {
                 p.news.push(format!(
                     "version {} passed its smoke test (answered {})",
-                    d.package_version, s.run.answer.status
+                    d.package_version, run.answer.status
                 ));
             }
             p.verdict = Some(Outcome::Deployed);
@@ -974,6 +982,7 @@ fn deploy_step(obs: &Observed, desired: &Candidate, mut p: Progress) -> Decision
                 .clone()
                 .or_else(|| obs.open_deployment().and_then(|d| d.scaling.clone())),
             canary: None,
+            smoke_due: target.smoke_test.is_some(),
         },
         &mut p.plan,
     );
@@ -1301,6 +1310,7 @@ mod tests {
             canary: None,
             inconclusive: None,
             live_at: None,
+            smoke_due: false,
             scaling: None,
         }
     }
@@ -1538,7 +1548,7 @@ mod tests {
         lifecycle::smoke::SmokeRun {
             endpoint: "recs-prod".into(),
             target_variant: variant.map(str::to_string),
-            failure: request.judge(&answer),
+            failure: request.judge(&answer, br#"{"error":"boom"}"#),
             request,
             answer,
         }

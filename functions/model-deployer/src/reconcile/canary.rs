@@ -72,6 +72,7 @@ pub(super) fn start(obs: &Observed, desired: &Candidate, plan: &mut Plan) -> Opt
             cause_alarm: None,
             scaling: None,
             canary: Some(canary),
+            smoke_due: target.smoke_test.is_some(),
         },
         plan,
     );
@@ -214,14 +215,19 @@ fn judge_step(
         );
         return failed(obs, ep, canary, end(why, Some(alarm), false), None);
     }
-    // Its smoke test runs on the candidate's variant as the canary goes live, before the bake.
-    if let Some(s) = obs.smoke.as_ref().filter(|s| !s.run.passed()) {
-        let why = format!("version {version}: {}", s.run.describe());
-        let d = failed(obs, ep, canary, end(why, None, false), None);
-        return Decision {
-            outcome: Outcome::SmokeFailed,
-            ..d
-        };
+    // Its smoke test runs on the candidate's variant as the canary goes live, before the bake
+    // (which starts only once it has passed).
+    match obs.smoke.as_ref().map(|s| &s.run) {
+        Some(Ok(run)) if !run.passed() => {
+            let why = format!("version {version}: {}", run.describe());
+            let d = failed(obs, ep, canary, end(why, None, false), None);
+            return Decision {
+                outcome: Outcome::SmokeFailed,
+                ..d
+            };
+        }
+        Some(Err(_)) => return super::smoke::unjudged(obs).expect("an unjudged smoke test"),
+        _ => {}
     }
     let live_at = match baked(obs, ep, record, gate, &waiting) {
         Ok(live_at) => live_at,
@@ -395,6 +401,7 @@ fn promote(
             cause_alarm: None,
             scaling: obs.scaling.clone(),
             canary: None,
+            smoke_due: false,
         },
         &mut plan,
     );
@@ -513,6 +520,7 @@ fn leaving(
             cause_alarm: other.cause_alarm.clone(),
             scaling: other.scaling.clone(),
             canary: None,
+            smoke_due: other.smoke_due,
         },
         &mut plan,
     );
@@ -748,7 +756,10 @@ mod tests {
     fn a_candidate_that_fails_its_smoke_test_on_its_variant_never_bakes() {
         let t = gated();
         let smoke = |status| super::super::Smoke {
-            run: super::super::tests::smoke_run(status, Some("AllTraffic-canary")),
+            run: Ok(super::super::tests::smoke_run(
+                status,
+                Some("AllTraffic-canary"),
+            )),
             back: None,
         };
         let obs = Observed {

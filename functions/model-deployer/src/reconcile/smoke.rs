@@ -10,13 +10,29 @@ use lifecycle::plan::{Action, Plan};
 
 use super::Observed;
 
+/// The smoke test got no answer from the model (see [`crate::smoke::run`]): nothing is judged
+/// and nothing rejected; the deployment stays open, its test is tried again at the next
+/// reconcile, and a person hears why.
+pub(super) fn unjudged(obs: &Observed) -> Option<Decision> {
+    let Some(Err(why)) = obs.smoke.as_ref().map(|s| &s.run) else {
+        return None;
+    };
+    let d = obs.open_deployment()?;
+    let reason = format!(
+        "the smoke test of version {} on {} got no answer from the model ({why}): nothing judged, nothing rejected; tried again at the next reconcile",
+        d.package_version, d.endpoint
+    );
+    Some(Decision::new(Outcome::SmokeUnjudged, reason).with_package(Some(d.package_arn.clone())))
+}
+
 pub(super) fn failed(obs: &Observed) -> Option<Decision> {
-    let smoke = obs.smoke.as_ref().filter(|s| !s.run.passed())?;
+    let smoke = obs.smoke.as_ref()?;
+    let run = smoke.run.as_ref().ok().filter(|r| !r.passed())?;
     let d = obs
         .open_deployment()
         .filter(|d| d.open_canary().is_none())?;
     let ep = obs.endpoint.as_ref()?;
-    let description = format!("Rejected: {}", smoke.run.describe());
+    let description = format!("Rejected: {}", run.describe());
     let mut plan = Plan::default();
     plan.push(
         Action::RejectPackage {
@@ -26,42 +42,14 @@ pub(super) fn failed(obs: &Observed) -> Option<Decision> {
         description,
     );
     let version = d.package_version;
+    let failure = run.failure.as_deref().unwrap_or_default();
     let reason = match &smoke.back {
         Some(back) => {
             let why = format!(
-                "version {version} failed its smoke test ({}): back to version {} on {}",
-                smoke.run.failure.as_deref().unwrap_or_default(),
-                back.version,
-                back.config
+                "version {version} failed its smoke test ({failure}): back to version {} on {}",
+                back.version, back.config
             );
-            let start = plan.steps.len();
-            // Autoscaling the update deregistered stays so until the way back is live; its
-            // record restores it then.
-            deploy::plan(
-                Deployment {
-                    target: obs.target,
-                    package_arn: &back.package_arn,
-                    version: back.version,
-                    endpoint: Some(ep),
-                    live_config: obs.live_config.as_ref(),
-                    rollout: None,
-                    expected: Some(d.requested_at),
-                    now_ms: obs.now_ms,
-                    existing_config: Some(back.config.clone()),
-                    why: why.clone(),
-                    cause_alarm: None,
-                    scaling: d.scaling.is_none().then(|| obs.scaling.clone()).flatten(),
-                    canary: None,
-                },
-                &mut plan,
-            );
-            for step in &mut plan.steps[start..] {
-                if let (Action::BeginDeployment { record, .. }, Some(s)) =
-                    (&mut step.action, &d.scaling)
-                {
-                    record.scaling = Some(s.clone());
-                }
-            }
+            go_back(obs, ep, d, back, why.clone(), &mut plan);
             why
         }
         None => {
@@ -74,8 +62,7 @@ pub(super) fn failed(obs: &Observed) -> Option<Decision> {
                 "failed its smoke test",
             );
             format!(
-                "version {version} failed its smoke test ({}); no config it replaced can be read to go back to: the newest Approved version replaces it at the next reconcile",
-                smoke.run.failure.as_deref().unwrap_or_default()
+                "version {version} failed its smoke test ({failure}); the config it replaced is gone, or a canary's, or serves a version no longer Approved: the newest Approved version replaces it at the next reconcile"
             )
         }
     };
@@ -84,6 +71,43 @@ pub(super) fn failed(obs: &Observed) -> Option<Decision> {
             .with_package(Some(d.package_arn.clone()))
             .with_plan(plan),
     )
+}
+
+/// A plain update back to the config the failed one replaced. Autoscaling the update
+/// deregistered stays so until the way back is live; its record restores it then.
+fn go_back(
+    obs: &Observed,
+    ep: &lifecycle::endpoints::Endpoint,
+    d: &lifecycle::deployment::DeploymentRecord,
+    back: &super::WayBack,
+    why: String,
+    plan: &mut Plan,
+) {
+    let start = plan.steps.len();
+    deploy::plan(
+        Deployment {
+            target: obs.target,
+            package_arn: &back.package_arn,
+            version: back.version,
+            endpoint: Some(ep),
+            live_config: obs.live_config.as_ref(),
+            rollout: None,
+            expected: Some(d.requested_at),
+            now_ms: obs.now_ms,
+            existing_config: Some(back.config.clone()),
+            why,
+            cause_alarm: None,
+            scaling: d.scaling.is_none().then(|| obs.scaling.clone()).flatten(),
+            canary: None,
+            smoke_due: false,
+        },
+        plan,
+    );
+    for step in &mut plan.steps[start..] {
+        if let (Action::BeginDeployment { record, .. }, Some(s)) = (&mut step.action, &d.scaling) {
+            record.scaling = Some(s.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -112,7 +136,7 @@ mod tests {
             candidates: vec![live(3)],
             in_flight: Some(in_flight(t, 5_000)),
             smoke: Some(Smoke {
-                run: smoke_run(status, None),
+                run: Ok(smoke_run(status, None)),
                 back: back.then(|| WayBack {
                     config: "cfg-v2".into(),
                     package_arn: arn(2),
@@ -172,6 +196,20 @@ mod tests {
             [ActionKind::RejectPackage, ActionKind::FinishDeployment]
         );
         assert!(d.reason.contains("next reconcile"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_test_the_model_did_not_answer_judges_nothing_and_a_person_hears_why() {
+        let t = target();
+        let mut obs = live_on_v3(&t, 200, false);
+        obs.smoke.as_mut().unwrap().run = Err("InvokeEndpoint: AccessDeniedException".into());
+        let d = decide(&obs);
+        assert_eq!(d.outcome, Outcome::SmokeUnjudged, "{}", d.reason);
+        assert!(
+            d.plan.is_empty() && d.reason.contains("AccessDenied"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]

@@ -58,12 +58,14 @@ fn missing(s: &Staging, desired: &Candidate, soak_minutes: i64, now_ms: i64) -> 
         );
     };
     let soak_ms = soak_minutes * 60_000;
-    // Another deployment there began before the soak was over: it was not a full soak.
+    // Another deployment there began before the soak was over: it was not a full soak. One of
+    // another version replaced this one, even if its request was stamped before this verdict
+    // was written (a rollback decided while the verdict was being recorded).
     let replaced = s
         .record
         .as_ref()
-        .filter(|d| d.requested_at > live_since)
-        .map(|d| (d.requested_at, d.package_version))
+        .filter(|d| d.package_arn != desired.arn || d.requested_at > live_since)
+        .map(|d| (d.requested_at.max(live_since), d.package_version))
         .filter(|(at, _)| *at < live_since + soak_ms);
     if let Some((at, version)) = replaced {
         return Some(format!(
@@ -72,14 +74,23 @@ fn missing(s: &Staging, desired: &Candidate, soak_minutes: i64, now_ms: i64) -> 
             millis_rfc3339(at)
         ));
     }
-    let firing: Vec<&str> = s
-        .alarms
-        .iter()
-        .filter(|a| a.in_alarm)
-        .map(|a| a.name.as_str())
-        .collect();
-    if !firing.is_empty() {
+    let names = |missing: bool| -> Vec<&str> {
+        s.alarms
+            .iter()
+            .filter(|a| a.in_alarm && a.missing == missing)
+            .map(|a| a.name.as_str())
+            .collect()
+    };
+    if let firing @ [_, ..] = &names(false)[..] {
         return Some(format!("{} in ALARM on {}", firing.join(", "), s.endpoint));
+    }
+    // An alarm that does not exist says nothing of the soak: a person makes it or unlists it.
+    if let missing @ [_, ..] = &names(true)[..] {
+        return Some(format!(
+            "{} of {} not found, so its soak cannot be judged",
+            missing.join(", "),
+            s.endpoint
+        ));
     }
     // An alarm that changed state since it went live may have fired and recovered: the soak
     // counts from its last change (CloudWatch's state keeps no more without its history).
@@ -197,6 +208,12 @@ mod tests {
             (
                 soaked + MIN,
                 Some(then_v4(LIVE + 30 * MIN, RolledBack)),
+                "version 4 to recs-staging began",
+            ),
+            // A rollback to version 4 stamped just before this version's verdict replaced it.
+            (
+                soaked + MIN,
+                Some(then_v4(LIVE - 1_000, DeploymentStatus::Succeeded)),
                 "version 4 to recs-staging began",
             ),
             // A newer version rolled back after the soak does not hide it.
