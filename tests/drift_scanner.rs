@@ -194,6 +194,7 @@ async fn scan(fx: &Fixture, scanner: &Scanner, request_id: &str) -> Result<ScanR
         fx.event(event_file("drift-scanner-schedule.json"), request_id),
     )
     .await
+    .map(|r| r.scan().expect("a scan's report"))
 }
 
 fn with_cutoff() -> Vec<(&'static str, String)> {
@@ -332,6 +333,7 @@ async fn a_running_or_finished_job_for_the_gap_blocks_a_second_one_until_its_ada
             adapter: catalog.adapter.clone(),
             snapshot_date: "2026-01-10".into(),
             export_uri: "s3://elsewhere/catalog.jsonl".into(),
+            cause: "a test".into(),
         },
     )
     .await
@@ -542,6 +544,8 @@ async fn both_schedule_payloads_run_and_anything_else_is_refused_without_calls()
     let scanner = catalog.scanner(&with_cutoff());
     let r = handle(&scanner, fx.event(json!({"schedule": "drift-scan"}), "v2"))
         .await
+        .unwrap()
+        .scan()
         .unwrap();
     assert_eq!(r.outcome, Outcome::EmptyCatalog);
     let before = fx.calls().len();

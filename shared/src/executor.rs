@@ -229,6 +229,10 @@ impl Executor<'_> {
                 exported(catalog::export(&self.clients.dynamodb, &self.clients.s3, export).await?)
             }
             Action::StartTrainingJob { job } => created(training::start(sm, job).await?),
+            Action::RegisterPackage { package } => {
+                let arn = crate::candidate::register(sm, &self.clients.s3, package).await?;
+                Effect::Done(arn)
+            }
         })
     }
 

@@ -7,6 +7,7 @@
 //! [`executor::Executor`] and the ledger.
 
 pub mod aws;
+pub mod candidate;
 pub mod capacity;
 pub mod catalog;
 pub mod config;

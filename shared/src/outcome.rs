@@ -139,6 +139,12 @@ outcomes! {
     NoCutoff => "no_cutoff", NeedsPerson;
     /// A finished retraining's adapter does not serve yet: no second job for the same gap.
     AwaitingAdapter => "awaiting_adapter", Routine;
+    /// A retraining job completed: its adapter is registered as a candidate version.
+    CandidateRegistered => "candidate_registered", Acted;
+    /// ... but no candidate could be made of it (no artifacts, the served package unreadable).
+    CandidateUnregistered => "candidate_unregistered", NeedsPerson;
+    /// A retraining job failed or was stopped: no candidate; the day is released.
+    RetrainingFailed => "retraining_failed", NeedsPerson;
 
     // endpoint-sweeper: one decision per endpoint it changes, one per sweep
     MarkedIdle => "marked_idle", Acted;

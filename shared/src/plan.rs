@@ -148,6 +148,11 @@ pub enum Action {
     StartTrainingJob {
         job: Box<crate::training::TrainingJob>,
     },
+    /// Register a retrained adapter as a candidate version of its group (its statistics report
+    /// written first).
+    RegisterPackage {
+        package: Box<crate::candidate::CandidatePackage>,
+    },
 }
 
 macro_rules! action_kinds {
@@ -208,6 +213,7 @@ action_kinds! {
     DeleteAlarm => "delete_alarm";
     ExportCatalog => "export_catalog";
     StartTrainingJob => "start_training_job";
+    RegisterPackage => "register_package";
 }
 
 impl std::fmt::Display for ActionKind {

@@ -32,6 +32,8 @@ pub struct TrainingJob {
     pub snapshot_date: String,
     /// The exported catalog: the job's `train` channel.
     pub export_uri: String,
+    /// Why: the coverage gap, or the Model Monitor alarm (a tag, and the candidate's lineage).
+    pub cause: String,
     pub spec: TrainingSpec,
 }
 
@@ -39,6 +41,19 @@ pub mod tags {
     pub const ADAPTER: &str = "lifecycle:adapter";
     pub const SNAPSHOT_DATE: &str = "lifecycle:catalog-snapshot-date";
     pub const EXPORT_URI: &str = "lifecycle:catalog-export-uri";
+    /// Why it was started: the coverage gap, or the Model Monitor alarm.
+    pub const CAUSE: &str = "lifecycle:cause";
+}
+
+/// A day's attempts: a job that failed or stopped releases the day, once or twice more.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// The name of a day's `attempt` (1: the day's name itself; then `-2`, `-3`).
+pub fn attempt_name(day: &str, attempt: u32) -> String {
+    match attempt {
+        0 | 1 => day.to_string(),
+        n => format!("{day}-{n}"),
+    }
 }
 
 /// The training job of an adapter for a snapshot date: deterministic, so a second run the same
@@ -109,7 +124,18 @@ pub struct Finished {
 
 /// The snapshot date in a job name this suite made: `<adapter>-catalog-YYYYMMDD`.
 pub fn snapshot_of(adapter: &str, name: &str) -> Option<String> {
-    let digits = name.strip_prefix(&format!("{adapter}-catalog-"))?;
+    let rest = name.strip_prefix(&format!("{adapter}-catalog-"))?;
+    // A later attempt of the day: `-2`, `-3`.
+    let digits = match rest.split_once('-') {
+        Some((d, n))
+            if n.parse::<u32>()
+                .is_ok_and(|n| (2..=MAX_ATTEMPTS).contains(&n)) =>
+        {
+            d
+        }
+        Some(_) => return None,
+        None => rest,
+    };
     let ok = digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit());
     ok.then(|| format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..]))
 }
@@ -149,6 +175,7 @@ pub async fn start(sm: &aws_sdk_sagemaker::Client, s: &TrainingJob) -> Result<bo
         (tags::ADAPTER, s.adapter.as_str()),
         (tags::SNAPSHOT_DATE, s.snapshot_date.as_str()),
         (tags::EXPORT_URI, s.export_uri.as_str()),
+        (tags::CAUSE, crate::names::truncate(&s.cause, 256)),
     ]);
     let res = sm
         .create_training_job()
@@ -209,9 +236,93 @@ pub async fn start(sm: &aws_sdk_sagemaker::Client, s: &TrainingJob) -> Result<bo
     }
 }
 
+/// A retraining job as it ended (or is now), read from SageMaker, not from its event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobEnd {
+    pub name: String,
+    pub arn: String,
+    /// `Completed`, `Failed`, `Stopped`, or still `InProgress` / `Stopping`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    /// The trained adapter: the model data of the candidate package.
+    pub artifacts: Option<String>,
+    /// Its final metrics (FinalMetricDataList), by name.
+    pub metrics: BTreeMap<String, f64>,
+    /// The suite's tags on it (adapter, snapshot date, export, cause).
+    pub tags: BTreeMap<String, String>,
+    /// When it ended (epoch seconds), once it has.
+    pub ended_at: Option<i64>,
+}
+
+/// DescribeTrainingJob and its tags; `None` when there is no such job.
+pub async fn describe_end(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<JobEnd>> {
+    let job = match sm
+        .describe_training_job()
+        .training_job_name(name)
+        .send()
+        .await
+    {
+        Ok(job) => job,
+        Err(e)
+            if error_message(&e)
+                .is_some_and(|m| m.contains("not found") || m.contains("Could not find")) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::aws("DescribeTrainingJob", e)),
+    };
+    let arn = job.training_job_arn().unwrap_or_default().to_string();
+    let listed = sm
+        .list_tags()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ListTags", e))?;
+    let tags = listed
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect();
+    let metrics = job
+        .final_metric_data_list()
+        .iter()
+        .filter_map(|m| Some((m.metric_name()?.to_string(), f64::from(m.value()?))))
+        .collect();
+    Ok(Some(JobEnd {
+        name: name.to_string(),
+        arn,
+        status: job
+            .training_job_status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        failure_reason: job.failure_reason().map(str::to_string),
+        artifacts: job
+            .model_artifacts()
+            .and_then(|a| a.s3_model_artifacts())
+            .map(str::to_string),
+        metrics,
+        tags,
+        ended_at: job.training_end_time().map(|t| t.secs()),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_days_later_attempts_keep_its_snapshot_date() {
+        let day = job_name("recs-lora", "2026-03-02");
+        assert_eq!(attempt_name(&day, 1), day);
+        let second = attempt_name(&day, 2);
+        assert_eq!(second, "recs-lora-catalog-20260302-2");
+        assert_eq!(
+            snapshot_of("recs-lora", &second).as_deref(),
+            Some("2026-03-02")
+        );
+        assert_eq!(snapshot_of("recs-lora", &format!("{day}-9")), None);
+        assert_eq!(snapshot_of("recs-lora", &format!("{day}-x")), None);
+    }
 
     #[test]
     fn a_jobs_snapshot_date_is_in_its_name() {

@@ -46,6 +46,12 @@ pub struct Config {
     /// until its adapter serves, or this many days after it ended.
     pub retrain_after_days: i64,
     pub training: TrainingSpec,
+    /// `AUTO_APPROVE` (default false): a retrained adapter is registered Approved instead of
+    /// PendingManualApproval (the deployer's gates still judge it).
+    pub auto_approve: bool,
+    /// `MONITOR_ALARMS` (comma-separated, optional): Model Monitor data- or model-quality alarms
+    /// that start the same export and retraining when they go to ALARM.
+    pub monitor_alarms: Vec<String>,
     pub ledger_table: String,
     pub environment: Environment,
     pub dry_run: bool,
@@ -118,6 +124,17 @@ impl Config {
             bucket,
             prefix,
             training,
+            auto_approve: flag(src, "AUTO_APPROVE", false)?,
+            monitor_alarms: src
+                .get("MONITOR_ALARMS")
+                .map(|raw| {
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
             ledger_table: required(src, "LEDGER_TABLE", "a DynamoDB table name")?,
             environment: Environment::from_source(src)?,
             dry_run: flag(src, "DRY_RUN", false)?,
@@ -241,6 +258,14 @@ mod tests {
         assert_eq!(c.segments, 8);
         assert_eq!(c.created_attribute, "created_at");
         assert_eq!(c.prefix, "catalog-snapshots/");
+        assert!(!c.auto_approve && c.monitor_alarms.is_empty());
+        let mut env = base();
+        env.push(("MONITOR_ALARMS", " recs-data-quality , recs-model-quality,"));
+        let c = Config::from_source(&env.as_slice()).unwrap();
+        assert_eq!(
+            c.monitor_alarms,
+            ["recs-data-quality", "recs-model-quality"]
+        );
         assert_eq!(
             c.training.output_s3,
             "s3://training/adapters/mangaassist-recs-lora/"

@@ -236,6 +236,7 @@ mod tests {
             adapter: "lora".into(),
             snapshot_date: "2026-03-02".into(),
             export_uri: export.uri(),
+            cause: "coverage gap".into(),
             spec: lifecycle::training::TrainingSpec {
                 image: "img".into(),
                 instance_type: "ml.g5.2xlarge".into(),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod coverage;
 pub mod dates;
 pub mod decide;
+pub mod finished;
 
 use lambda_runtime::LambdaEvent;
 use lifecycle::aws::Clients;
@@ -88,13 +89,80 @@ pub struct Cutoff {
     pub source: String,
 }
 
-pub async fn handle(scanner: &Scanner, event: LambdaEvent<Value>) -> Result<ScanReport> {
-    let schedule = Schedule::parse(&event.payload)?;
+/// The handler's answer: a scan's report, or the decision about a training job's end.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Scan(ScanReport),
+    Job(lifecycle::pipeline::Summary),
+}
+
+impl Reply {
+    pub fn scan(self) -> Option<ScanReport> {
+        match self {
+            Reply::Scan(r) => Some(r),
+            Reply::Job(_) => None,
+        }
+    }
+
+    pub fn job(self) -> Option<lifecycle::pipeline::Summary> {
+        match self {
+            Reply::Job(s) => Some(s),
+            Reply::Scan(_) => None,
+        }
+    }
+}
+
+/// What started this invocation.
+enum Trigger {
+    /// The daily schedule: retrain past the threshold.
+    Schedule(String),
+    /// A configured Model Monitor alarm in ALARM: retrain, whatever the gap.
+    Monitor(lifecycle::events::AlarmStateChange),
+    /// A training job changed state.
+    JobEnded(String),
+}
+
+impl Trigger {
+    fn parse(c: &Config, payload: &Value) -> Result<Self> {
+        use lifecycle::events::{self, ALARM_STATE_CHANGE, AlarmStateChange};
+        let detail_type = payload.get("detail-type").and_then(Value::as_str);
+        match detail_type {
+            Some(finished::TRAINING_JOB_STATE_CHANGE) => {
+                let env = events::envelope(payload)?;
+                Ok(Trigger::JobEnded(finished::job_name(&env)?))
+            }
+            Some(ALARM_STATE_CHANGE) => {
+                let env = events::envelope(payload)?;
+                let alarm = AlarmStateChange::parse(&env.detail)?;
+                if !c.monitor_alarms.contains(&alarm.alarm_name) {
+                    return Err(Error::MalformedEvent(format!(
+                        "alarm {} is not one of MONITOR_ALARMS",
+                        alarm.alarm_name
+                    )));
+                }
+                Ok(Trigger::Monitor(alarm))
+            }
+            _ => Ok(Trigger::Schedule(Schedule::parse(payload)?.event_id)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Trigger::Schedule(id) => format!("schedule {id}"),
+            Trigger::Monitor(a) => format!("alarm {} {}", a.alarm_name, a.state.value),
+            Trigger::JobEnded(name) => format!("training job {name}"),
+        }
+    }
+}
+
+pub async fn handle(scanner: &Scanner, event: LambdaEvent<Value>) -> Result<Reply> {
+    let trigger = Trigger::parse(&scanner.config, &event.payload)?;
     let request_id = lifecycle::telemetry::request_id(&event.context);
     let pipeline = Pipeline {
         function: FUNCTION,
         request_id: &request_id,
-        trigger: format!("schedule {}", schedule.event_id),
+        trigger: trigger.describe(),
         executor: Executor {
             clients: &scanner.clients,
             ledger: &scanner.ledger,
@@ -102,13 +170,65 @@ pub async fn handle(scanner: &Scanner, event: LambdaEvent<Value>) -> Result<Scan
             dry_run: scanner.config.dry_run,
         },
     };
-    let result = scan(scanner, &pipeline).await;
+    let result = match trigger {
+        Trigger::Schedule(_) => scan(scanner, &pipeline, None).await.map(Reply::Scan),
+        Trigger::Monitor(alarm) => monitor(scanner, &pipeline, alarm).await,
+        Trigger::JobEnded(name) => job_ended(scanner, &pipeline, &name).await.map(Reply::Job),
+    };
     lifecycle::metrics::flush(&request_id);
     result
 }
 
-async fn scan(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Result<ScanReport> {
-    let seen = match observe(scanner).await {
+/// A Model Monitor alarm: in ALARM, the same export and retraining under the same one-job guard,
+/// with the alarm as the reason; back to OK, recorded only.
+async fn monitor(
+    scanner: &Scanner,
+    pipeline: &Pipeline<'_>,
+    alarm: lifecycle::events::AlarmStateChange,
+) -> Result<Reply> {
+    if alarm.state.value != "ALARM" {
+        let reason = format!(
+            "Model Monitor alarm {} is {}: nothing to retrain for",
+            alarm.alarm_name, alarm.state.value
+        );
+        let decision = Decision::new(Outcome::Ignored, reason);
+        return Ok(Reply::Job(pipeline.run(scanner.subject(), decision).await?));
+    }
+    let cause = format!(
+        "Model Monitor alarm {} in ALARM: {}",
+        alarm.alarm_name, alarm.state.reason
+    );
+    scan(scanner, pipeline, Some(cause)).await.map(Reply::Scan)
+}
+
+async fn job_ended(
+    scanner: &Scanner,
+    pipeline: &Pipeline<'_>,
+    name: &str,
+) -> Result<lifecycle::pipeline::Summary> {
+    let ended = match finished::observe(scanner, name).await {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = pipeline.fail(scanner.subject(), None, e.clone()).await;
+            return Err(e);
+        }
+    };
+    let summary = pipeline
+        .run(scanner.subject(), finished::decide(&scanner.config, &ended))
+        .await?;
+    match summary.error.clone() {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+/// `forced`: a Model Monitor alarm's reason, which starts a retraining whatever the gap.
+async fn scan(
+    scanner: &Scanner,
+    pipeline: &Pipeline<'_>,
+    forced: Option<String>,
+) -> Result<ScanReport> {
+    let seen = match observe(scanner, forced.as_deref()).await {
         Ok(Some(seen)) => seen,
         Ok(None) => return Err(no_cutoff(scanner, pipeline).await),
         // A read that failed before anything was decided: recorded like any other failure.
@@ -143,6 +263,10 @@ async fn scan(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Result<ScanReport> 
     };
     let retrain = verdict == decide::Verdict::Retrain;
     let (export_uri, job) = (retraining.export.uri(), retraining.job.name.clone());
+    let measured = match &forced {
+        Some(cause) => format!("{cause}; {measured}"),
+        None => measured,
+    };
     let decision = decide::decision(&verdict, &measured, &caveat, retraining)
         .with_evidence(json!(measurement));
     let summary = pipeline.run(scanner.subject(), decision).await?;
@@ -171,7 +295,7 @@ struct Seen {
 
 /// The cutoff, the catalog against it, and (past the threshold) the adapter's jobs. `None`: no
 /// cutoff to measure against.
-async fn observe(scanner: &Scanner) -> Result<Option<Seen>> {
+async fn observe(scanner: &Scanner, forced: Option<&str>) -> Result<Option<Seen>> {
     let c = &scanner.config;
     let Some(cutoff) = cutoff(scanner).await? else {
         return Ok(None);
@@ -189,14 +313,32 @@ async fn observe(scanner: &Scanner) -> Result<Option<Seen>> {
     .await?;
     let measurement = measure(&tally, &cutoff, started.elapsed().as_secs_f64());
     publish(&tally);
-    let retraining = retraining(c, &dates::snapshot_date(OffsetDateTime::now_utc()));
-    // Only past the threshold is SageMaker asked about jobs.
-    let jobs = if tally.items > 0 && tally.gap_pct() > c.threshold_pct {
-        jobs(scanner, &retraining.job.name, cutoff.at).await?
+    let cause = match forced {
+        Some(cause) => cause.to_string(),
+        None => format!(
+            "coverage gap {:.2}% of {} items above {}%",
+            tally.gap_pct(),
+            tally.items,
+            c.threshold_pct
+        ),
+    };
+    let mut retraining = retraining(c, &dates::snapshot_date(OffsetDateTime::now_utc()), cause);
+    // Only past the threshold (or asked by an alarm) is SageMaker asked about jobs.
+    let past = tally.gap_pct() > c.threshold_pct || forced.is_some();
+    let jobs = if tally.items > 0 && past {
+        let (jobs, name) = jobs(scanner, &retraining.job.name, cutoff.at).await?;
+        retraining.job.name = name;
+        jobs
     } else {
         decide::Jobs::default()
     };
-    let verdict = decide::decide(&tally, c.threshold_pct, &jobs);
+    // An alarm asks whatever the gap: no gap is within a threshold below zero.
+    let threshold = if forced.is_some() {
+        -1.0
+    } else {
+        c.threshold_pct
+    };
+    let verdict = decide::decide(&tally, threshold, &jobs);
     Ok(Some(Seen {
         cutoff,
         tally,
@@ -228,23 +370,45 @@ async fn no_cutoff(scanner: &Scanner, pipeline: &Pipeline<'_>) -> Error {
 
 /// Today's job's status, if it exists, the adapter's jobs in progress, and its last completed
 /// job if that one still stands for the gap.
-async fn jobs(scanner: &Scanner, todays: &str, cutoff: OffsetDateTime) -> Result<decide::Jobs> {
+async fn jobs(
+    scanner: &Scanner,
+    day: &str,
+    cutoff: OffsetDateTime,
+) -> Result<(decide::Jobs, String)> {
     let (sm, c) = (&scanner.clients.sagemaker, &scanner.config);
     let now = OffsetDateTime::now_utc();
     // Running before completed: a job only goes from one to the other, so one that finishes
     // between the two reads is seen in one of them, never in neither.
     let running = training::running(sm, &c.adapter).await?;
-    let todays = training::status(sm, todays)
-        .await?
-        .map(|status| (todays.to_string(), status));
+    let (todays, name) = todays_attempt(sm, day).await?;
     let awaited = training::latest_completed(sm, &c.adapter)
         .await?
         .filter(|f| decide::awaited(f, cutoff, now, c.retrain_after_days));
-    Ok(decide::Jobs {
+    let jobs = decide::Jobs {
         todays,
         running,
         awaited,
-    })
+    };
+    Ok((jobs, name))
+}
+
+/// The day's latest attempt and its status, and the name a new job of the day takes. A job that
+/// failed or stopped releases the day for the next attempt, up to [`training::MAX_ATTEMPTS`].
+async fn todays_attempt(
+    sm: &aws_sdk_sagemaker::Client,
+    day: &str,
+) -> Result<(Option<(String, String)>, String)> {
+    for attempt in 1..=training::MAX_ATTEMPTS {
+        let name = training::attempt_name(day, attempt);
+        let Some(status) = training::status(sm, &name).await? else {
+            return Ok((None, name));
+        };
+        let released = matches!(status.as_str(), "Failed" | "Stopped");
+        if !released || attempt == training::MAX_ATTEMPTS {
+            return Ok((Some((name.clone(), status)), name));
+        }
+    }
+    unreachable!("MAX_ATTEMPTS is at least 1")
 }
 
 fn measure(tally: &Tally, cutoff: &Cutoff, scan_seconds: f64) -> Measurement {
@@ -269,7 +433,7 @@ fn publish(tally: &Tally) {
 }
 
 /// Today's export and job: one key and one job name per snapshot date.
-fn retraining(c: &Config, snapshot: &str) -> Retraining {
+fn retraining(c: &Config, snapshot: &str, cause: String) -> Retraining {
     let export = CatalogExport {
         table: c.products_table.clone(),
         segments: c.segments,
@@ -289,6 +453,7 @@ fn retraining(c: &Config, snapshot: &str) -> Retraining {
         adapter: c.adapter.clone(),
         snapshot_date: snapshot.to_string(),
         export_uri: export.uri(),
+        cause,
         spec: c.training.clone(),
     };
     Retraining { export, job }
