@@ -626,3 +626,244 @@ async fn a_refused_export_or_training_job_is_recorded_for_a_person_and_fails_the
     }
     assert_eq!(fx.count("CreateTrainingJob"), 1, "the refused one only");
 }
+
+/// A training job's state-change event, as EventBridge delivers it.
+fn job_event(name: &str, status: &str) -> Value {
+    let mut e = event_file("training-job-completed.json");
+    e["detail"]["TrainingJobName"] = json!(name);
+    e["detail"]["TrainingJobStatus"] = json!(status);
+    e
+}
+
+async fn job_ended(
+    fx: &Fixture,
+    scanner: &Scanner,
+    name: &str,
+    status: &str,
+    request_id: &str,
+) -> lifecycle::pipeline::Summary {
+    handle(scanner, fx.event(job_event(name, status), request_id))
+        .await
+        .unwrap()
+        .job()
+        .expect("a job's decision")
+}
+
+/// v1 serves with the cutoff of 2025-09-01; the catalog has outgrown it; one retraining runs.
+async fn retraining_started(s: &Scenario) -> (Catalog<'_>, Scanner, String) {
+    let mut meta = PASSING.to_vec();
+    meta.push(("catalog_snapshot_date", "2025-09-01"));
+    let v1 = s.registry().register("Approved", &meta).await;
+    s.make_live(&v1, "v1").await;
+    let catalog = Catalog::new(&s.fx).await;
+    catalog.seed(180, 20).await;
+    let scanner = catalog.scanner(&[("ENDPOINT_NAME", s.endpoint.clone())]);
+    let r = scan(&s.fx, &scanner, "scan").await.unwrap();
+    assert_eq!(r.outcome, Outcome::Retraining, "{}", r.reason);
+    (catalog, scanner, r.training_job.unwrap())
+}
+
+/// The local AWS ends a job as SageMaker would.
+fn end_job(name: &str, status: &str, metrics: Value, failure: Option<&str>) {
+    local_aws().control(
+        "training-jobs",
+        Some(
+            json!({"name": name, "status": status, "metrics": metrics, "failure_reason": failure}),
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_completed_retraining_becomes_one_candidate_package_with_its_lineage_and_metrics() {
+    let s = Scenario::new("loopdone").await;
+    let (catalog, scanner, job) = retraining_started(&s).await;
+    end_job(&job, "Completed", json!({"validation_loss": 0.29}), None);
+
+    let d = job_ended(&s.fx, &scanner, &job, "Completed", "done").await;
+    assert_eq!(d.outcome, Outcome::CandidateRegistered, "{}", d.reason);
+    let packages = s
+        .setup
+        .sagemaker
+        .list_model_packages()
+        .model_package_group_name(&s.group)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        packages.model_package_summary_list().len(),
+        2,
+        "v1 and the candidate"
+    );
+    let candidate = packages
+        .model_package_summary_list()
+        .iter()
+        .map(|p| p.model_package_arn().unwrap().to_string())
+        .find(|a| a.ends_with("/2"))
+        .unwrap();
+    let pkg = s.registry().package(&candidate).await;
+    assert_eq!(
+        pkg.model_approval_status().unwrap().as_str(),
+        "PendingManualApproval"
+    );
+    let meta = pkg.customer_metadata_properties().unwrap();
+    let snapshot = drift_scanner::dates::snapshot_date(time::OffsetDateTime::now_utc());
+    assert_eq!(meta["catalog_snapshot_date"], snapshot);
+    assert_eq!(meta["training_job"], job);
+    assert!(meta["catalog_export_uri"].starts_with(&format!("s3://{}/", catalog.bucket)));
+    assert!(
+        meta["retraining_cause"].contains("coverage gap 10.00%"),
+        "{meta:?}"
+    );
+    let container = &pkg.inference_specification().unwrap().containers()[0];
+    assert!(
+        container
+            .model_data_url()
+            .unwrap()
+            .ends_with(&format!("{job}/output/model.tar.gz")),
+        "{container:?}"
+    );
+    // The deployer's gates read the job's metrics from the ModelQuality report.
+    let report = pkg
+        .model_metrics()
+        .and_then(|m| m.model_quality())
+        .and_then(|q| q.statistics())
+        .and_then(|s| s.s3_uri())
+        .unwrap()
+        .to_string();
+    let stats: Value = serde_json::from_str(&catalog.object(&report).await).unwrap();
+    assert_eq!(stats["training_metrics"]["validation_loss"]["value"], 0.29);
+
+    // The same event again: still one package.
+    let again = job_ended(&s.fx, &scanner, &job, "Completed", "again").await;
+    assert_eq!(again.outcome, Outcome::Duplicate, "{}", again.reason);
+    assert_eq!(s.fx.count("CreateModelPackage"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_deliveries_at_once_register_one_package() {
+    let s = Scenario::new("looprace").await;
+    let (_catalog, scanner, job) = retraining_started(&s).await;
+    end_job(&job, "Completed", json!({"validation_loss": 0.3}), None);
+    let (a, b) = tokio::join!(
+        job_ended(&s.fx, &scanner, &job, "Completed", "a"),
+        job_ended(&s.fx, &scanner, &job, "Completed", "b"),
+    );
+    // Both may have found none and asked to register: SageMaker's ClientToken makes it one.
+    assert!(a.outcome == Outcome::CandidateRegistered || b.outcome == Outcome::CandidateRegistered);
+    let packages = s
+        .setup
+        .sagemaker
+        .list_model_packages()
+        .model_package_group_name(&s.group)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        packages.model_package_summary_list().len(),
+        2,
+        "v1 and one candidate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_retraining_asks_a_person_and_the_next_scan_may_start_another() {
+    let s = Scenario::new("loopfail").await;
+    let (_catalog, scanner, job) = retraining_started(&s).await;
+    end_job(
+        &job,
+        "Failed",
+        json!({}),
+        Some("AlgorithmError: CUDA out of memory"),
+    );
+
+    let d = job_ended(&s.fx, &scanner, &job, "Failed", "failed").await;
+    assert_eq!(d.outcome, Outcome::RetrainingFailed, "{}", d.reason);
+    assert_eq!(d.severity, lifecycle::outcome::Severity::NeedsPerson);
+    assert!(d.reason.contains("CUDA out of memory"), "{}", d.reason);
+    assert_eq!(s.fx.count("CreateModelPackage"), 0);
+
+    // The day is released: the next scan starts a second attempt.
+    let r = scan(&s.fx, &scanner, "retry").await.unwrap();
+    assert_eq!(r.outcome, Outcome::Retraining, "{}", r.reason);
+    assert_eq!(r.training_job.as_deref(), Some(format!("{job}-2").as_str()));
+    let again = scan(&s.fx, &scanner, "retry-again").await.unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyStarted, "{}", again.reason);
+    assert_eq!(s.fx.count("CreateTrainingJob"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_teams_job_and_a_foreign_alarm_change_nothing() {
+    let s = Scenario::new("loopforeign").await;
+    let (_catalog, scanner, _job) = retraining_started(&s).await;
+    let before = s.fx.count("DescribeTrainingJob");
+    let d = job_ended(&s.fx, &scanner, "someone-elses-job", "Completed", "other").await;
+    assert_eq!(d.outcome, Outcome::Ignored, "{}", d.reason);
+    assert_eq!(
+        s.fx.count("DescribeTrainingJob"),
+        before,
+        "not even described"
+    );
+    let alarm = event_file("alarm-model-monitor-drift.json");
+    let err = handle(&scanner, s.fx.event(alarm, "alarm"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::MalformedEvent(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_monitor_alarm_starts_one_retraining_whatever_the_gap() {
+    let fx = Fixture::new("loopmonitor").await;
+    let catalog = Catalog::new(&fx).await;
+    // Within the threshold: a scan alone would not retrain.
+    catalog.seed(199, 1).await;
+    let scanner = catalog.scanner(&[
+        ("TRAINING_CUTOFF", "2025-09-01".into()),
+        (
+            "MONITOR_ALARMS",
+            "mangaassist-recs-data-quality-drift".into(),
+        ),
+    ]);
+    assert_eq!(
+        scan(&fx, &scanner, "scan").await.unwrap().outcome,
+        Outcome::WithinThreshold
+    );
+    let alarm = event_file("alarm-model-monitor-drift.json");
+    let r = handle(&scanner, fx.event(alarm.clone(), "alarm"))
+        .await
+        .unwrap()
+        .scan()
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Retraining, "{}", r.reason);
+    assert!(
+        r.reason
+            .contains("mangaassist-recs-data-quality-drift in ALARM"),
+        "{}",
+        r.reason
+    );
+    // Delivered again: the same one-job guard.
+    let again = handle(&scanner, fx.event(alarm, "alarm-again"))
+        .await
+        .unwrap()
+        .scan()
+        .unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyStarted, "{}", again.reason);
+    assert_eq!(fx.count("CreateTrainingJob"), 1);
+    let described = catalog
+        .setup
+        .sagemaker
+        .list_tags()
+        .resource_arn(format!(
+            "arn:aws:sagemaker:us-east-1:123456789012:training-job/{}",
+            r.training_job.unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        described
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("lifecycle:cause")
+                && t.value().is_some_and(|v| v.contains("Model Monitor alarm")))
+    );
+}

@@ -18,6 +18,7 @@ const EVENTS: &[&str] = &[
     "alarm-ctr-kpi.json",
     "alarm-ctr-ok.json",
     "alarm-latency-anomaly.json",
+    "alarm-model-monitor-drift.json",
     "alarm-no-capacity-scale-up.json",
     "deployer-tick.json",
     "drift-scanner-schedule.json",
@@ -28,6 +29,8 @@ const EVENTS: &[&str] = &[
     "model-package-approved-unknown-group.json",
     "model-package-approved.json",
     "model-package-rejected.json",
+    "training-job-completed.json",
+    "training-job-failed.json",
 ];
 
 fn arbitrary_json() -> impl Strategy<Value = Value> {
@@ -94,6 +97,7 @@ fn parse_every_way(event: &Value) {
     let _ = Schedule::parse(event);
     if let Ok(env) = events::envelope(event) {
         let _ = AlarmStateChange::parse(&env.detail);
+        let _ = drift_scanner::finished::job_name(&env);
     }
     let _ = AlarmStateChange::parse(event);
     let _ = AlarmStateChange::from_alarm_action(event);

@@ -286,7 +286,14 @@ pub async fn describe_end(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<
     let metrics = job
         .final_metric_data_list()
         .iter()
-        .filter_map(|m| Some((m.metric_name()?.to_string(), f64::from(m.value()?))))
+        // SageMaker keeps metrics as 32-bit floats: their shortest text (0.29, not
+        // 0.28999999165534973) is what the job logged and what a gate's bound is written against.
+        .filter_map(|m| {
+            Some((
+                m.metric_name()?.to_string(),
+                m.value()?.to_string().parse().ok()?,
+            ))
+        })
         .collect();
     Ok(Some(JobEnd {
         name: name.to_string(),

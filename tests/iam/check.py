@@ -223,6 +223,8 @@ SAGEMAKER_RESOURCES = {
     "DeleteModel": [("model", "ModelName")],
     "CreateTrainingJob": [("training-job", "TrainingJobName")],
     "DescribeTrainingJob": [("training-job", "TrainingJobName")],
+    # A new version of a group is authorised on the group.
+    "CreateModelPackage": [("model-package-group", "ModelPackageGroupName")],
 }
 
 

@@ -31,6 +31,8 @@ suite need that moto does not do:
   person would be sent (POST /_localaws/queue makes a queue, GET /_localaws/messages drains it).
 * Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults): latency,
   throttling, or a chosen error (code and HTTP status, or a bare status without a code).
+* CreateModelPackage is idempotent on its ClientToken; a training job ends (POST
+  /_localaws/training-jobs) with its final metrics and failure reason.
 * SageMaker Runtime InvokeEndpoint (moto answers any name with static data): only an InService
   or Updating endpoint serves, a TargetVariant must be one of its variants, and the answer is
   what POST /_localaws/invocations set for the endpoint (and variant); a status other than 200
@@ -502,6 +504,7 @@ class LocalAws:
         self.faults = Faults()
         self.faults_by_key: dict[str, Faults] = {}
         self.invocations: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.package_tokens: dict[tuple[str, str | None, str], str] = {}
         self.cloudwatch_model = _botocore.get_service_model("cloudwatch")
         self.call_log = open(call_log, "a", buffering=1) if call_log else None
 
@@ -590,6 +593,8 @@ class LocalAws:
             return self.update_endpoint(region, body, recording_start_response)
         if op == "CreateTrainingJob" and service == "sagemaker":
             return self.create_training_job(environ, region, body, recording_start_response)
+        if op == "CreateModelPackage" and service == "sagemaker":
+            return self.create_model_package(environ, region, body, recording_start_response)
         if op == "CreateEndpointConfig" and service == "sagemaker":
             return self.create_endpoint_config(environ, region, body, recording_start_response)
         if op == "UpdateEndpointWeightsAndCapacities" and service == "sagemaker":
@@ -834,14 +839,45 @@ class LocalAws:
             ep.endpoint_status = status
         return bool(found)
 
-    def set_training_status(self, name: str, status: str) -> bool:
+    def set_training_status(
+        self, name: str, status: str, metrics: dict[str, float] | None = None, failure_reason: str | None = None
+    ) -> bool:
+        """A job ends as SageMaker ends it: its status, its final metrics, why it failed."""
         for regions in sagemaker_backends.values():
             for backend in regions.values():
                 job = backend.training_jobs.get(name)
                 if job is not None:
                     job.training_job_status = status
+                    job.secondary_status = status
+                    job.training_end_time = job.last_modified_time = utcnow()
+                    if metrics is not None:
+                        job.final_metric_data_list = [
+                            {"MetricName": k, "Value": float(v), "Timestamp": job.training_end_time}
+                            for k, v in metrics.items()
+                        ]
+                    if failure_reason is not None:
+                        job.failure_reason = failure_reason
                     return True
         return False
+
+    def create_model_package(self, environ: dict[str, Any], region: str, body: bytes, start_response: Callable) -> Any:
+        """CreateModelPackage is idempotent on its ClientToken, as SageMaker's is: the same token
+        answers the package it made (moto makes another)."""
+        request = json.loads(body or b"{}")
+        token = request.get("ClientToken")
+        key = (region, request.get("ModelPackageGroupName"), token)
+        if token and key in self.package_tokens:
+            return self.json_response(start_response, "200 OK", {"ModelPackageArn": self.package_tokens[key]})
+        status_line: list[str] = []
+
+        def capture(status: str, headers: list, *rest: Any) -> Any:
+            status_line.append(status)
+            return start_response(status, headers, *rest)
+
+        answer = b"".join(self.moto(environ, capture))
+        if token and status_line and status_line[0].startswith("200"):
+            self.package_tokens[key] = json.loads(answer).get("ModelPackageArn")
+        return [answer]
 
     def update_endpoint(self, region: str, body: bytes, start_response: Callable) -> Any:
         try:
@@ -920,7 +956,7 @@ class LocalAws:
                 self.faults_by_key.pop(faults.access_key, None)
             return self.json_response(start_response, "200 OK", {"ok": True})
         if path == "/_localaws/training-jobs":
-            found = self.set_training_status(body["name"], body["status"])
+            found = self.set_training_status(body["name"], body["status"], body.get("metrics"), body.get("failure_reason"))
             return self.json_response(start_response, "200 OK" if found else "404 Not Found", {"ok": found})
         if path == "/_localaws/age-endpoint":
             # moto stamps endpoints with the time they were created; the sweeper judges only
