@@ -118,7 +118,7 @@ enum Trigger {
     /// The daily schedule: retrain past the threshold.
     Schedule(String),
     /// A configured Model Monitor alarm in ALARM: retrain, whatever the gap.
-    Monitor(lifecycle::events::AlarmStateChange),
+    Monitor(Box<lifecycle::events::AlarmStateChange>),
     /// A training job changed state.
     JobEnded(String),
 }
@@ -141,7 +141,7 @@ impl Trigger {
                         alarm.alarm_name
                     )));
                 }
-                Ok(Trigger::Monitor(alarm))
+                Ok(Trigger::Monitor(Box::new(alarm)))
             }
             _ => Ok(Trigger::Schedule(Schedule::parse(payload)?.event_id)),
         }
@@ -172,7 +172,7 @@ pub async fn handle(scanner: &Scanner, event: LambdaEvent<Value>) -> Result<Repl
     };
     let result = match trigger {
         Trigger::Schedule(_) => scan(scanner, &pipeline, None).await.map(Reply::Scan),
-        Trigger::Monitor(alarm) => monitor(scanner, &pipeline, alarm).await,
+        Trigger::Monitor(alarm) => monitor(scanner, &pipeline, *alarm).await,
         Trigger::JobEnded(name) => job_ended(scanner, &pipeline, &name).await.map(Reply::Job),
     };
     lifecycle::metrics::flush(&request_id);
