@@ -13,7 +13,7 @@ use aws_sdk_sagemaker::types::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::error::{Error, Result, error_message};
+use crate::error::{Error, Result};
 
 /// The metadata key naming the training job a package was registered from.
 pub const TRAINING_JOB: &str = "training_job";
@@ -75,29 +75,14 @@ pub fn statistics(metrics: &BTreeMap<String, f64>) -> Value {
     json!({"training_metrics": section})
 }
 
-/// The inference specification of a package; `None` when it has none (a package made from an
-/// algorithm, say), or there is no such package.
-pub async fn inference_of(
-    sm: &aws_sdk_sagemaker::Client,
-    arn: &str,
-) -> Result<Option<InferenceSpec>> {
-    let out = match sm
-        .describe_model_package()
-        .model_package_name(arn)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(e) if error_message(&e).is_some_and(|m| m.contains("does not exist")) => {
-            return Ok(None);
-        }
-        Err(e) => return Err(Error::aws("DescribeModelPackage", e)),
-    };
-    let Some(spec) = out.inference_specification() else {
-        return Ok(None);
-    };
+/// The inference specification of a described package; `None` when it has none (a package
+/// made from an algorithm, say).
+pub fn inference_of(
+    out: &aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput,
+) -> Option<InferenceSpec> {
+    let spec = out.inference_specification()?;
     let strings = |v: &[String]| v.to_vec();
-    Ok(Some(InferenceSpec {
+    Some(InferenceSpec {
         containers: spec
             .containers()
             .iter()
@@ -117,7 +102,7 @@ pub async fn inference_of(
             .iter()
             .map(|t| t.as_str().to_string())
             .collect(),
-    }))
+    })
 }
 
 /// The package of `group` registered from `job`, among the group's newest, if there is one.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_sagemaker::operation::describe_model_package::DescribeModelPackageOutput;
 use aws_sdk_sagemaker::types::{ModelApprovalStatus, ModelPackageSortBy, SortOrder};
 use serde::Serialize;
 
@@ -66,26 +67,40 @@ pub struct PackageSummary {
 
 /// DescribeModelPackage. `None` when the package does not exist (deleted, or a bad ARN).
 pub async fn describe(sm: &aws_sdk_sagemaker::Client, arn: &str) -> Result<Option<ModelPackage>> {
-    let out = match sm
+    Ok(describe_output(sm, arn)
+        .await?
+        .map(|out| package_of(&out, arn)))
+}
+
+/// DescribeModelPackage as SageMaker answers it; `None` when there is no such package.
+pub async fn describe_output(
+    sm: &aws_sdk_sagemaker::Client,
+    arn: &str,
+) -> Result<Option<DescribeModelPackageOutput>> {
+    match sm
         .describe_model_package()
         .model_package_name(arn)
         .send()
         .await
     {
-        Ok(out) => out,
+        Ok(out) => Ok(Some(out)),
         Err(e)
             if error_message(&e)
                 .is_some_and(|m| m.contains("not found") || m.contains("does not exist")) =>
         {
-            return Ok(None);
+            Ok(None)
         }
-        Err(e) => return Err(Error::aws("DescribeModelPackage", e)),
-    };
+        Err(e) => Err(Error::aws("DescribeModelPackage", e)),
+    }
+}
+
+/// The suite's view of a described package (`arn` when the answer names none).
+pub fn package_of(out: &DescribeModelPackageOutput, arn: &str) -> ModelPackage {
     let status = out
         .model_approval_status()
         .and_then(|s| Approval::parse(s.as_str()))
         .unwrap_or(Approval::PendingManualApproval);
-    Ok(Some(ModelPackage {
+    ModelPackage {
         arn: out.model_package_arn().unwrap_or(arn).to_string(),
         group: out
             .model_package_group_name()
@@ -107,7 +122,7 @@ pub async fn describe(sm: &aws_sdk_sagemaker::Client, arn: &str) -> Result<Optio
             .and_then(|q| q.statistics())
             .and_then(|s| s.s3_uri())
             .map(str::to_string),
-    }))
+    }
 }
 
 /// The package an endpoint config serves: its `lifecycle:model-package-arn` tag (configs the suite

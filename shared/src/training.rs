@@ -69,19 +69,19 @@ fn is_adapter_job(adapter: &str, name: &str) -> bool {
     name.starts_with(&format!("{adapter}-catalog-"))
 }
 
-/// The job's status, if it exists.
-pub async fn status(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<String>> {
+/// DescribeTrainingJob; `None` when there is no such job.
+async fn describe(
+    sm: &aws_sdk_sagemaker::Client,
+    name: &str,
+) -> Result<Option<aws_sdk_sagemaker::operation::describe_training_job::DescribeTrainingJobOutput>>
+{
     match sm
         .describe_training_job()
         .training_job_name(name)
         .send()
         .await
     {
-        Ok(out) => Ok(Some(
-            out.training_job_status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-        )),
+        Ok(out) => Ok(Some(out)),
         Err(e)
             if error_message(&e)
                 .is_some_and(|m| m.contains("not found") || m.contains("Could not find")) =>
@@ -90,6 +90,15 @@ pub async fn status(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option
         }
         Err(e) => Err(Error::aws("DescribeTrainingJob", e)),
     }
+}
+
+/// The job's status, if it exists.
+pub async fn status(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<String>> {
+    Ok(describe(sm, name).await?.map(|out| {
+        out.training_job_status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default()
+    }))
 }
 
 /// The adapter's training jobs that are running now.
@@ -256,20 +265,8 @@ pub struct JobEnd {
 
 /// DescribeTrainingJob and its tags; `None` when there is no such job.
 pub async fn describe_end(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<Option<JobEnd>> {
-    let job = match sm
-        .describe_training_job()
-        .training_job_name(name)
-        .send()
-        .await
-    {
-        Ok(job) => job,
-        Err(e)
-            if error_message(&e)
-                .is_some_and(|m| m.contains("not found") || m.contains("Could not find")) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(Error::aws("DescribeTrainingJob", e)),
+    let Some(job) = describe(sm, name).await? else {
+        return Ok(None);
     };
     let arn = job.training_job_arn().unwrap_or_default().to_string();
     let listed = sm

@@ -125,21 +125,22 @@ impl Config {
             prefix,
             training,
             auto_approve: flag(src, "AUTO_APPROVE", false)?,
-            monitor_alarms: src
-                .get("MONITOR_ALARMS")
-                .map(|raw| {
-                    raw.split(',')
-                        .map(str::trim)
-                        .filter(|a| !a.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            monitor_alarms: monitor_alarms(src),
             ledger_table: required(src, "LEDGER_TABLE", "a DynamoDB table name")?,
             environment: Environment::from_source(src)?,
             dry_run: flag(src, "DRY_RUN", false)?,
         })
     }
+}
+
+/// `MONITOR_ALARMS`: alarm names, comma-separated, blanks dropped.
+fn monitor_alarms(src: &impl Source) -> Vec<String> {
+    let raw = src.get("MONITOR_ALARMS").unwrap_or_default();
+    raw.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The corpus line (`EXPORT_TEMPLATE`) and how long a finished job stands for its gap

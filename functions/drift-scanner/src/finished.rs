@@ -93,16 +93,19 @@ async fn base(scanner: &Scanner) -> Result<Option<Base>> {
     let Some(config) = endpoints::describe_config(sm, &e.config_name).await? else {
         return Ok(None);
     };
-    let Some(p) = registry::served_by(sm, &config, None).await? else {
+    let Some(arn) = registry::served_arn(sm, &config, None).await? else {
         return Ok(None);
     };
-    Ok(candidate::inference_of(sm, &p.arn)
-        .await?
-        .map(|inference| Base {
-            arn: p.arn,
-            group: p.group,
-            inference,
-        }))
+    // One DescribeModelPackage for both its group and its specification.
+    let Some(out) = registry::describe_output(sm, &arn).await? else {
+        return Ok(None);
+    };
+    let p = registry::package_of(&out, &arn);
+    Ok(candidate::inference_of(&out).map(|inference| Base {
+        arn: p.arn,
+        group: p.group,
+        inference,
+    }))
 }
 
 /// A job the scanner started for this adapter: its name, and its adapter tag.

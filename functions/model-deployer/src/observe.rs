@@ -38,20 +38,7 @@ pub async fn observe<'a>(
         None => None,
     };
     let in_flight = ledger.deployment(&target.endpoint).await?;
-    let scaling = match &live_config {
-        Some(c) => {
-            let aas = &clients.autoscaling;
-            lifecycle::scaling::refused_update(
-                aas,
-                &target.endpoint,
-                c,
-                &target.variant,
-                &target.instance_type,
-            )
-            .await?
-        }
-        None => None,
-    };
+    let scaling = refused_scaling(clients, target, live_config.as_ref()).await?;
 
     let (candidates, approved) = candidates(clients, target, served.as_deref()).await?;
     let managed: Vec<String> = target
@@ -60,14 +47,7 @@ pub async fn observe<'a>(
         .map(|a| a.name.clone())
         .collect();
     let alarms = alarm_states(clients, &target.rollback_alarms, &managed).await?;
-    // Managed alarms are named under the prefix (parsing sets it whenever a target has any).
-    let now = match &target.managed_alarm_prefix {
-        Some(prefix) => {
-            let cw = &clients.cloudwatch;
-            lifecycle::guardrails::read(cw, prefix, &target.endpoint, &managed).await?
-        }
-        None => lifecycle::guardrails::Managed::default(),
-    };
+    let now = managed_now(clients, target, &managed).await?;
     let cause = cause_alarm(clients, in_flight.as_ref()).await?;
     let capacity = match (&endpoint, &target.capacity) {
         (Some(_), Some(_)) => Some(capacity_now(clients, target).await?),
@@ -112,6 +92,37 @@ pub async fn observe<'a>(
         smoke,
         now_ms,
     })
+}
+
+/// The target's managed guardrail alarms as they are, and leftovers no bound declares. They are
+/// named under the prefix (parsing sets it whenever a target has any).
+async fn managed_now(
+    clients: &Clients,
+    target: &DeploymentTarget,
+    managed: &[String],
+) -> Result<lifecycle::guardrails::Managed> {
+    match &target.managed_alarm_prefix {
+        Some(prefix) => {
+            let cw = &clients.cloudwatch;
+            lifecycle::guardrails::read(cw, prefix, &target.endpoint, managed).await
+        }
+        None => Ok(lifecycle::guardrails::Managed::default()),
+    }
+}
+
+/// The live variant's autoscaling, when SageMaker would refuse the target's next update while
+/// it is registered.
+async fn refused_scaling(
+    clients: &Clients,
+    target: &DeploymentTarget,
+    live_config: Option<&lifecycle::endpoints::EndpointConfig>,
+) -> Result<Option<lifecycle::scaling::Snapshot>> {
+    let Some(c) = live_config else {
+        return Ok(None);
+    };
+    let (endpoint, variant) = (&target.endpoint, &target.variant);
+    let aas = &clients.autoscaling;
+    lifecycle::scaling::refused_update(aas, endpoint, c, variant, &target.instance_type).await
 }
 
 /// What serves and what is in flight, as observe read them.

@@ -181,54 +181,13 @@ fn judge_step(
 ) -> Decision {
     let version = canary.candidate_version;
     let waiting = newer_approvals(obs, canary);
-    let end = |why: String, cause_alarm, inconclusive| CanaryEnd {
-        why,
-        cause_alarm,
-        inconclusive,
-        expected: Some(record.requested_at),
-        now_ms: obs.now_ms,
+    let end = |why: String, cause_alarm, inconclusive| {
+        end_of(obs, record, why, cause_alarm, inconclusive)
     };
-    let Some(gate) = obs.target.kpi_gate.as_ref() else {
-        let why = format!(
-            "the target has no kpi_gate any more: the canary of version {version} is stopped, not judged; the next reconcile deploys the newest version as the target says"
-        );
-        return stopped(obs, ep, canary, end(why, None, false));
+    let gate = match before_the_bake(obs, ep, canary, record) {
+        Ok(gate) => gate,
+        Err(stop) => return *stop,
     };
-    let approved = |arn: &str| obs.approved.iter().any(|a| a == arn);
-    if !approved(&canary.candidate) {
-        let why = format!("version {version} is no longer Approved: its canary is stopped");
-        return stopped(obs, ep, canary, end(why, None, false));
-    }
-    if !approved(&canary.live_package) {
-        // Going back would serve a rejected version to everyone: replacing it is the remedy,
-        // as it is without a canary.
-        let why = format!(
-            "version {} was rejected during the canary: version {version} replaces it as a remedy, unjudged",
-            canary.live_version
-        );
-        return promote(obs, ep, canary, record, why);
-    }
-    if let Some(alarm) = alarm_fired(obs, record) {
-        let why = format!(
-            "{alarm} fired during the canary of version {version} (started {})",
-            millis_rfc3339(record.requested_at)
-        );
-        return failed(obs, ep, canary, end(why, Some(alarm), false), None);
-    }
-    // Its smoke test runs on the candidate's variant as the canary goes live, before the bake
-    // (which starts only once it has passed).
-    match obs.smoke.as_ref().map(|s| &s.run) {
-        Some(Ok(run)) if !run.passed() => {
-            let why = format!("version {version}: {}", run.describe());
-            let d = failed(obs, ep, canary, end(why, None, false), None);
-            return Decision {
-                outcome: Outcome::SmokeFailed,
-                ..d
-            };
-        }
-        Some(Err(_)) => return super::smoke::unjudged(obs).expect("an unjudged smoke test"),
-        _ => {}
-    }
     let live_at = match baked(obs, ep, record, gate, &waiting) {
         Ok(live_at) => live_at,
         Err(baking) => return *baking,
@@ -276,6 +235,81 @@ fn judge_step(
                 ..d
             }
         }
+    }
+}
+
+/// How a canary ends, timed now and replacing its record.
+fn end_of(
+    obs: &Observed,
+    record: &DeploymentRecord,
+    why: String,
+    cause_alarm: Option<String>,
+    inconclusive: bool,
+) -> CanaryEnd {
+    CanaryEnd {
+        why,
+        cause_alarm,
+        inconclusive,
+        expected: Some(record.requested_at),
+        now_ms: obs.now_ms,
+    }
+}
+
+/// What ends a canary before its KPI is judged: the gate removed, the candidate or the live
+/// version no longer Approved, a rollback alarm, its smoke test. `Ok`: the gate to judge it by.
+fn before_the_bake<'o>(
+    obs: &'o Observed,
+    ep: &Endpoint,
+    canary: &CanaryNow,
+    record: &DeploymentRecord,
+) -> Result<&'o lifecycle::kpi_gate::KpiGate, Box<Decision>> {
+    let version = canary.candidate_version;
+    let end = |why: String, cause_alarm, inconclusive| {
+        end_of(obs, record, why, cause_alarm, inconclusive)
+    };
+    let Some(gate) = obs.target.kpi_gate.as_ref() else {
+        let why = format!(
+            "the target has no kpi_gate any more: the canary of version {version} is stopped, not judged; the next reconcile deploys the newest version as the target says"
+        );
+        return Err(Box::new(stopped(obs, ep, canary, end(why, None, false))));
+    };
+    let approved = |arn: &str| obs.approved.iter().any(|a| a == arn);
+    if !approved(&canary.candidate) {
+        let why = format!("version {version} is no longer Approved: its canary is stopped");
+        return Err(Box::new(stopped(obs, ep, canary, end(why, None, false))));
+    }
+    if !approved(&canary.live_package) {
+        // Going back would serve a rejected version to everyone: replacing it is the remedy,
+        // as it is without a canary.
+        let why = format!(
+            "version {} was rejected during the canary: version {version} replaces it as a remedy, unjudged",
+            canary.live_version
+        );
+        return Err(Box::new(promote(obs, ep, canary, record, why)));
+    }
+    if let Some(alarm) = alarm_fired(obs, record) {
+        let why = format!(
+            "{alarm} fired during the canary of version {version} (started {})",
+            millis_rfc3339(record.requested_at)
+        );
+        let d = failed(obs, ep, canary, end(why, Some(alarm), false), None);
+        return Err(Box::new(d));
+    }
+    // Its smoke test runs on the candidate's variant as the canary goes live, before the bake
+    // (which starts only once it has passed).
+    match obs.smoke.as_ref().map(|s| &s.run) {
+        Some(Ok(run)) if !run.passed() => {
+            let why = format!("version {version}: {}", run.describe());
+            let d = failed(obs, ep, canary, end(why, None, false), None);
+            Err(Box::new(Decision {
+                outcome: Outcome::SmokeFailed,
+                ..d
+            }))
+        }
+        Some(Err(_)) => Err(Box::new(
+            super::smoke::unjudged(obs).expect("an unjudged smoke test"),
+        )),
+        _ => Ok(gate),
     }
 }
 

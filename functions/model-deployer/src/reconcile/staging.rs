@@ -74,23 +74,8 @@ fn missing(s: &Staging, desired: &Candidate, soak_minutes: i64, now_ms: i64) -> 
             millis_rfc3339(at)
         ));
     }
-    let names = |missing: bool| -> Vec<&str> {
-        s.alarms
-            .iter()
-            .filter(|a| a.in_alarm && a.missing == missing)
-            .map(|a| a.name.as_str())
-            .collect()
-    };
-    if let firing @ [_, ..] = &names(false)[..] {
-        return Some(format!("{} in ALARM on {}", firing.join(", "), s.endpoint));
-    }
-    // An alarm that does not exist says nothing of the soak: a person makes it or unlists it.
-    if let missing @ [_, ..] = &names(true)[..] {
-        return Some(format!(
-            "{} of {} not found, so its soak cannot be judged",
-            missing.join(", "),
-            s.endpoint
-        ));
+    if let Some(why) = alarms_not_quiet(s) {
+        return Some(why);
     }
     // An alarm that changed state since it went live may have fired and recovered: the soak
     // counts from its last change (CloudWatch's state keeps no more without its history).
@@ -116,6 +101,29 @@ fn missing(s: &Staging, desired: &Candidate, soak_minutes: i64, now_ms: i64) -> 
             s.endpoint,
             millis_rfc3339(live_since),
             millis_rfc3339(soaked_at)
+        )
+    })
+}
+
+/// A staging alarm in ALARM, or one that does not exist (it says nothing of the soak: a person
+/// makes it or unlists it).
+fn alarms_not_quiet(s: &Staging) -> Option<String> {
+    let names = |missing: bool| -> Vec<&str> {
+        s.alarms
+            .iter()
+            .filter(|a| a.in_alarm && a.missing == missing)
+            .map(|a| a.name.as_str())
+            .collect()
+    };
+    if let firing @ [_, ..] = &names(false)[..] {
+        return Some(format!("{} in ALARM on {}", firing.join(", "), s.endpoint));
+    }
+    let missing = names(true);
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} of {} not found, so its soak cannot be judged",
+            missing.join(", "),
+            s.endpoint
         )
     })
 }
