@@ -867,3 +867,71 @@ async fn a_model_monitor_alarm_starts_one_retraining_whatever_the_gap() {
                 && t.value().is_some_and(|v| v.contains("Model Monitor alarm")))
     );
 }
+
+/// The whole loop: the retrained adapter is approved, passes the deployer's gates on the job's own
+/// metrics, serves; the next scan finds no gap; and from the version served, the ledger and the
+/// registry lead back to the job, the export and the coverage gap that started it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retrained_adapter_deploys_and_its_lineage_leads_back_to_the_gap() {
+    let s = Scenario::new("looplineage").await;
+    let (catalog, scanner, job) = retraining_started(&s).await;
+    end_job(
+        &job,
+        "Completed",
+        json!({"validation_loss": 0.28, "offline_ctr": 0.089}),
+        None,
+    );
+    let d = job_ended(&s.fx, &scanner, &job, "Completed", "done").await;
+    assert_eq!(d.outcome, Outcome::CandidateRegistered, "{}", d.reason);
+    let candidate = d.results[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("arn:aws:sagemaker"))
+        .unwrap_or_else(|| panic!("the package's ARN in {:?}", d.results))
+        .trim_end_matches([',', '.', ')'])
+        .to_string();
+    s.registry().set_status(&candidate, "Approved").await;
+    s.make_live(&candidate, "candidate").await;
+
+    // The new adapter's cutoff is today's snapshot: the catalog is covered again.
+    let next = scan(&s.fx, &scanner, "next").await.unwrap();
+    assert_eq!(next.outcome, Outcome::WithinThreshold, "{}", next.reason);
+    assert_eq!(next.measurement.after_cutoff, 0, "{}", next.reason);
+    assert_eq!(s.fx.count("CreateTrainingJob"), 1);
+
+    // Lineage, as the README's query walks it: the version served ...
+    let deployed = s.decisions().await;
+    let last = deployed.last().unwrap();
+    assert_eq!(last["outcome"], "deployed");
+    assert_eq!(last["package"], candidate.as_str());
+    // ... its package names the job and the export ...
+    let meta = s.registry().package(&candidate).await;
+    let meta = meta.customer_metadata_properties().unwrap();
+    assert_eq!(meta["training_job"], job);
+    let trained = s
+        .setup
+        .sagemaker
+        .describe_training_job()
+        .training_job_name(&job)
+        .send()
+        .await
+        .unwrap();
+    let channel = trained.input_data_config()[0]
+        .data_source()
+        .and_then(|d| d.s3_data_source())
+        .and_then(|s| s.s3_uri());
+    assert_eq!(channel, Some(meta["catalog_export_uri"].as_str()));
+    // ... and the scan that started the job recorded the gap.
+    let scans = Ledger::new(s.setup.dynamodb.clone(), s.fx.table.clone())
+        .decisions(&format!("adapter#{}", catalog.adapter))
+        .await
+        .unwrap();
+    let started = scans
+        .iter()
+        .find(|d| d["outcome"] == "retraining" && d["plan"].to_string().contains(&job))
+        .expect("the scan that started the job");
+    assert_eq!(started["evidence"]["after_cutoff"], 20);
+    assert!(
+        meta["retraining_cause"].contains("coverage gap 10.00% of 200 items"),
+        "{meta:?}"
+    );
+}

@@ -31,6 +31,8 @@ suite need that moto does not do:
   person would be sent (POST /_localaws/queue makes a queue, GET /_localaws/messages drains it).
 * Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults): latency,
   throttling, or a chosen error (code and HTTP status, or a bare status without a code).
+* UpdateModelPackage keeps the metadata and approval description it does not name (moto drops
+  them).
 * CreateModelPackage is idempotent on its ClientToken; a training job ends (POST
   /_localaws/training-jobs) with its final metrics and failure reason.
 * SageMaker Runtime InvokeEndpoint (moto answers any name with static data): only an InService
@@ -595,6 +597,8 @@ class LocalAws:
             return self.create_training_job(environ, region, body, recording_start_response)
         if op == "CreateModelPackage" and service == "sagemaker":
             return self.create_model_package(environ, region, body, recording_start_response)
+        if op == "UpdateModelPackage" and service == "sagemaker":
+            return self.update_model_package(environ, body, recording_start_response)
         if op == "CreateEndpointConfig" and service == "sagemaker":
             return self.create_endpoint_config(environ, region, body, recording_start_response)
         if op == "UpdateEndpointWeightsAndCapacities" and service == "sagemaker":
@@ -859,6 +863,32 @@ class LocalAws:
                         job.failure_reason = failure_reason
                     return True
         return False
+
+    def model_package(self, arn: str) -> Any:
+        for regions in sagemaker_backends.values():
+            for backend in regions.values():
+                package = backend.model_packages.get(backend.model_package_name_mapping.get(arn, arn))
+                if package is not None:
+                    return package
+        return None
+
+    def update_model_package(self, environ: dict[str, Any], body: bytes, start_response: Callable) -> Any:
+        """UpdateModelPackage changes what it names and keeps the rest, as SageMaker's does; moto
+        replaces the metadata and the approval description with the request's (none, when a
+        status alone changes), which would lose a version's lineage on approval."""
+        request = json.loads(body or b"{}")
+        package = self.model_package(request.get("ModelPackageArn", ""))
+        kept = (dict(package.customer_metadata_properties or {}), package.approval_description) if package else None
+        answer = b"".join(self.moto(environ, start_response))
+        if package is not None and kept is not None:
+            metadata, description = kept
+            metadata.update(request.get("CustomerMetadataProperties") or {})
+            for key in request.get("CustomerMetadataPropertiesToRemove") or []:
+                metadata.pop(key, None)
+            package.customer_metadata_properties = metadata
+            if request.get("ApprovalDescription") is None:
+                package.approval_description = description
+        return [answer]
 
     def create_model_package(self, environ: dict[str, Any], region: str, body: bytes, start_response: Callable) -> Any:
         """CreateModelPackage is idempotent on its ClientToken, as SageMaker's is: the same token

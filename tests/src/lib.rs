@@ -25,11 +25,12 @@ pub mod scenario;
 
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/sagemaker-execution";
 
+/// Read when the tests run (cargo sets it for them), not when they were built: a build shared by
+/// clones in other places (a CI cache) would point at a clone that is gone.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    let manifest =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    PathBuf::from(manifest).parent().unwrap().to_path_buf()
 }
 
 /// The local AWS server. Its stdin is a pipe held by this process: when the test binary exits,
