@@ -486,18 +486,7 @@ def kpi_canary(demo: Demo) -> None:
     for v in cfg["ProductionVariants"]:
         print(f"  {v['VariantName']}: {v['InitialVariantWeight']:.0%} of the traffic on {v['InitialInstanceCount']} instance(s)")
     demo.send("model-deployer", load_event("deployer-tick.json"), "A scheduled reconcile ten minutes in")
-    # What the application publishes per variant over the half hour.
-    for variant, ctr, impressions in [("AllTraffic", 0.084, 21_600), ("AllTraffic-canary", 0.071, 2_400)]:
-        demo.cw.put_metric_data(Namespace=KPI_NAMESPACE, MetricData=[
-            {"MetricName": name, "Value": value, "Timestamp": time.time(),
-             "Dimensions": [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": variant}]}
-            for name, value in [("ClickThroughRate", ctr), ("Impressions", impressions)]])
-        print(f"  {variant} publishes CTR {ctr:.1%} over {impressions:,} impressions")
-    # The deployer reads the clock; the demo moves the canary's start back half an hour instead of waiting.
-    demo.ddb.update_item(TableName=LEDGER, Key={"pk": {"S": f"endpoint#{ENDPOINT}"}, "sk": {"S": "deployment"}},
-                         UpdateExpression="SET live_at = live_at - :half_hour",
-                         ExpressionAttributeValues={":half_hour": {"N": str(30 * 60_000)}})
-    print("  ⏩ 30 minutes later (the demo moves the canary's start back in the ledger)")
+    half_hour_of_kpi(demo, live_ctr=0.084, candidate_ctr=0.071)
     demo.send("model-deployer", load_event("deployer-tick.json"), "The reconcile after the bake: the verdict")
     package = demo.sm.describe_model_package(ModelPackageName=v10)
     print(f"  v10 is {package['ModelApprovalStatus']}: {package.get('ApprovalDescription', '')}")
@@ -505,6 +494,23 @@ def kpi_canary(demo: Demo) -> None:
     demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE (v9 alone again)")
     print(f"  the regression reached 10% of users for 30 minutes (0.05 of the traffic-hours); v3 reached everyone "
           f"for 6 hours (6 traffic-hours): {6 / 0.05:.0f} times less")
+
+
+def half_hour_of_kpi(demo: Demo, live_ctr: float, candidate_ctr: float, impressions: int = 24_000) -> None:
+    """What the application publishes per variant over a canary's half hour (`impressions` in all,
+    a tenth of them the candidate's); then the half hour passes (the deployer reads the clock: the
+    demo moves the canary's start back in the ledger)."""
+    shares = [("AllTraffic", live_ctr, impressions * 9 // 10), ("AllTraffic-canary", candidate_ctr, impressions // 10)]
+    for variant, ctr, impressions in shares:
+        demo.cw.put_metric_data(Namespace=KPI_NAMESPACE, MetricData=[
+            {"MetricName": name, "Value": value, "Timestamp": time.time(),
+             "Dimensions": [{"Name": "EndpointName", "Value": ENDPOINT}, {"Name": "VariantName", "Value": variant}]}
+            for name, value in [("ClickThroughRate", ctr), ("Impressions", impressions)]])
+        print(f"  {variant} publishes CTR {ctr:.1%} over {impressions:,} impressions")
+    demo.ddb.update_item(TableName=LEDGER, Key={"pk": {"S": f"endpoint#{ENDPOINT}"}, "sk": {"S": "deployment"}},
+                         UpdateExpression="SET live_at = live_at - :half_hour",
+                         ExpressionAttributeValues={":half_hour": {"N": str(30 * 60_000)}})
+    print("  ⏩ 30 minutes later (the demo moves the canary's start back in the ledger)")
 
 
 def capacity_as_code(demo: Demo) -> None:
@@ -578,6 +584,73 @@ def staging_first(demo: Demo) -> None:
     demo.wait_for_update()
     served["detail"]["EndpointName"] = production
     demo.send("model-deployer", served, f"Endpoint State Change: {production} IN_SERVICE")
+
+
+def retraining_loop(demo: Demo, job: str) -> None:
+    """The retraining the scan started ends as a candidate version, which a person approves and
+    the deployer gates, canaries and promotes like any other; then the catalog is covered again."""
+    print(f"\n{bold('The loop closes: ' + job + ' becomes the next version of ' + GROUP)}")
+    demo.control("training-jobs", {"name": job, "status": "Completed",
+                                   "metrics": {"validation_loss": 0.28, "offline_ctr": 0.089, "train_loss": 0.19}})
+    # Training takes hours: the first canary's KPI is hours old when the next canary is judged.
+    demo.app.age_metrics(KPI_NAMESPACE, 6 * 60)
+    print("  ⏩ six hours later the training job completes (the local AWS ends it: validation loss 0.28, "
+          "offline CTR 8.9%)")
+    ended = load_event("training-job-completed.json")
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{job}"
+    ended["detail"].update({"TrainingJobName": job, "TrainingJobArn": arn})
+    ended["resources"] = [arn]
+    demo.send("drift-scanner", ended, "EventBridge: SageMaker Training Job State Change (Completed)")
+    demo.send("drift-scanner", ended, "The same event delivered again")
+    newest = demo.sm.list_model_packages(ModelPackageGroupName=GROUP, SortBy="CreationTime",
+                                         SortOrder="Descending")["ModelPackageSummaryList"][0]
+    candidate, version = newest["ModelPackageArn"], newest["ModelPackageVersion"]
+    d = demo.sm.describe_model_package(ModelPackageName=candidate)
+    print(f"  v{version}: {d['ModelApprovalStatus']}, {d['ModelPackageDescription']}")
+    demo.sm.update_model_package(ModelPackageArn=candidate, ModelApprovalStatus="Approved",
+                                 ApprovalDescription="reviewed by the recommendations lead")
+    print(f"  ✎ a person approves v{version} in the registry")
+    demo.send("model-deployer", demo.package_event("model-package-approved.json", candidate),
+              f"v{version} approved: the gates read the job's own metrics")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), "Endpoint State Change: IN_SERVICE (the canary is live)")
+    # Proving "not worse" takes more samples than proving worse: an evening's traffic.
+    half_hour_of_kpi(demo, live_ctr=0.084, candidate_ctr=0.087, impressions=96_000)
+    demo.send("model-deployer", load_event("deployer-tick.json"), "The reconcile after the bake: the verdict")
+    demo.wait_for_update()
+    demo.send("model-deployer", load_event("endpoint-in-service.json"), f"Endpoint State Change: IN_SERVICE (v{version} alone)")
+    demo.send("drift-scanner", {"schedule": "drift-scan"}, "The next drift scan, against the new adapter's cutoff")
+    lineage(demo)
+
+
+def lineage(demo: Demo) -> None:
+    """The README's lineage query, walked from the version the endpoint serves back to the gap."""
+    print(f"\n{bold('Lineage: from what ' + ENDPOINT + ' serves back to the titles that caused it')}")
+    decisions = demo.ddb.query(
+        TableName=LEDGER, KeyConditionExpression="pk = :pk AND begins_with(sk, :d)",
+        FilterExpression="outcome IN (:deployed, :promoted)",
+        ExpressionAttributeValues={":pk": {"S": f"endpoint#{ENDPOINT}"}, ":d": {"S": "decision#"},
+                                   ":deployed": {"S": "deployed"}, ":promoted": {"S": "canary_passed"}},
+    )["Items"]
+    package = decisions[-1]["package"]["S"]
+    print(f"  the deployer's last {decisions[-1]['outcome']['S']}: {package}")
+    meta = demo.sm.describe_model_package(ModelPackageName=package).get("CustomerMetadataProperties", {})
+    for key in ("training_job", "catalog_export_uri", "catalog_snapshot_date", "retraining_cause", "base_package"):
+        print(f"    {key}: {meta.get(key)}")
+    job = demo.sm.describe_training_job(TrainingJobName=meta["training_job"])
+    trained_on = job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+    metrics = ", ".join(f"{m['MetricName']} {m['Value']:g}" for m in job.get("FinalMetricDataList", []))
+    print(f"  the job {job['TrainingJobName']}: {job['TrainingJobStatus']}, trained on {trained_on}; {metrics}")
+    scans = demo.ddb.query(
+        TableName=LEDGER, KeyConditionExpression="pk = :pk AND begins_with(sk, :d)",
+        FilterExpression="contains(#plan, :job)", ExpressionAttributeNames={"#plan": "plan"},
+        ExpressionAttributeValues={":pk": {"S": f"adapter#{ADAPTER}"}, ":d": {"S": "decision#"},
+                                   ":job": {"S": meta["training_job"]}},
+    )["Items"]
+    started = next(s for s in scans if s["outcome"]["S"] == "retraining")
+    evidence = json.loads(started["evidence"]["S"])
+    print(f"  the scan that started it ({started['at']['S'][:19]}): {started['reason']['S']}")
+    print(f"    newest titles it had never seen: {', '.join(evidence['sample'][:3])}, ...")
 
 
 def run(demo: Demo) -> None:
@@ -657,7 +730,7 @@ def run(demo: Demo) -> None:
     print(f"\n{bold('The catalog moves on: ' + str(DRIFT_NEW) + ' new titles since the adapter was trained')}")
     demo.seed_catalog(DRIFT_OLD, DRIFT_NEW)
     demo.start("drift-scanner", DRIFT_ENV)
-    demo.send("drift-scanner", load_event("drift-scanner-schedule.json"), "Daily drift scan")
+    scanned = demo.send("drift-scanner", load_event("drift-scanner-schedule.json"), "Daily drift scan")
     demo.send("drift-scanner", {"schedule": "drift-scan"}, "The scan runs again the same day (Scheduler payload)")
     # Case 11: one retraining per gap. A second adapter's job from yesterday completed overnight; its
     # adapter awaits evaluation and approval. Today's scan sees the same gap and starts nothing.
@@ -675,6 +748,8 @@ def run(demo: Demo) -> None:
                                          "TRAINING_CUTOFF": "2025-09-01"}, binary="drift-scanner")
     demo.send("drift-scanner-search", {"schedule": "drift-scan"},
               f"{other}: yesterday's retraining {job} completed overnight; today's scan, same gap")
+    if scanned and scanned.get("training_job"):
+        retraining_loop(demo, scanned["training_job"])
 
     print(f"\n{bold('The hourly sweep finds a year of experiments')}")
     demo.seed_fleet()

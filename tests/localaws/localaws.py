@@ -837,6 +837,17 @@ class LocalAws:
             alarm.configuration_updated_timestamp -= dt.timedelta(minutes=minutes)
         return alarm is not None
 
+    def age_metrics(self, namespace: str, minutes: float, region: str | None = None) -> int:
+        """A namespace's datapoints published that much earlier: the demo's hours of training pass
+        without a canary's old KPI falling in the next canary's window."""
+        backend = cloudwatch_backends[DEFAULT_ACCOUNT_ID][region or "us-east-1"]
+        aged = 0
+        for datum in backend.metric_data:
+            if datum.namespace == namespace:
+                datum.timestamp -= dt.timedelta(minutes=minutes)
+                aged += 1
+        return aged
+
     def set_endpoint_status(self, name: str, status: str, region: str | None = None) -> bool:
         found = self.endpoints_named(name, region)
         for ep in found:
