@@ -1472,6 +1472,22 @@ async fn declared_capacity_is_applied_and_put_back_after_a_hand_change() {
         d.reason
     );
     assert_eq!(read().await, applied);
+
+    // A bound set by hand that no schedule explains: the variant let scale in to one instance.
+    aas.register_scalable_target()
+        .service_namespace(ServiceNamespace::Sagemaker)
+        .scalable_dimension(ScalableDimension::SageMakerVariantDesiredInstanceCount)
+        .resource_id(&id)
+        .min_capacity(1)
+        .max_capacity(10)
+        .send()
+        .await
+        .unwrap();
+    let d = tick(&s, "min-by-hand").await;
+    assert_eq!(d.outcome, Outcome::CapacitySet, "{}", d.reason);
+    assert!(d.reason.contains("bounds 1-10 -> 3-10"), "{}", d.reason);
+    assert_eq!(read().await, applied);
+    assert_eq!(tick(&s, "settled").await.outcome, Outcome::InSync);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -143,6 +143,20 @@ impl Capacity {
         }
     }
 
+    /// Live bounds brought inside what some declared bound allows: each of min and max within
+    /// the lowest and highest the capacity and its schedules declare (so never under the
+    /// production floor start-up checked). Bounds a schedule set are inside already and kept;
+    /// a hand change no schedule explains (min 0 at 3 a.m., max 50) is not. No time-zone maths:
+    /// which schedule is in force is Application Auto Scaling's to apply, daylight saving too.
+    pub fn within_declared(&self, min: i32, max: i32) -> (i32, i32) {
+        let mins = self.schedules.iter().map(|s| s.min).chain([self.min]);
+        let maxes = self.schedules.iter().map(|s| s.max).chain([self.max]);
+        let (min_lo, min_hi) = (mins.clone().min().unwrap(), mins.max().unwrap());
+        let (max_lo, max_hi) = (maxes.clone().min().unwrap(), maxes.max().unwrap());
+        let min = min.clamp(min_lo, min_hi);
+        (min, max.clamp(max_lo, max_hi).max(min))
+    }
+
     /// Each schedule as Application Auto Scaling names and keeps it.
     pub fn desired_schedules(&self, prefix: &str) -> Vec<LiveSchedule> {
         self.schedules
@@ -487,6 +501,24 @@ mod tests {
         for (expr, field) in refused {
             let err = parse_cron(expr).unwrap_err();
             assert!(err.starts_with(field), "{expr}: {err}");
+        }
+    }
+
+    #[test]
+    fn live_bounds_are_kept_inside_what_the_schedules_declare() {
+        let c = capacity(serde_json::json!({"min": 3, "max": 10, "schedules": [
+            {"name": "business-hours", "cron": "cron(0 8 ? * MON-FRI *)", "timezone": "Asia/Tokyo", "min": 3, "max": 10},
+            {"name": "evenings", "cron": "cron(0 20 ? * * *)", "timezone": "Asia/Tokyo", "min": 2, "max": 4},
+        ]}));
+        for (live, kept) in [
+            ((3, 10), (3, 10)), // business hours
+            ((2, 4), (2, 4)),   // evenings
+            ((3, 4), (3, 4)),   // a mix two schedules can leave
+            ((0, 4), (2, 4)),   // scaled to zero by hand: the lowest declared min
+            ((1, 50), (2, 10)), // both out
+            ((9, 3), (3, 4)),   // min above every declared min, max under every declared max
+        ] {
+            assert_eq!(c.within_declared(live.0, live.1), kept, "{live:?}");
         }
     }
 

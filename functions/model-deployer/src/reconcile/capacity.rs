@@ -41,14 +41,23 @@ pub(super) fn ensure(obs: &Observed, mut d: Decision) -> Decision {
     let id = scaling::resource_id(&ep.name, variant);
     let mut want = declared.desired(&id, POLICY);
     let schedules = declared.desired_schedules(SCHEDULE_PREFIX);
-    // Schedules move the bounds by design: a registered target keeps the bounds they set, and
-    // is not registered again.
+    // Schedules move the bounds by design: a registered target keeps the bounds they set and is
+    // not registered again, unless no declared bound explains them (a hand change). Registered
+    // then, a schedule firing between the read and the write is undone until its next firing.
     let mut register = true;
+    let mut unexplained = None;
     if let (false, Some(live)) = (schedules.is_empty(), &now.scaling) {
-        (want.min, want.max) = (live.min, live.max);
-        register = false;
+        (want.min, want.max) = declared.within_declared(live.min, live.max);
+        register = (want.min, want.max) != (live.min, live.max);
+        unexplained = register.then(|| {
+            format!(
+                "bounds {}-{} -> {}-{} (no declared schedule sets them)",
+                live.min, live.max, want.min, want.max
+            )
+        });
     }
     let mut diffs = capacity::differences(&want, &schedules, now.scaling.as_ref(), &now.schedules);
+    diffs.extend(unexplained);
     let stale: Vec<String> = now
         .schedules
         .iter()
@@ -196,6 +205,31 @@ mod tests {
             "the schedule's bounds stand"
         );
         assert_eq!(delete_schedules, &["lifecycle-old"]);
+    }
+
+    #[test]
+    fn bounds_no_schedule_explains_are_put_back_inside_the_declared_ones() {
+        let mut t = target();
+        let c = declared(true);
+        t.capacity = Some(c.clone());
+        let id = scaling::resource_id("recs-prod", "AllTraffic");
+        let mut zero = c.desired(&id, POLICY);
+        zero.min = 0; // by hand, at 3 a.m.
+        let now = CapacityNow {
+            scaling: Some(zero),
+            schedules: c.desired_schedules(SCHEDULE_PREFIX),
+        };
+        let d = decide(&in_sync_with(&t, now));
+        assert_eq!(d.outcome, Outcome::CapacitySet, "{}", d.reason);
+        assert!(d.reason.contains("bounds 0-10 -> 2-10"), "{}", d.reason);
+        let Some(Action::ApplyCapacity {
+            snapshot, register, ..
+        }) = applied(&d)
+        else {
+            panic!("{:?}", d.plan)
+        };
+        assert!(register);
+        assert_eq!((snapshot.min, snapshot.max), (2, 10));
     }
 
     #[test]
