@@ -1627,6 +1627,52 @@ async fn a_version_that_fails_its_smoke_test_is_rejected_and_the_one_before_serv
     );
 }
 
+/// The rejection lands and the update back fails: the rejected version is not tested again, and
+/// the next reconcile brings back version 1 as it would for any version no longer Approved.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_smoke_failure_whose_way_back_failed_is_not_tested_again() {
+    let mut s = Scenario::new("smokehalf").await;
+    with_smoke_test(&mut s);
+    answers(&s, None, 200, r#"{"recommendations": ["a"]}"#);
+    let v1 = s.with_v1_live().await;
+    answers(&s, None, 500, "CUDA out of memory");
+    let v2 = s.registry().register("Approved", PASSING).await;
+    s.approve(&v2, "v2").await;
+    local_aws().control(
+        "faults",
+        Some(json!({"throttle_share": 1.0, "operations": ["UpdateEndpoint"], "access_key": s.fx.key})),
+    );
+    s.fx.settle(&s.endpoint);
+    let half = s.run(s.in_service_event(), "v2-live").await;
+    local_aws().control("faults", Some(json!({"access_key": s.fx.key})));
+    assert!(half.is_err(), "the way back failed: {half:?}");
+    assert_eq!(
+        s.registry()
+            .package(&v2)
+            .await
+            .model_approval_status()
+            .unwrap()
+            .as_str(),
+        "Rejected"
+    );
+    assert_eq!(s.fx.count("InvokeEndpoint"), 2);
+
+    let d = tick(&s, "next").await;
+    assert_eq!(
+        s.fx.count("InvokeEndpoint"),
+        2,
+        "v2 not asked again: {}",
+        d.reason
+    );
+    assert_eq!(d.outcome, Outcome::Deploying, "{}", d.reason);
+    // Version 1 comes back as any newest Approved version does, and is tested as one (the local
+    // AWS answers per endpoint, not per model: version 1's answer is set again).
+    answers(&s, None, 200, r#"{"recommendations": ["a"]}"#);
+    let d = &s.endpoint_settled("v1-back").await.decisions[0];
+    assert_eq!(d.outcome, Outcome::Deployed, "{}", d.reason);
+    assert_eq!(s.serving().await, v1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canarys_candidate_is_smoke_tested_on_its_own_variant_before_it_bakes() {
     let (mut s, _) = kpi_canary("smokecanary").await;

@@ -70,6 +70,7 @@ pub async fn observe<'a>(
         endpoint: endpoint.as_ref(),
         open,
         canary: canary.as_ref(),
+        approved: &approved,
     };
     let smoke = smoke_now(clients, target, live).await?;
     Ok(Observed {
@@ -131,6 +132,8 @@ struct Live<'l> {
     endpoint: Option<&'l lifecycle::endpoints::Endpoint>,
     open: Option<&'l lifecycle::deployment::DeploymentRecord>,
     canary: Option<&'l lifecycle::deploy::CanaryNow>,
+    /// The group's Approved versions, down to the one served.
+    approved: &'l [String],
 }
 
 /// The target's smoke test, when a new version has just gone live: a canary's candidate (on its
@@ -147,7 +150,10 @@ async fn smoke_now(
         return Ok(None);
     };
     let live_now = ep.status == EndpointStatus::InService && ep.config_name == d.config;
-    if !d.smoke_due || !live_now || d.live_at.is_some() {
+    // A version rejected since (a failed test whose way back did not happen, a person) is not
+    // asked again: the reconcile replaces it like any version no longer Approved.
+    let approved = live.approved.contains(&d.package_arn);
+    if !d.smoke_due || !live_now || d.live_at.is_some() || !approved {
         return Ok(None);
     }
     let variant = match (d.open_canary(), live.canary) {
