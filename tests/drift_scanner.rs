@@ -680,7 +680,7 @@ async fn a_completed_retraining_becomes_one_candidate_package_with_its_lineage_a
     end_job(&job, "Completed", json!({"validation_loss": 0.29}), None);
 
     let d = job_ended(&s.fx, &scanner, &job, "Completed", "done").await;
-    assert_eq!(d.outcome, Outcome::CandidateRegistered, "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::CandidateAwaitsApproval, "{}", d.reason);
     let packages = s
         .setup
         .sagemaker
@@ -711,7 +711,7 @@ async fn a_completed_retraining_becomes_one_candidate_package_with_its_lineage_a
     assert_eq!(meta["training_job"], job);
     assert!(meta["catalog_export_uri"].starts_with(&format!("s3://{}/", catalog.bucket)));
     assert!(
-        meta["retraining_cause"].contains("coverage gap 10.00%"),
+        meta["retraining_cause"].contains("coverage gap 10.00 pct"),
         "{meta:?}"
     );
     let container = &pkg.inference_specification().unwrap().containers()[0];
@@ -749,7 +749,10 @@ async fn two_deliveries_at_once_register_one_package() {
         job_ended(&s.fx, &scanner, &job, "Completed", "b"),
     );
     // Both may have found none and asked to register: SageMaker's ClientToken makes it one.
-    assert!(a.outcome == Outcome::CandidateRegistered || b.outcome == Outcome::CandidateRegistered);
+    assert!(
+        a.outcome == Outcome::CandidateAwaitsApproval
+            || b.outcome == Outcome::CandidateAwaitsApproval
+    );
     let packages = s
         .setup
         .sagemaker
@@ -882,7 +885,7 @@ async fn a_retrained_adapter_deploys_and_its_lineage_leads_back_to_the_gap() {
         None,
     );
     let d = job_ended(&s.fx, &scanner, &job, "Completed", "done").await;
-    assert_eq!(d.outcome, Outcome::CandidateRegistered, "{}", d.reason);
+    assert_eq!(d.outcome, Outcome::CandidateAwaitsApproval, "{}", d.reason);
     let candidate = d.results[0]
         .split_whitespace()
         .find(|w| w.starts_with("arn:aws:sagemaker"))
@@ -931,7 +934,7 @@ async fn a_retrained_adapter_deploys_and_its_lineage_leads_back_to_the_gap() {
         .expect("the scan that started the job");
     assert_eq!(started["evidence"]["after_cutoff"], 20);
     assert!(
-        meta["retraining_cause"].contains("coverage gap 10.00% of 200 items"),
+        meta["retraining_cause"].contains("coverage gap 10.00 pct of 200 items"),
         "{meta:?}"
     );
 }

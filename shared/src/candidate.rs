@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 
 /// The metadata key naming the training job a package was registered from.
 pub const TRAINING_JOB: &str = "training_job";
-/// How many of a group's newest packages are searched for one registered from a job already.
-const SEARCHED: i32 = 20;
+/// A page of the registry's versions, searched for one registered from a job already.
+const PAGE: i32 = 50;
 
 /// What a package serves with (its InferenceSpecification), as the suite copies it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -105,22 +105,29 @@ pub fn inference_of(
     })
 }
 
-/// The package of `group` registered from `job`, among the group's newest, if there is one.
+/// The package of `group` registered from `job`, if there is one. Every version made since the job
+/// was (`since`, epoch seconds) is read, page by page: a package of the job cannot be older, so
+/// the search is complete however many versions others registered meanwhile.
 pub async fn registered_for(
     sm: &aws_sdk_sagemaker::Client,
     group: &str,
     job: &str,
+    since: Option<i64>,
 ) -> Result<Option<String>> {
-    let listed = sm
+    // A minute's slack for the clocks of the two services.
+    let after = since.map(|s| aws_smithy_types::DateTime::from_secs(s - 60));
+    let mut pages = sm
         .list_model_packages()
         .model_package_group_name(group)
+        .set_creation_time_after(after)
         .sort_by(ModelPackageSortBy::CreationTime)
         .sort_order(SortOrder::Descending)
-        .max_results(SEARCHED)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ListModelPackages", e))?;
-    for p in listed.model_package_summary_list() {
+        .max_results(PAGE)
+        .into_paginator()
+        .items()
+        .send();
+    while let Some(p) = pages.next().await {
+        let p = p.map_err(|e| Error::aws("ListModelPackages", e))?;
         let arn = p.model_package_arn().unwrap_or_default();
         if let Some(found) = crate::registry::describe(sm, arn).await?
             && found.metadata.get(TRAINING_JOB).map(String::as_str) == Some(job)

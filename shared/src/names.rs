@@ -13,6 +13,22 @@ pub fn sagemaker_name(base: &str, suffix: &str) -> String {
     format!("{}-{hash}-{suffix}", base.trim_end_matches('-'))
 }
 
+/// Text as SageMaker takes it in a tag value or model package metadata: letters, digits, spaces
+/// and `_ . : / = + - @`, at most `max` characters. A percent sign becomes ` pct` ("29.58 pct"),
+/// anything else a space; free text (an alarm's reason) stays readable and is never refused.
+pub fn sagemaker_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str(" pct"),
+            c if c.is_ascii_alphanumeric() || "_.:/=+-@".contains(c) => out.push(c),
+            _ => out.push(' '),
+        }
+    }
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words.join(" ").chars().take(max).collect()
+}
+
 /// Cuts a string to at most `max` bytes on a character boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -44,6 +60,28 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_text_becomes_what_sagemaker_takes_in_tags_and_metadata() {
+        assert_eq!(
+            sagemaker_text("coverage gap 29.58% of 1420 items above 5%", 256),
+            "coverage gap 29.58 pct of 1420 items above 5 pct"
+        );
+        assert_eq!(
+            sagemaker_text(
+                "Threshold Crossed: 1 datapoint [0.42 (03/12/26 09:00:00)] was > 0.3.",
+                256
+            ),
+            "Threshold Crossed: 1 datapoint 0.42 03/12/26 09:00:00 was 0.3."
+        );
+        assert_eq!(
+            sagemaker_text("s3://b/k=v/x-1.jsonl", 256),
+            "s3://b/k=v/x-1.jsonl"
+        );
+        assert_eq!(sagemaker_text("ドリフト%", 3), "pct");
+        assert_eq!(sagemaker_text(&"a".repeat(300), 256).len(), 256);
+        assert_eq!(sagemaker_text("[]()", 256), "");
+    }
 
     #[test]
     fn short_names_are_kept_readable() {

@@ -139,12 +139,17 @@ outcomes! {
     NoCutoff => "no_cutoff", NeedsPerson;
     /// A finished retraining's adapter does not serve yet: no second job for the same gap.
     AwaitingAdapter => "awaiting_adapter", Routine;
-    /// A retraining job completed: its adapter is registered as a candidate version.
+    /// A retraining job completed: its adapter is registered as a candidate version, Approved
+    /// (`AUTO_APPROVE`) for the deployer to judge.
     CandidateRegistered => "candidate_registered", Acted;
+    /// ... registered PendingManualApproval: a person approves or rejects it.
+    CandidateAwaitsApproval => "candidate_awaits_approval", NeedsPerson;
     /// ... but no candidate could be made of it (no artifacts, the served package unreadable).
     CandidateUnregistered => "candidate_unregistered", NeedsPerson;
-    /// A retraining job failed or was stopped: no candidate; the day is released.
+    /// A retraining job failed (the day is released for another attempt) or ran out of time.
     RetrainingFailed => "retraining_failed", NeedsPerson;
+    /// A retraining job stopped by a person: no candidate, no other attempt that day.
+    RetrainingStopped => "retraining_stopped", Routine;
 
     // endpoint-sweeper: one decision per endpoint it changes, one per sweep
     MarkedIdle => "marked_idle", Acted;

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_sagemaker::types::{
-    AlgorithmSpecification, Channel, DataSource, OutputDataConfig, ResourceConfig,
-    S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, Tag, TrainingInputMode,
-    TrainingInstanceType, TrainingJobStatus,
+    AlgorithmSpecification, Channel, DataSource, MetricDefinition, OutputDataConfig,
+    ResourceConfig, S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, Tag,
+    TrainingInputMode, TrainingInstanceType, TrainingJobStatus,
 };
 use serde::Serialize;
 
@@ -22,6 +22,9 @@ pub struct TrainingSpec {
     pub hyperparameters: BTreeMap<String, String>,
     pub output_s3: String,
     pub max_runtime_seconds: i32,
+    /// Metric name -> the regex that finds it in the job's logs. A training image of one's own
+    /// reports final metrics only through these; without them a candidate has none to be gated on.
+    pub metric_definitions: BTreeMap<String, String>,
 }
 
 /// One job to start: a plan action ([`crate::plan::Action::StartTrainingJob`]).
@@ -149,6 +152,14 @@ pub fn snapshot_of(adapter: &str, name: &str) -> Option<String> {
     ok.then(|| format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..]))
 }
 
+/// Which attempt of its day a job is: 1, or the `-N` of a later one.
+pub fn attempt_of(name: &str) -> u32 {
+    name.rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .filter(|n| (2..=MAX_ATTEMPTS).contains(n))
+        .unwrap_or(1)
+}
+
 /// The adapter's most recent completed retraining job, if any.
 pub async fn latest_completed(
     sm: &aws_sdk_sagemaker::Client,
@@ -180,12 +191,21 @@ pub async fn latest_completed(
 
 /// CreateTrainingJob. `Ok(false)` when a job of that name already exists.
 pub async fn start(sm: &aws_sdk_sagemaker::Client, s: &TrainingJob) -> Result<bool> {
+    // Tag values in SageMaker's alphabet: the cause is free text ("29.58%", an alarm's reason).
+    let cause = crate::names::sagemaker_text(&s.cause, 256);
     let tags = BTreeMap::from([
         (tags::ADAPTER, s.adapter.as_str()),
         (tags::SNAPSHOT_DATE, s.snapshot_date.as_str()),
         (tags::EXPORT_URI, s.export_uri.as_str()),
-        (tags::CAUSE, crate::names::truncate(&s.cause, 256)),
+        (tags::CAUSE, cause.as_str()),
     ]);
+    // MetricDefinition's builder cannot fail (its members are optional in the SDK's model).
+    let metric_definitions: Vec<MetricDefinition> = s
+        .spec
+        .metric_definitions
+        .iter()
+        .map(|(name, regex)| MetricDefinition::builder().name(name).regex(regex).build())
+        .collect();
     let res = sm
         .create_training_job()
         .training_job_name(&s.name)
@@ -193,6 +213,7 @@ pub async fn start(sm: &aws_sdk_sagemaker::Client, s: &TrainingJob) -> Result<bo
             AlgorithmSpecification::builder()
                 .training_image(&s.spec.image)
                 .training_input_mode(TrainingInputMode::File)
+                .set_metric_definitions(Some(metric_definitions).filter(|m| !m.is_empty()))
                 .build(),
         )
         .role_arn(&s.spec.role_arn)
@@ -261,6 +282,13 @@ pub struct JobEnd {
     pub tags: BTreeMap<String, String>,
     /// When it ended (epoch seconds), once it has.
     pub ended_at: Option<i64>,
+    /// When it was made (epoch seconds): no package of it can be older.
+    pub created_at: Option<i64>,
+    /// What it ran as, and what its `train` channel read: the facts that make it the scanner's.
+    pub role_arn: Option<String>,
+    pub trained_on: Option<String>,
+    /// `MaxRuntimeExceeded`, `Stopped`, ...: why a Stopped job stopped.
+    pub secondary_status: Option<String>,
 }
 
 /// DescribeTrainingJob and its tags; `None` when there is no such job.
@@ -307,6 +335,16 @@ pub async fn describe_end(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<
         metrics,
         tags,
         ended_at: job.training_end_time().map(|t| t.secs()),
+        created_at: job.creation_time().map(|t| t.secs()),
+        role_arn: job.role_arn().map(str::to_string),
+        trained_on: job
+            .input_data_config()
+            .iter()
+            .find(|c| c.channel_name() == Some("train"))
+            .and_then(|c| c.data_source()?.s3_data_source())
+            .and_then(|s| s.s3_uri())
+            .map(str::to_string),
+        secondary_status: job.secondary_status().map(|s| s.as_str().to_string()),
     }))
 }
 
@@ -325,6 +363,7 @@ mod tests {
             Some("2026-03-02")
         );
         assert_eq!(snapshot_of("recs-lora", &format!("{day}-9")), None);
+        assert_eq!((attempt_of(&day), attempt_of(&second)), (1, 2));
         assert_eq!(snapshot_of("recs-lora", &format!("{day}-x")), None);
     }
 

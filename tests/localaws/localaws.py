@@ -31,6 +31,8 @@ suite need that moto does not do:
   person would be sent (POST /_localaws/queue makes a queue, GET /_localaws/messages drains it).
 * Fault and latency injection for benchmarks and fault tests (POST /_localaws/faults): latency,
   throttling, or a chosen error (code and HTTP status, or a bare status without a code).
+* SageMaker's patterns for tags and model package metadata (letters, numbers, spaces and
+  `_.:/=+-@`; lengths) are enforced, as SageMaker refuses them; moto takes any text.
 * UpdateModelPackage keeps the metadata and approval description it does not name (moto drops
   them).
 * CreateModelPackage is idempotent on its ClientToken; a training job ends (POST
@@ -205,6 +207,29 @@ class Deployment:
             "firing_alarms": self.firing_alarms,
             "deployment_config": self.deployment_config,
         }
+
+
+# SageMaker's patterns for tag and customer metadata text (moto checks neither): letters,
+# numbers, spaces and `_ . : / = + - @`; tag values up to 256, metadata keys 1-128 and values 1-256.
+SAGEMAKER_TEXT = re.compile(r"^[\w .:/=+\-@]*$")
+TEXT_CHECKED = {"CreateTrainingJob", "AddTags", "CreateModelPackage", "UpdateModelPackage", "CreateEndpoint",
+                "CreateEndpointConfig", "CreateModel"}
+
+
+def sagemaker_text_refused(request: dict[str, Any]) -> str | None:
+    """Why SageMaker would refuse the request's tags or metadata, if it would."""
+    for tag in request.get("Tags") or []:
+        key, value = tag.get("Key", ""), tag.get("Value", "")
+        if not SAGEMAKER_TEXT.match(key) or not 1 <= len(key) <= 128:
+            return f"1 validation error detected: Value '{key}' at 'tags.key' failed to satisfy constraint"
+        if not SAGEMAKER_TEXT.match(value) or len(value) > 256:
+            return f"1 validation error detected: Value '{value}' at 'tags.value' failed to satisfy constraint"
+    for key, value in (request.get("CustomerMetadataProperties") or {}).items():
+        if not SAGEMAKER_TEXT.match(key) or not 1 <= len(key) <= 128:
+            return f"Value '{key}' at 'customerMetadataProperties' failed to satisfy constraint: Map keys"
+        if not SAGEMAKER_TEXT.match(value) or not 1 <= len(value) <= 256:
+            return f"Value '{value}' at 'customerMetadataProperties.{key}' failed to satisfy constraint"
+    return None
 
 
 class ValidationException(Exception):
@@ -589,6 +614,13 @@ class LocalAws:
             return self.set_alarm_state(environ, region, body, cbor, recording_start_response)
         if cbor:
             return self.cloudwatch_cbor(environ, body, cbor.group("op"), recording_start_response)
+        if service == "sagemaker" and op in TEXT_CHECKED:
+            refused = sagemaker_text_refused(json.loads(body or b"{}"))
+            if refused:
+                call.status = 400
+                return self.json_response(
+                    recording_start_response, "400 Bad Request", {"__type": "ValidationException", "message": refused}
+                )
         if op == "InvokeEndpoint" and service == "sagemaker":
             return self.invoke_endpoint(environ, region, call.resource or "", recording_start_response)
         if op == "UpdateEndpoint" and service == "sagemaker":

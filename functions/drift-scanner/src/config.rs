@@ -52,6 +52,9 @@ pub struct Config {
     /// `MONITOR_ALARMS` (comma-separated, optional): Model Monitor data- or model-quality alarms
     /// that start the same export and retraining when they go to ALARM.
     pub monitor_alarms: Vec<String>,
+    /// `ADAPTER_PACKAGE_GROUP` (optional; `*` is any): the only group candidates go to. The
+    /// served package's group must be this one, else no candidate and a person is asked.
+    pub package_group: Option<String>,
     pub ledger_table: String,
     pub environment: Environment,
     pub dry_run: bool,
@@ -126,6 +129,10 @@ impl Config {
             training,
             auto_approve: flag(src, "AUTO_APPROVE", false)?,
             monitor_alarms: monitor_alarms(src),
+            package_group: src
+                .get("ADAPTER_PACKAGE_GROUP")
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty() && g != "*"),
             ledger_table: required(src, "LEDGER_TABLE", "a DynamoDB table name")?,
             environment: Environment::from_source(src)?,
             dry_run: flag(src, "DRY_RUN", false)?,
@@ -208,7 +215,33 @@ fn training_spec(
             .get("TRAINING_OUTPUT_S3")
             .unwrap_or_else(|| format!("s3://{bucket}/adapters/{adapter}/")),
         max_runtime_seconds: parsed(src, "TRAINING_MAX_RUNTIME_SECONDS", 86_400, "seconds")?,
+        metric_definitions: metric_definitions(src)?,
     })
+}
+
+/// `TRAINING_METRIC_DEFINITIONS`: `{"<metric>": "<regex with one group>"}`, as SageMaker takes
+/// them (at most 40; names up to 255 characters, regexes up to 500).
+fn metric_definitions(src: &impl Source) -> Result<BTreeMap<String, String>, ConfigError> {
+    let key = "TRAINING_METRIC_DEFINITIONS";
+    let Some(raw) = src.get(key).filter(|r| !r.trim().is_empty()) else {
+        return Ok(BTreeMap::new());
+    };
+    let defs: BTreeMap<String, String> = serde_json::from_str(&raw).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("expected a JSON object of metric name to regex: {e}"),
+        )
+    })?;
+    let bad = defs.iter().find(|(name, regex)| {
+        !(1..=255).contains(&name.chars().count()) || !(1..=500).contains(&regex.chars().count())
+    });
+    if defs.len() > 40 || bad.is_some() {
+        return Err(ConfigError::new(
+            key,
+            "at most 40 metrics, names of 1-255 characters, regexes of 1-500",
+        ));
+    }
+    Ok(defs)
 }
 
 /// A cutoff as written, and as the instant it means.

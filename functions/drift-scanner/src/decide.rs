@@ -245,6 +245,7 @@ mod tests {
                 hyperparameters: Default::default(),
                 output_s3: "s3://b/out/".into(),
                 max_runtime_seconds: 3600,
+                metric_definitions: Default::default(),
             },
         };
         Retraining { export, job }

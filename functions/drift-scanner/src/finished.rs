@@ -6,8 +6,6 @@
 //! event → observe (the job, the package the adapter endpoint serves, the registry) → decide
 //! (pure) → the pipeline: register, record.
 
-use std::collections::BTreeMap;
-
 use lifecycle::candidate::{self, CandidatePackage, InferenceSpec, TRAINING_JOB};
 use lifecycle::decision::Decision;
 use lifecycle::error::{Error, Result};
@@ -46,6 +44,8 @@ pub struct Base {
     pub arn: String,
     pub group: String,
     pub inference: InferenceSpec,
+    /// Its `CUTOFF_PROPERTY`: a job trained on an older catalog is superseded.
+    pub cutoff: Option<String>,
 }
 
 /// The job's name from the event; a clear error (and no call) when the event is not one.
@@ -70,13 +70,17 @@ pub async fn observe(scanner: &Scanner, name: &str) -> Result<Ended> {
         return Ok(ended);
     }
     ended.job = training::describe_end(sm, name).await?;
-    let completed = ended.job.as_ref().is_some_and(|j| j.status == "Completed");
-    if !(completed && ours(c, ended.job.as_ref())) {
+    let Some(job) = ended
+        .job
+        .as_ref()
+        .filter(|j| j.status == "Completed" && ours(c, j))
+    else {
         return Ok(ended);
-    }
+    };
+    let since = job.created_at;
     ended.base = base(scanner).await?;
     if let Some(b) = &ended.base {
-        ended.registered = candidate::registered_for(sm, &b.group, name).await?;
+        ended.registered = candidate::registered_for(sm, &b.group, name, since).await?;
     }
     Ok(ended)
 }
@@ -101,22 +105,68 @@ async fn base(scanner: &Scanner) -> Result<Option<Base>> {
         return Ok(None);
     };
     let p = registry::package_of(&out, &arn);
+    let cutoff = p.metadata.get(&scanner.config.cutoff_property).cloned();
     Ok(candidate::inference_of(&out).map(|inference| Base {
         arn: p.arn,
         group: p.group,
         inference,
+        cutoff,
     }))
 }
 
-/// A job the scanner started for this adapter: its name, and its adapter tag.
-fn ours(c: &Config, job: Option<&JobEnd>) -> bool {
-    job.is_some_and(|j| j.tags.get(tags::ADAPTER) == Some(&c.adapter))
+/// A job named and tagged as one of this adapter's retrainings. Names and tags are anyone's to
+/// set: [`provenance`] checks the rest before anything is registered.
+fn ours(c: &Config, job: &JobEnd) -> bool {
+    job.tags.get(tags::ADAPTER) == Some(&c.adapter)
+}
+
+/// Whether a completed job is one the scanner started: the snapshot day its name says (and its
+/// tag agrees), the training role (only who may pass it can use it), the day's export as its
+/// `train` channel, its output where the scanner's jobs write. Its snapshot day, or why not.
+fn provenance(c: &Config, job: &JobEnd) -> Result<String, String> {
+    let snapshot = training::snapshot_of(&c.adapter, &job.name)
+        .ok_or_else(|| "its name is not a retraining's".to_string())?;
+    let tagged = job.tags.get(tags::SNAPSHOT_DATE).map(String::as_str);
+    if tagged != Some(snapshot.as_str()) {
+        return Err(format!(
+            "its {} tag is {tagged:?}, its name says {snapshot}",
+            tags::SNAPSHOT_DATE
+        ));
+    }
+    if job.role_arn.as_deref() != Some(c.training.role_arn.as_str()) {
+        return Err(format!(
+            "it ran as {:?}, not TRAINING_ROLE_ARN",
+            job.role_arn
+        ));
+    }
+    let export = format!(
+        "s3://{}/{}{}/snapshot={snapshot}/",
+        c.bucket, c.prefix, c.adapter
+    );
+    if !job
+        .trained_on
+        .as_deref()
+        .is_some_and(|u| u.starts_with(&export))
+    {
+        return Err(format!(
+            "it trained on {:?}, not the export under {export}",
+            job.trained_on
+        ));
+    }
+    let output = c.training.output_s3.trim_end_matches('/');
+    let written = job.artifacts.as_deref().unwrap_or_default();
+    if !written.starts_with(&format!("{output}/")) {
+        return Err(format!(
+            "its model artifacts {written:?} are not under {output}/"
+        ));
+    }
+    Ok(snapshot)
 }
 
 /// What to do about a job that changed state. Pure.
 pub fn decide(c: &Config, e: &Ended) -> Decision {
     let name = &e.name;
-    let Some(job) = e.job.as_ref().filter(|_| ours(c, e.job.as_ref())) else {
+    let Some(job) = e.job.as_ref().filter(|j| ours(c, j)) else {
         return Decision::new(
             Outcome::Ignored,
             format!(
@@ -127,16 +177,28 @@ pub fn decide(c: &Config, e: &Ended) -> Decision {
         );
     };
     let evidence = json!({"job": job});
+    let timed_out = job.secondary_status.as_deref() == Some("MaxRuntimeExceeded");
     match job.status.as_str() {
         "Completed" => completed(c, e, job),
-        "Failed" | "Stopped" => Decision::new(
+        "Failed" => Decision::new(
             Outcome::RetrainingFailed,
             format!(
-                "retraining job {name} {}: {}; no candidate; the next scan may start another (up to {} a day)",
-                job.status.to_lowercase(),
+                "retraining job {name} failed: {}; no candidate; {}",
                 job.failure_reason.as_deref().unwrap_or("no reason given"),
-                training::MAX_ATTEMPTS
+                attempts_left(name)
             ),
+        ),
+        // A day's run again would run as long: not released either.
+        "Stopped" if timed_out => Decision::new(
+            Outcome::RetrainingFailed,
+            format!(
+                "retraining job {name} ran past TRAINING_MAX_RUNTIME_SECONDS ({}s) and was stopped; no candidate, no other attempt today",
+                c.training.max_runtime_seconds
+            ),
+        ),
+        "Stopped" => Decision::new(
+            Outcome::RetrainingStopped,
+            format!("retraining job {name} was stopped: no candidate, and no other attempt today"),
         ),
         other => Decision::new(
             Outcome::Ignored,
@@ -144,6 +206,23 @@ pub fn decide(c: &Config, e: &Ended) -> Decision {
         ),
     }
     .with_evidence(evidence)
+}
+
+/// How many more attempts the job's day has.
+fn attempts_left(name: &str) -> String {
+    let n = training::attempt_of(name);
+    if n < training::MAX_ATTEMPTS {
+        format!(
+            "the next scan may start attempt {} of {} today",
+            n + 1,
+            training::MAX_ATTEMPTS
+        )
+    } else {
+        format!(
+            "it was the day's last attempt ({}): the next is tomorrow's",
+            training::MAX_ATTEMPTS
+        )
+    }
 }
 
 fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
@@ -155,33 +234,40 @@ fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
         )
         .with_package(Some(arn.clone()));
     }
-    let (Some(base), Some(artifacts)) = (&e.base, &job.artifacts) else {
-        let why = if job.artifacts.is_none() {
-            "it has no model artifacts".to_string()
-        } else {
-            format!(
-                "the package {} serves (its group and inference specification) cannot be read",
-                c.endpoint.as_deref().unwrap_or("ENDPOINT_NAME")
-            )
-        };
-        return Decision::new(
+    let unregistered = |why: String| {
+        Decision::new(
             Outcome::CandidateUnregistered,
             format!("retraining job {name} completed, but {why}: no candidate registered"),
-        );
+        )
     };
-    let package = candidate_package(c, base, job, artifacts);
+    let snapshot = match provenance(c, job) {
+        Ok(s) => s,
+        Err(why) => return unregistered(format!("it is not one the scanner started ({why})")),
+    };
+    let (Some(base), Some(artifacts)) = (&e.base, &job.artifacts) else {
+        return unregistered(format!(
+            "the package {} serves (its group and inference specification) cannot be read",
+            c.endpoint.as_deref().unwrap_or("ENDPOINT_NAME")
+        ));
+    };
+    if let Some(why) = refused(c, base, job, &snapshot) {
+        return why;
+    }
+    let package = candidate_package(c, base, job, artifacts, &snapshot);
+    let (outcome, status) = if c.auto_approve {
+        (
+            Outcome::CandidateRegistered,
+            "Approved; the deployer's gates still apply",
+        )
+    } else {
+        (
+            Outcome::CandidateAwaitsApproval,
+            "PendingManualApproval: a person approves or rejects it",
+        )
+    };
     let reason = format!(
-        "retraining job {name} completed: registering it as a new version of {} ({}), trained on the catalog of {}",
+        "retraining job {name} completed: registering it as a new version of {} ({status}), trained on the catalog of {snapshot}",
         base.group,
-        if c.auto_approve {
-            "Approved; the deployer's gates still apply"
-        } else {
-            "PendingManualApproval"
-        },
-        package
-            .metadata
-            .get(&c.cutoff_property)
-            .map_or("?", String::as_str)
     );
     let mut plan = Plan::default();
     plan.push(
@@ -193,26 +279,76 @@ fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
             base.arn
         ),
     );
-    Decision::new(Outcome::CandidateRegistered, reason).with_plan(plan)
+    Decision::new(outcome, reason).with_plan(plan)
 }
 
-fn candidate_package(c: &Config, base: &Base, job: &JobEnd, artifacts: &str) -> CandidatePackage {
+/// A completed job of ours that is still not registered: another group than the one configured,
+/// no metrics to be gated on, or a catalog no newer than the one the served adapter knows.
+fn refused(c: &Config, base: &Base, job: &JobEnd, snapshot: &str) -> Option<Decision> {
+    let name = &job.name;
+    let unregistered = |why: String| {
+        Decision::new(
+            Outcome::CandidateUnregistered,
+            format!("retraining job {name} completed, but {why}: no candidate registered"),
+        )
+    };
+    if let Some(group) = c.package_group.as_ref().filter(|g| **g != base.group) {
+        return Some(unregistered(format!(
+            "the adapter endpoint serves a version of {}, not of ADAPTER_PACKAGE_GROUP {group}",
+            base.group
+        )));
+    }
+    if job.metrics.is_empty() {
+        return Some(unregistered(
+            "it reported no final metrics (TRAINING_METRIC_DEFINITIONS tells SageMaker how to read them from its logs); a version without them would fail every gate".into(),
+        ));
+    }
+    let newer = |cutoff: &str| {
+        let at = |d: &str| crate::dates::parse_cutoff(d).ok();
+        matches!((at(snapshot), at(cutoff)), (Some(s), Some(c)) if s <= c)
+    };
+    if let Some(cutoff) = base.cutoff.as_deref().filter(|c| newer(c)) {
+        return Some(Decision::new(
+            Outcome::Superseded,
+            format!(
+                "retraining job {name} trained on the catalog of {snapshot}; the served adapter {} knows the catalog of {cutoff} already: not registered",
+                base.arn
+            ),
+        ));
+    }
+    None
+}
+
+fn candidate_package(
+    c: &Config,
+    base: &Base,
+    job: &JobEnd,
+    artifacts: &str,
+    snapshot: &str,
+) -> CandidatePackage {
     let tag = |k: &str| job.tags.get(k).cloned().unwrap_or_default();
-    // The snapshot date under the key the scanner reads its cutoff from, once this serves.
-    let metadata = BTreeMap::from([
-        (c.cutoff_property.clone(), tag(tags::SNAPSHOT_DATE)),
+    // The snapshot date under the key the scanner reads its cutoff from, once this serves. Values
+    // in SageMaker's alphabet, and none empty (SageMaker refuses both).
+    let metadata = [
+        (c.cutoff_property.clone(), snapshot.to_string()),
         (TRAINING_JOB.to_string(), job.name.clone()),
-        ("catalog_export_uri".to_string(), tag(tags::EXPORT_URI)),
+        (
+            "catalog_export_uri".to_string(),
+            job.trained_on.clone().unwrap_or_default(),
+        ),
         ("retraining_cause".to_string(), tag(tags::CAUSE)),
         ("base_package".to_string(), base.arn.clone()),
-    ]);
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, lifecycle::names::sagemaker_text(&v, 256)))
+    .filter(|(_, v)| !v.is_empty())
+    .collect();
     CandidatePackage {
         group: base.group.clone(),
         description: format!(
-            "{} retrained by {} on the catalog of {} ({})",
+            "{} retrained by {} on the catalog of {snapshot} ({})",
             c.adapter,
             job.name,
-            tag(tags::SNAPSHOT_DATE),
             tag(tags::CAUSE)
         ),
         inference: base.inference.with_model_data(artifacts),
@@ -235,6 +371,7 @@ mod tests {
     use super::*;
     use lifecycle::candidate::Container;
     use lifecycle::plan::ActionKind;
+    use std::collections::BTreeMap;
 
     fn config() -> Config {
         let env = [
@@ -249,6 +386,9 @@ mod tests {
         ];
         Config::from_source(&env.as_slice()).unwrap()
     }
+
+    const EXPORT: &str =
+        "s3://training/catalog-snapshots/recs-lora/snapshot=2026-12-03/catalog-1.jsonl";
 
     fn job(status: &str) -> JobEnd {
         JobEnd {
@@ -265,9 +405,16 @@ mod tests {
                     tags::EXPORT_URI.into(),
                     "s3://training/snap/catalog.jsonl".into(),
                 ),
-                (tags::CAUSE.into(), "coverage gap 29.58% above 5%".into()),
+                (
+                    tags::CAUSE.into(),
+                    "coverage gap 29.58 pct above 5 pct".into(),
+                ),
             ]),
             ended_at: Some(1),
+            created_at: Some(0),
+            role_arn: Some("arn:aws:iam::123456789012:role/train".into()),
+            trained_on: Some(EXPORT.into()),
+            secondary_status: Some(status.into()),
         }
     }
 
@@ -288,6 +435,7 @@ mod tests {
                     response_types: vec![],
                     realtime_instance_types: vec![],
                 },
+                cutoff: Some("2025-09-01".into()),
             }),
             registered: None,
         }
@@ -297,7 +445,7 @@ mod tests {
     fn a_completed_job_becomes_one_candidate_with_its_lineage_and_metrics() {
         let c = config();
         let d = decide(&c, &ended("Completed"));
-        assert_eq!(d.outcome, Outcome::CandidateRegistered, "{}", d.reason);
+        assert_eq!(d.outcome, Outcome::CandidateAwaitsApproval, "{}", d.reason);
         let Action::RegisterPackage { package } = &d.plan.steps[0].action else {
             panic!("{:?}", d.plan)
         };
@@ -310,7 +458,8 @@ mod tests {
         for (k, v) in [
             ("catalog_snapshot_date", "2026-12-03"),
             ("training_job", "recs-lora-catalog-20261203"),
-            ("catalog_export_uri", "s3://training/snap/catalog.jsonl"),
+            ("catalog_export_uri", EXPORT),
+            ("retraining_cause", "coverage gap 29.58 pct above 5 pct"),
         ] {
             assert_eq!(package.metadata.get(k).map(String::as_str), Some(v), "{k}");
         }
@@ -344,5 +493,101 @@ mod tests {
         let d = decide(&c, &unread);
         assert_eq!(d.outcome, Outcome::CandidateUnregistered);
         assert!(!d.plan.has(ActionKind::RegisterPackage));
+    }
+
+    #[test]
+    fn a_job_not_started_by_the_scanner_is_never_registered() {
+        let c = config();
+        type Forge = fn(&mut JobEnd);
+        let cases: [(&str, Forge); 4] = [
+            ("tag is", |j| {
+                j.tags
+                    .insert(tags::SNAPSHOT_DATE.into(), "2099-01-01".into());
+            }),
+            ("not TRAINING_ROLE_ARN", |j| {
+                j.role_arn = Some("arn:aws:iam::123456789012:role/someone".into())
+            }),
+            ("not the export", |j| {
+                j.trained_on = Some("s3://elsewhere/data.jsonl".into())
+            }),
+            ("are not under", |j| {
+                j.artifacts = Some("s3://elsewhere/model.tar.gz".into())
+            }),
+        ];
+        for (why, forge) in cases {
+            let mut e = ended("Completed");
+            forge(e.job.as_mut().unwrap());
+            let d = decide(&c, &e);
+            assert_eq!(d.outcome, Outcome::CandidateUnregistered, "{why}");
+            assert!(
+                d.reason.contains(why) && d.plan.is_empty(),
+                "{why}: {}",
+                d.reason
+            );
+        }
+    }
+
+    #[test]
+    fn an_older_catalog_no_metrics_or_another_group_registers_nothing() {
+        let mut c = config();
+        let mut old = ended("Completed");
+        old.base.as_mut().unwrap().cutoff = Some("2026-12-03".into());
+        let d = decide(&c, &old);
+        assert_eq!(
+            (d.outcome, d.plan.is_empty()),
+            (Outcome::Superseded, true),
+            "{}",
+            d.reason
+        );
+
+        let mut silent = ended("Completed");
+        silent.job.as_mut().unwrap().metrics.clear();
+        let d = decide(&c, &silent);
+        assert_eq!(d.outcome, Outcome::CandidateUnregistered);
+        assert!(
+            d.reason.contains("TRAINING_METRIC_DEFINITIONS"),
+            "{}",
+            d.reason
+        );
+
+        c.package_group = Some("recs-adapters".into());
+        let d = decide(&c, &ended("Completed"));
+        assert_eq!(d.outcome, Outcome::CandidateUnregistered);
+        assert!(
+            d.reason.contains("not of ADAPTER_PACKAGE_GROUP"),
+            "{}",
+            d.reason
+        );
+
+        c.package_group = Some("recs".into());
+        c.auto_approve = true;
+        let d = decide(&c, &ended("Completed"));
+        assert_eq!(d.outcome, Outcome::CandidateRegistered, "{}", d.reason);
+    }
+
+    #[test]
+    fn a_stopped_job_is_a_persons_and_a_timed_out_one_is_told() {
+        let c = config();
+        let d = decide(&c, &ended("Stopped"));
+        assert_eq!(d.outcome, Outcome::RetrainingStopped, "{}", d.reason);
+        let mut timed_out = ended("Stopped");
+        timed_out.job.as_mut().unwrap().secondary_status = Some("MaxRuntimeExceeded".into());
+        let d = decide(&c, &timed_out);
+        assert_eq!(d.outcome, Outcome::RetrainingFailed);
+        assert!(
+            d.reason.contains("TRAINING_MAX_RUNTIME_SECONDS"),
+            "{}",
+            d.reason
+        );
+        let mut last = ended("Failed");
+        last.name = "recs-lora-catalog-20261203-3".into();
+        last.job.as_mut().unwrap().name = last.name.clone();
+        let d = decide(&c, &last);
+        assert!(d.reason.contains("last attempt"), "{}", d.reason);
+        assert!(
+            decide(&c, &ended("Failed"))
+                .reason
+                .contains("attempt 2 of 3")
+        );
     }
 }

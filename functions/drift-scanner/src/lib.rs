@@ -393,7 +393,8 @@ async fn jobs(
 }
 
 /// The day's latest attempt and its status, and the name a new job of the day takes. A job that
-/// failed or stopped releases the day for the next attempt, up to [`training::MAX_ATTEMPTS`].
+/// failed releases the day for the next attempt, up to [`training::MAX_ATTEMPTS`]; one stopped (by
+/// a person, or out of time) does not: the same run would stop the same way.
 async fn todays_attempt(
     sm: &aws_sdk_sagemaker::Client,
     day: &str,
@@ -403,7 +404,7 @@ async fn todays_attempt(
         let Some(status) = training::status(sm, &name).await? else {
             return Ok((None, name));
         };
-        let released = matches!(status.as_str(), "Failed" | "Stopped");
+        let released = status == "Failed";
         if !released || attempt == training::MAX_ATTEMPTS {
             return Ok((Some((name.clone(), status)), name));
         }
