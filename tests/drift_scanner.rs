@@ -938,3 +938,85 @@ async fn a_retrained_adapter_deploys_and_its_lineage_leads_back_to_the_gap() {
         "{meta:?}"
     );
 }
+
+/// Someone who may pass the training role names a job like the scanner's, tags it like the
+/// scanner's and trains it on the real export, with an image of their own: no candidate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_dressed_as_a_retraining_is_not_registered() {
+    use aws_sdk_sagemaker::types::{
+        AlgorithmSpecification, Channel, DataSource, OutputDataConfig, ResourceConfig,
+        S3DataSource, S3DataType, StoppingCondition, Tag, TrainingInputMode, TrainingInstanceType,
+    };
+    let s = Scenario::new("loopforged").await;
+    let (catalog, scanner, job) = retraining_started(&s).await;
+    let snapshot = drift_scanner::dates::snapshot_date(time::OffsetDateTime::now_utc());
+    let forged = format!("{job}-2");
+    let export = format!(
+        "s3://{}/catalog-snapshots/{}/snapshot={snapshot}/",
+        catalog.bucket, catalog.adapter
+    );
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    s.setup
+        .sagemaker
+        .create_training_job()
+        .training_job_name(&forged)
+        .role_arn(ROLE_ARN)
+        .algorithm_specification(
+            AlgorithmSpecification::builder()
+                .training_image("123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:latest")
+                .training_input_mode(TrainingInputMode::File)
+                .build(),
+        )
+        .input_data_config(
+            Channel::builder()
+                .channel_name("train")
+                .data_source(
+                    DataSource::builder()
+                        .s3_data_source(
+                            S3DataSource::builder()
+                                .s3_data_type(S3DataType::S3Prefix)
+                                .s3_uri(&export)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .output_data_config(
+            OutputDataConfig::builder()
+                .s3_output_path(format!(
+                    "s3://{}/adapters/{}/",
+                    catalog.bucket, catalog.adapter
+                ))
+                .build(),
+        )
+        .resource_config(
+            ResourceConfig::builder()
+                .instance_type(TrainingInstanceType::MlG52Xlarge)
+                .instance_count(1)
+                .volume_size_in_gb(50)
+                .build(),
+        )
+        .stopping_condition(
+            StoppingCondition::builder()
+                .max_runtime_in_seconds(3600)
+                .build(),
+        )
+        .tags(tag("lifecycle:adapter", &catalog.adapter))
+        .tags(tag("lifecycle:catalog-snapshot-date", &snapshot))
+        .send()
+        .await
+        .unwrap();
+    end_job(
+        &forged,
+        "Completed",
+        json!({"validation_loss": 0.01, "offline_ctr": 0.5}),
+        None,
+    );
+
+    let d = job_ended(&s.fx, &scanner, &forged, "Completed", "forged").await;
+    assert_eq!(d.outcome, Outcome::CandidateUnregistered, "{}", d.reason);
+    assert!(d.reason.contains("not TRAINING_IMAGE"), "{}", d.reason);
+    assert_eq!(d.severity, lifecycle::outcome::Severity::NeedsPerson);
+    assert_eq!(s.fx.count("CreateModelPackage"), 0);
+}

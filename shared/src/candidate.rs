@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 /// The metadata key naming the training job a package was registered from.
 pub const TRAINING_JOB: &str = "training_job";
-/// A page of the registry's versions, searched for one registered from a job already.
+/// A page of the registry's versions, read for one registered from a job already.
 const PAGE: i32 = 50;
 
 /// What a package serves with (its InferenceSpecification), as the suite copies it.
@@ -105,15 +105,14 @@ pub fn inference_of(
     })
 }
 
-/// The package of `group` registered from `job`, if there is one. Every version made since the job
-/// was (`since`, epoch seconds) is read, page by page: a package of the job cannot be older, so
-/// the search is complete however many versions others registered meanwhile.
-pub async fn registered_for(
+/// Every version of `group` registered since `since` (epoch seconds; a job's creation), newest
+/// first, described. Read page by page: a package of the job cannot be older, so a search for it
+/// is complete however many versions others registered meanwhile.
+pub async fn registered_since(
     sm: &aws_sdk_sagemaker::Client,
     group: &str,
-    job: &str,
     since: Option<i64>,
-) -> Result<Option<String>> {
+) -> Result<Vec<crate::registry::ModelPackage>> {
     // A minute's slack for the clocks of the two services.
     let after = since.map(|s| aws_smithy_types::DateTime::from_secs(s - 60));
     let mut pages = sm
@@ -126,16 +125,13 @@ pub async fn registered_for(
         .into_paginator()
         .items()
         .send();
+    let mut out = Vec::new();
     while let Some(p) = pages.next().await {
         let p = p.map_err(|e| Error::aws("ListModelPackages", e))?;
         let arn = p.model_package_arn().unwrap_or_default();
-        if let Some(found) = crate::registry::describe(sm, arn).await?
-            && found.metadata.get(TRAINING_JOB).map(String::as_str) == Some(job)
-        {
-            return Ok(Some(found.arn));
-        }
+        out.extend(crate::registry::describe(sm, arn).await?);
     }
-    Ok(None)
+    Ok(out)
 }
 
 /// Writes the statistics report, then CreateModelPackage. Returns the package's ARN.

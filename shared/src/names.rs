@@ -29,6 +29,12 @@ pub fn sagemaker_text(s: &str, max: usize) -> String {
     words.join(" ").chars().take(max).collect()
 }
 
+/// Whether `s` is in that alphabet already (a value the suite must write exactly, such as a URI).
+pub fn is_sagemaker_text(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c))
+}
+
 /// Cuts a string to at most `max` bytes on a character boundary.
 pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -81,6 +87,7 @@ mod tests {
         assert_eq!(sagemaker_text("ドリフト%", 3), "pct");
         assert_eq!(sagemaker_text(&"a".repeat(300), 256).len(), 256);
         assert_eq!(sagemaker_text("[]()", 256), "");
+        assert!(is_sagemaker_text("s3://b/p/x=1/a-b.jsonl") && !is_sagemaker_text("s3://b/~p/"));
     }
 
     #[test]

@@ -289,6 +289,9 @@ pub struct JobEnd {
     pub trained_on: Option<String>,
     /// `MaxRuntimeExceeded`, `Stopped`, ...: why a Stopped job stopped.
     pub secondary_status: Option<String>,
+    /// What it ran: with the role, data and output, what makes it the scanner's own training.
+    pub image: Option<String>,
+    pub hyperparameters: BTreeMap<String, String>,
 }
 
 /// DescribeTrainingJob and its tags; `None` when there is no such job.
@@ -345,6 +348,14 @@ pub async fn describe_end(sm: &aws_sdk_sagemaker::Client, name: &str) -> Result<
             .and_then(|s| s.s3_uri())
             .map(str::to_string),
         secondary_status: job.secondary_status().map(|s| s.as_str().to_string()),
+        image: job
+            .algorithm_specification()
+            .and_then(|a| a.training_image())
+            .map(str::to_string),
+        hyperparameters: job
+            .hyper_parameters()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
     }))
 }
 

@@ -106,6 +106,7 @@ impl Config {
         if !prefix.is_empty() && !prefix.ends_with('/') {
             prefix.push('/');
         }
+        export_uri_taggable(&bucket, &prefix, &adapter)?;
         let (template, retrain_after_days) = retraining(src)?;
         Ok(Self {
             template,
@@ -117,9 +118,7 @@ impl Config {
                 .unwrap_or_else(|| "created_at".into()),
             title_attribute: src.get("TITLE_ATTRIBUTE").unwrap_or_else(|| "title".into()),
             endpoint,
-            cutoff_property: src
-                .get("CUTOFF_PROPERTY")
-                .unwrap_or_else(|| "catalog_snapshot_date".into()),
+            cutoff_property: cutoff_property(src)?,
             fallback_cutoff,
             threshold_pct,
             segments,
@@ -138,6 +137,35 @@ impl Config {
             dry_run: flag(src, "DRY_RUN", false)?,
         })
     }
+}
+
+/// The export's URI is a tag of each job and metadata of each candidate, exactly: in SageMaker's
+/// alphabet and at most 256 characters, or every CreateTrainingJob would be refused.
+fn export_uri_taggable(bucket: &str, prefix: &str, adapter: &str) -> Result<(), ConfigError> {
+    let uri = format!("s3://{bucket}/{prefix}{adapter}/snapshot=2026-01-01/catalog-00000000.jsonl");
+    if lifecycle::names::is_sagemaker_text(&uri) && uri.chars().count() <= 256 {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "TRAINING_PREFIX",
+        format!(
+            "{prefix:?}: with TRAINING_BUCKET, the export URIs must be at most 256 characters of letters, digits and _ . : / = + - @"
+        ),
+    ))
+}
+
+/// `CUTOFF_PROPERTY`: a metadata key the scanner also writes on its candidates.
+fn cutoff_property(src: &impl Source) -> Result<String, ConfigError> {
+    let key = src
+        .get("CUTOFF_PROPERTY")
+        .unwrap_or_else(|| "catalog_snapshot_date".into());
+    let ok = (1..=128).contains(&key.chars().count()) && lifecycle::names::is_sagemaker_text(&key);
+    ok.then_some(key).ok_or_else(|| {
+        ConfigError::new(
+            "CUTOFF_PROPERTY",
+            "1-128 letters, digits, spaces or _ . : / = + - @ (a model package metadata key)",
+        )
+    })
 }
 
 /// `MONITOR_ALARMS`: alarm names, comma-separated, blanks dropped.
@@ -293,6 +321,7 @@ mod tests {
         assert_eq!(c.created_attribute, "created_at");
         assert_eq!(c.prefix, "catalog-snapshots/");
         assert!(!c.auto_approve && c.monitor_alarms.is_empty());
+        assert!(c.package_group.is_none() && c.training.metric_definitions.is_empty());
         let mut env = base();
         env.push(("MONITOR_ALARMS", " recs-data-quality , recs-model-quality,"));
         let c = Config::from_source(&env.as_slice()).unwrap();
@@ -316,6 +345,10 @@ mod tests {
             ("ADAPTER_NAME", "bad name"),
             ("EXPORT_TEMPLATE", "Title: {title"),
             ("RETRAIN_AFTER_DAYS", "0"),
+            ("TRAINING_PREFIX", "snapshots~(2026)/"),
+            ("CUTOFF_PROPERTY", "cutoff%"),
+            ("TRAINING_METRIC_DEFINITIONS", "[\"validation_loss\"]"),
+            ("TRAINING_METRIC_DEFINITIONS", "{\"validation_loss\": \"\"}"),
         ] {
             let mut env = base();
             env.retain(|(k, _)| *k != var);

@@ -1,7 +1,8 @@
 //! A retraining job that ended (EventBridge's "SageMaker Training Job State Change"): Completed
-//! becomes a candidate package of the adapter's group; Failed or Stopped is a person's to hear,
-//! and releases the day for another attempt. The event names the job; what it says is re-read
-//! from SageMaker (an event may be late, repeated or made by hand).
+//! becomes a candidate package of the adapter's group, once it is shown to be the scanner's own;
+//! Failed is a person's to hear and releases the day for another attempt; Stopped does not. The
+//! event names the job; what it says is re-read from SageMaker (an event may be late, repeated or
+//! made by hand).
 //!
 //! event → observe (the job, the package the adapter endpoint serves, the registry) → decide
 //! (pure) → the pipeline: register, record.
@@ -37,6 +38,8 @@ pub struct Ended {
     pub base: Option<Base>,
     /// A package already registered from this job.
     pub registered: Option<String>,
+    /// Versions registered since the job was made, from other jobs: (ARN, catalog cutoff).
+    pub newer: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +67,7 @@ pub async fn observe(scanner: &Scanner, name: &str) -> Result<Ended> {
         job: None,
         base: None,
         registered: None,
+        newer: vec![],
     };
     // Another team's job is only recorded: not even described.
     if training::snapshot_of(&c.adapter, name).is_none() {
@@ -80,7 +84,16 @@ pub async fn observe(scanner: &Scanner, name: &str) -> Result<Ended> {
     let since = job.created_at;
     ended.base = base(scanner).await?;
     if let Some(b) = &ended.base {
-        ended.registered = candidate::registered_for(sm, &b.group, name, since).await?;
+        for p in candidate::registered_since(sm, &b.group, since).await? {
+            match (
+                p.metadata.get(TRAINING_JOB),
+                p.metadata.get(&c.cutoff_property),
+            ) {
+                (Some(job), _) if job == name => ended.registered = Some(p.arn),
+                (_, Some(cutoff)) => ended.newer.push((p.arn, cutoff.clone())),
+                _ => {}
+            }
+        }
     }
     Ok(ended)
 }
@@ -121,16 +134,18 @@ fn ours(c: &Config, job: &JobEnd) -> bool {
 }
 
 /// Whether a completed job is one the scanner started: the snapshot day its name says (and its
-/// tag agrees), the training role (only who may pass it can use it), the day's export as its
-/// `train` channel, its output where the scanner's jobs write. Its snapshot day, or why not.
+/// tag agrees), the training role (only who may pass it can use it), the configured image and
+/// hyperparameters (with a framework image, the code it runs is a hyperparameter), the day's
+/// export as its `train` channel, its model where SageMaker writes this job's. Its snapshot day,
+/// or why not. A job started before a change of TRAINING_* is refused too: a person decides.
 fn provenance(c: &Config, job: &JobEnd) -> Result<String, String> {
     let snapshot = training::snapshot_of(&c.adapter, &job.name)
         .ok_or_else(|| "its name is not a retraining's".to_string())?;
     let tagged = job.tags.get(tags::SNAPSHOT_DATE).map(String::as_str);
     if tagged != Some(snapshot.as_str()) {
+        let tag = tags::SNAPSHOT_DATE;
         return Err(format!(
-            "its {} tag is {tagged:?}, its name says {snapshot}",
-            tags::SNAPSHOT_DATE
+            "its {tag} tag is {tagged:?}, its name says {snapshot}"
         ));
     }
     if job.role_arn.as_deref() != Some(c.training.role_arn.as_str()) {
@@ -138,6 +153,15 @@ fn provenance(c: &Config, job: &JobEnd) -> Result<String, String> {
             "it ran as {:?}, not TRAINING_ROLE_ARN",
             job.role_arn
         ));
+    }
+    if job.image.as_deref() != Some(c.training.image.as_str()) {
+        return Err(format!(
+            "it ran the image {:?}, not TRAINING_IMAGE",
+            job.image
+        ));
+    }
+    if job.hyperparameters != c.training.hyperparameters {
+        return Err("its hyperparameters are not TRAINING_HYPERPARAMETERS".into());
     }
     let export = format!(
         "s3://{}/{}{}/snapshot={snapshot}/",
@@ -148,16 +172,17 @@ fn provenance(c: &Config, job: &JobEnd) -> Result<String, String> {
         .as_deref()
         .is_some_and(|u| u.starts_with(&export))
     {
+        let on = &job.trained_on;
         return Err(format!(
-            "it trained on {:?}, not the export under {export}",
-            job.trained_on
+            "it trained on {on:?}, not the export under {export}"
         ));
     }
     let output = c.training.output_s3.trim_end_matches('/');
-    let written = job.artifacts.as_deref().unwrap_or_default();
-    if !written.starts_with(&format!("{output}/")) {
+    let model = format!("{output}/{}/output/model.tar.gz", job.name);
+    if job.artifacts.as_deref() != Some(model.as_str()) {
+        let artifacts = &job.artifacts;
         return Err(format!(
-            "its model artifacts {written:?} are not under {output}/"
+            "its model artifacts are {artifacts:?}, not {model}"
         ));
     }
     Ok(snapshot)
@@ -208,19 +233,18 @@ pub fn decide(c: &Config, e: &Ended) -> Decision {
     .with_evidence(evidence)
 }
 
-/// How many more attempts the job's day has.
+/// What may come after a failed attempt: the day's snapshot is released for another (a Model
+/// Monitor alarm or a run by hand that same UTC day), else the next day's scan starts its own.
 fn attempts_left(name: &str) -> String {
-    let n = training::attempt_of(name);
-    if n < training::MAX_ATTEMPTS {
+    let (n, max) = (training::attempt_of(name), training::MAX_ATTEMPTS);
+    if n < max {
         format!(
-            "the next scan may start attempt {} of {} today",
-            n + 1,
-            training::MAX_ATTEMPTS
+            "a run the same UTC day (an alarm, by hand) may start attempt {} of {max}, else the next scheduled scan starts the next day's",
+            n + 1
         )
     } else {
         format!(
-            "it was the day's last attempt ({}): the next is tomorrow's",
-            training::MAX_ATTEMPTS
+            "it was the day's last attempt ({max}): the next scheduled scan starts the next day's"
         )
     }
 }
@@ -240,6 +264,9 @@ fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
             format!("retraining job {name} completed, but {why}: no candidate registered"),
         )
     };
+    if job.artifacts.is_none() {
+        return unregistered("it has no model artifacts".into());
+    }
     let snapshot = match provenance(c, job) {
         Ok(s) => s,
         Err(why) => return unregistered(format!("it is not one the scanner started ({why})")),
@@ -250,7 +277,7 @@ fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
             c.endpoint.as_deref().unwrap_or("ENDPOINT_NAME")
         ));
     };
-    if let Some(why) = refused(c, base, job, &snapshot) {
+    if let Some(why) = refused(c, e, base, job, &snapshot) {
         return why;
     }
     let package = candidate_package(c, base, job, artifacts, &snapshot);
@@ -283,8 +310,9 @@ fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
 }
 
 /// A completed job of ours that is still not registered: another group than the one configured,
-/// no metrics to be gated on, or a catalog no newer than the one the served adapter knows.
-fn refused(c: &Config, base: &Base, job: &JobEnd, snapshot: &str) -> Option<Decision> {
+/// no metrics to be gated on, or a catalog no newer than the one the served adapter, or a version
+/// registered since, knows (a late or redriven event never puts an older adapter ahead).
+fn refused(c: &Config, e: &Ended, base: &Base, job: &JobEnd, snapshot: &str) -> Option<Decision> {
     let name = &job.name;
     let unregistered = |why: String| {
         Decision::new(
@@ -303,20 +331,22 @@ fn refused(c: &Config, base: &Base, job: &JobEnd, snapshot: &str) -> Option<Deci
             "it reported no final metrics (TRAINING_METRIC_DEFINITIONS tells SageMaker how to read them from its logs); a version without them would fail every gate".into(),
         ));
     }
-    let newer = |cutoff: &str| {
-        let at = |d: &str| crate::dates::parse_cutoff(d).ok();
-        matches!((at(snapshot), at(cutoff)), (Some(s), Some(c)) if s <= c)
+    // By day, as the scan compares: a cutoff written as a time that day covers the day too.
+    let day = |d: &str| {
+        crate::dates::parse_cutoff(d)
+            .ok()
+            .map(|t| t.to_offset(time::UtcOffset::UTC).date())
     };
-    if let Some(cutoff) = base.cutoff.as_deref().filter(|c| newer(c)) {
-        return Some(Decision::new(
-            Outcome::Superseded,
-            format!(
-                "retraining job {name} trained on the catalog of {snapshot}; the served adapter {} knows the catalog of {cutoff} already: not registered",
-                base.arn
-            ),
-        ));
-    }
-    None
+    let covered = |cut: &str| matches!((day(snapshot), day(cut)), (Some(s), Some(c)) if s <= c);
+    let served = base.cutoff.iter().map(|cut| (&base.arn, cut));
+    let since = e.newer.iter().map(|(arn, cut)| (arn, cut));
+    let (arn, cutoff) = served.chain(since).find(|(_, cut)| covered(cut))?;
+    Some(Decision::new(
+        Outcome::Superseded,
+        format!(
+            "retraining job {name} trained on the catalog of {snapshot}; {arn} knows the catalog of {cutoff} already: not registered"
+        ),
+    ))
 }
 
 fn candidate_package(
@@ -387,6 +417,8 @@ mod tests {
         Config::from_source(&env.as_slice()).unwrap()
     }
 
+    const MODEL: &str =
+        "s3://training/adapters/recs-lora/recs-lora-catalog-20261203/output/model.tar.gz";
     const EXPORT: &str =
         "s3://training/catalog-snapshots/recs-lora/snapshot=2026-12-03/catalog-1.jsonl";
 
@@ -396,7 +428,7 @@ mod tests {
             arn: "arn:aws:sagemaker:us-east-1:1:training-job/recs-lora-catalog-20261203".into(),
             status: status.into(),
             failure_reason: (status == "Failed").then(|| "AlgorithmError: CUDA OOM".into()),
-            artifacts: Some("s3://training/adapters/recs-lora/out/model.tar.gz".into()),
+            artifacts: Some(MODEL.into()),
             metrics: BTreeMap::from([("validation_loss".into(), 0.29)]),
             tags: BTreeMap::from([
                 (tags::ADAPTER.into(), "recs-lora".into()),
@@ -415,6 +447,8 @@ mod tests {
             role_arn: Some("arn:aws:iam::123456789012:role/train".into()),
             trained_on: Some(EXPORT.into()),
             secondary_status: Some(status.into()),
+            image: Some("img:1".into()),
+            hyperparameters: BTreeMap::new(),
         }
     }
 
@@ -438,6 +472,7 @@ mod tests {
                 cutoff: Some("2025-09-01".into()),
             }),
             registered: None,
+            newer: vec![],
         }
     }
 
@@ -453,7 +488,7 @@ mod tests {
         assert!(!package.approve);
         assert_eq!(
             package.inference.containers[0].model_data_url.as_deref(),
-            Some("s3://training/adapters/recs-lora/out/model.tar.gz")
+            Some(MODEL)
         );
         for (k, v) in [
             ("catalog_snapshot_date", "2026-12-03"),
@@ -499,7 +534,16 @@ mod tests {
     fn a_job_not_started_by_the_scanner_is_never_registered() {
         let c = config();
         type Forge = fn(&mut JobEnd);
-        let cases: [(&str, Forge); 4] = [
+        let cases: [(&str, Forge); 6] = [
+            ("not TRAINING_IMAGE", |j| {
+                j.image = Some("evil:latest".into())
+            }),
+            ("not TRAINING_HYPERPARAMETERS", |j| {
+                j.hyperparameters.insert(
+                    "sagemaker_submit_directory".into(),
+                    "s3://evil/code.tgz".into(),
+                );
+            }),
             ("tag is", |j| {
                 j.tags
                     .insert(tags::SNAPSHOT_DATE.into(), "2099-01-01".into());
@@ -510,8 +554,8 @@ mod tests {
             ("not the export", |j| {
                 j.trained_on = Some("s3://elsewhere/data.jsonl".into())
             }),
-            ("are not under", |j| {
-                j.artifacts = Some("s3://elsewhere/model.tar.gz".into())
+            ("its model artifacts are", |j| {
+                j.artifacts = Some("s3://training/adapters/recs-lora/other/model.tar.gz".into())
             }),
         ];
         for (why, forge) in cases {
@@ -539,6 +583,15 @@ mod tests {
             "{}",
             d.reason
         );
+        // A newer version registered since (not serving yet), its cutoff written as a time.
+        let mut late = ended("Completed");
+        late.newer = vec![(
+            "arn:aws:sagemaker:us-east-1:1:model-package/recs/5".into(),
+            "2026-12-03T03:10:00Z".into(),
+        )];
+        let d = decide(&c, &late);
+        assert_eq!(d.outcome, Outcome::Superseded, "{}", d.reason);
+        assert!(d.reason.contains("recs/5"), "{}", d.reason);
 
         let mut silent = ended("Completed");
         silent.job.as_mut().unwrap().metrics.clear();
@@ -587,7 +640,7 @@ mod tests {
         assert!(
             decide(&c, &ended("Failed"))
                 .reason
-                .contains("attempt 2 of 3")
+                .contains("may start attempt 2 of 3")
         );
     }
 }

@@ -218,6 +218,11 @@ async fn job_ended(
         .await?;
     match summary.error.clone() {
         Some(e) => Err(e),
+        // A retry of a registration that failed for good: the event ends in the failed-
+        // invocations queue, to be redriven once a person has fixed the cause.
+        None if summary.outcome == Outcome::BackingOff => {
+            Err(Error::InvalidData(format!("{name}: {}", summary.reason)))
+        }
         None => Ok(summary),
     }
 }
