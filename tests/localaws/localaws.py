@@ -39,7 +39,9 @@ suite need that moto does not do:
   /_localaws/training-jobs) with its final metrics and failure reason.
 * SageMaker Runtime InvokeEndpoint (moto answers any name with static data): only an InService
   or Updating endpoint serves, a TargetVariant must be one of its variants, and the answer is
-  what POST /_localaws/invocations set for the endpoint (and variant); a status other than 200
+  what POST /_localaws/invocations set for the endpoint's variant, else for the model package the
+  variant's model was made from (a version answers the same wherever it serves), else for the
+  endpoint; a status other than 200
   comes back as SageMaker's 424 ModelError carrying it.
 
 Run: python localaws.py --port 0  -> prints `READY http://127.0.0.1:<port>` on stdout.
@@ -643,7 +645,9 @@ class LocalAws:
         """InvokeEndpoint as SageMaker Runtime answers it: only an InService or Updating endpoint
         serves, a TargetVariant must be one of its variants, and a container's status other
         than 200 comes back as a 424 ModelError carrying it. The answer is what the test set for
-        the endpoint and variant (POST /_localaws/invocations), else 200 with `{}`."""
+        the endpoint and variant, else for the model package the variant's model was made from
+        (what that version answers, wherever it serves), else for the endpoint (POST
+        /_localaws/invocations), else 200 with `{}`."""
         backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][region]
 
         def refused(message: str) -> Any:
@@ -661,7 +665,15 @@ class LocalAws:
         if target and target not in variants:
             return refused(f"Variant {target} not found for endpoint {name}.")
         variant = target or variants[0]
-        answer = self.invocations.get((name, variant)) or self.invocations.get((name, None)) or {}
+        model_name = next(v.get("ModelName") for v in config.production_variants if v["VariantName"] == variant)
+        model = backend._models.get(model_name)
+        package = ((model.primary_container or {}).get("ModelPackageName") if model else None) or ""
+        answer = (
+            self.invocations.get((name, variant))
+            or self.invocations.get(("package", package.lower()))
+            or self.invocations.get((name, None))
+            or {}
+        )
         status = int(answer.get("status", 200))
         text = answer.get("body", "{}")
         if status == 200:
@@ -1070,8 +1082,11 @@ class LocalAws:
                 queue._messages.clear()
             return self.json_response(start_response, "200 OK", {"messages": bodies})
         if path == "/_localaws/invocations":
-            # What an endpoint (one variant of it, or any) answers InvokeEndpoint with.
-            self.invocations[(body["endpoint"], body.get("variant"))] = body
+            # What an endpoint (one variant of it, or any) or a version answers InvokeEndpoint with.
+            if body.get("package"):
+                self.invocations[("package", body["package"].lower())] = body
+            else:
+                self.invocations[(body["endpoint"], body.get("variant"))] = body
             return self.json_response(start_response, "200 OK", {"ok": True})
         if path == "/_localaws/update-seconds":
             self.endpoints.update_seconds = float(body["seconds"])
