@@ -249,6 +249,14 @@ fn attempts_left(name: &str) -> String {
     }
 }
 
+/// A completed job of which no candidate is made: a person hears why.
+fn unregistered(name: &str, why: &str) -> Decision {
+    Decision::new(
+        Outcome::CandidateUnregistered,
+        format!("retraining job {name} completed, but {why}: no candidate registered"),
+    )
+}
+
 fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
     let name = &e.name;
     if let Some(arn) = &e.registered {
@@ -258,12 +266,7 @@ fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
         )
         .with_package(Some(arn.clone()));
     }
-    let unregistered = |why: String| {
-        Decision::new(
-            Outcome::CandidateUnregistered,
-            format!("retraining job {name} completed, but {why}: no candidate registered"),
-        )
-    };
+    let unregistered = |why: String| unregistered(name, &why);
     if job.artifacts.is_none() {
         return unregistered("it has no model artifacts".into());
     }
@@ -314,12 +317,7 @@ fn completed(c: &Config, e: &Ended, job: &JobEnd) -> Decision {
 /// registered since, knows (a late or redriven event never puts an older adapter ahead).
 fn refused(c: &Config, e: &Ended, base: &Base, job: &JobEnd, snapshot: &str) -> Option<Decision> {
     let name = &job.name;
-    let unregistered = |why: String| {
-        Decision::new(
-            Outcome::CandidateUnregistered,
-            format!("retraining job {name} completed, but {why}: no candidate registered"),
-        )
-    };
+    let unregistered = |why: String| unregistered(name, &why);
     if let Some(group) = c.package_group.as_ref().filter(|g| **g != base.group) {
         return Some(unregistered(format!(
             "the adapter endpoint serves a version of {}, not of ADAPTER_PACKAGE_GROUP {group}",
