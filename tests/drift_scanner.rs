@@ -663,6 +663,19 @@ async fn retraining_started(s: &Scenario) -> (Catalog<'_>, Scanner, String) {
     (catalog, scanner, r.training_job.unwrap())
 }
 
+/// The versions of the scenario's group, as the registry lists them.
+async fn group_packages(
+    s: &Scenario,
+) -> aws_sdk_sagemaker::operation::list_model_packages::ListModelPackagesOutput {
+    s.setup
+        .sagemaker
+        .list_model_packages()
+        .model_package_group_name(&s.group)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The local AWS ends a job as SageMaker would.
 fn end_job(name: &str, status: &str, metrics: Value, failure: Option<&str>) {
     local_aws().control(
@@ -681,14 +694,7 @@ async fn a_completed_retraining_becomes_one_candidate_package_with_its_lineage_a
 
     let d = job_ended(&s.fx, &scanner, &job, "Completed", "done").await;
     assert_eq!(d.outcome, Outcome::CandidateAwaitsApproval, "{}", d.reason);
-    let packages = s
-        .setup
-        .sagemaker
-        .list_model_packages()
-        .model_package_group_name(&s.group)
-        .send()
-        .await
-        .unwrap();
+    let packages = group_packages(&s).await;
     assert_eq!(
         packages.model_package_summary_list().len(),
         2,
@@ -753,14 +759,7 @@ async fn two_deliveries_at_once_register_one_package() {
         a.outcome == Outcome::CandidateAwaitsApproval
             || b.outcome == Outcome::CandidateAwaitsApproval
     );
-    let packages = s
-        .setup
-        .sagemaker
-        .list_model_packages()
-        .model_package_group_name(&s.group)
-        .send()
-        .await
-        .unwrap();
+    let packages = group_packages(&s).await;
     assert_eq!(
         packages.model_package_summary_list().len(),
         2,

@@ -16,46 +16,12 @@ pub(super) fn ensure(obs: &Observed, mut d: Decision) -> Decision {
     let (Some(declared), Some(now)) = (&obs.target.capacity, &obs.capacity) else {
         return d;
     };
-    let Some(ep) = obs
-        .endpoint
-        .as_ref()
-        .filter(|e| e.status == EndpointStatus::InService)
-    else {
+    let Some(id) = ours_now(obs, &d) else {
         return d;
     };
-    let variant = &obs.target.variant;
-    let busy = [
-        ActionKind::UpdateEndpoint,
-        ActionKind::CreateEndpoint,
-        ActionKind::DeregisterScaling,
-        ActionKind::RestoreScaling,
-    ]
-    .iter()
-    .any(|k| d.plan.has(*k));
-    // A deployment that deregistered autoscaling restores it itself; a variant the endpoint does
-    // not have (a canary's way, an adopted endpoint) is not the target's to scale.
-    let deregistered = obs.open_deployment().is_some_and(|r| r.scaling.is_some());
-    if busy || deregistered || !ep.variants.iter().any(|v| &v.name == variant) {
-        return d;
-    }
-    let id = scaling::resource_id(&ep.name, variant);
     let mut want = declared.desired(&id, POLICY);
     let schedules = declared.desired_schedules(SCHEDULE_PREFIX);
-    // Schedules move the bounds by design: a registered target keeps the bounds they set and is
-    // not registered again, unless no declared bound explains them (a hand change). Registered
-    // then, a schedule firing between the read and the write is undone until its next firing.
-    let mut register = true;
-    let mut unexplained = None;
-    if let (false, Some(live)) = (schedules.is_empty(), &now.scaling) {
-        (want.min, want.max) = declared.within_declared(live.min, live.max);
-        register = (want.min, want.max) != (live.min, live.max);
-        unexplained = register.then(|| {
-            format!(
-                "bounds {}-{} -> {}-{} (no declared schedule sets them)",
-                live.min, live.max, want.min, want.max
-            )
-        });
-    }
+    let (register, unexplained) = bounds(declared, &mut want, !schedules.is_empty(), now);
     let mut diffs = capacity::differences(&want, &schedules, now.scaling.as_ref(), &now.schedules);
     diffs.extend(unexplained);
     let stale: Vec<String> = now
@@ -92,6 +58,53 @@ pub(super) fn ensure(obs: &Observed, mut d: Decision) -> Decision {
         why,
     );
     d
+}
+
+/// The variant's scalable resource id, when its autoscaling is the target's to keep now: the
+/// endpoint InService, nothing in the plan moving autoscaling, no deployment that deregistered
+/// it (it restores it itself), and the variant on the endpoint (not a canary's way, not an
+/// adopted endpoint's).
+fn ours_now(obs: &Observed, d: &Decision) -> Option<String> {
+    let ep = obs
+        .endpoint
+        .as_ref()
+        .filter(|e| e.status == EndpointStatus::InService)?;
+    let variant = &obs.target.variant;
+    let busy = [
+        ActionKind::UpdateEndpoint,
+        ActionKind::CreateEndpoint,
+        ActionKind::DeregisterScaling,
+        ActionKind::RestoreScaling,
+    ]
+    .iter()
+    .any(|k| d.plan.has(*k));
+    let deregistered = obs.open_deployment().is_some_and(|r| r.scaling.is_some());
+    let has_variant = ep.variants.iter().any(|v| &v.name == variant);
+    (!busy && !deregistered && has_variant).then(|| scaling::resource_id(&ep.name, variant))
+}
+
+/// The bounds to put: with schedules, a registered target keeps those they set and is not
+/// registered again, unless no declared bound explains them (a hand change, named). Registered
+/// then, a schedule firing between the read and the write is undone until its next firing.
+/// Whether to register, and the hand change.
+fn bounds(
+    declared: &capacity::Capacity,
+    want: &mut scaling::Snapshot,
+    scheduled: bool,
+    now: &capacity::CapacityNow,
+) -> (bool, Option<String>) {
+    let (true, Some(live)) = (scheduled, &now.scaling) else {
+        return (true, None);
+    };
+    (want.min, want.max) = declared.within_declared(live.min, live.max);
+    if (want.min, want.max) == (live.min, live.max) {
+        return (false, None);
+    }
+    let change = format!(
+        "bounds {}-{} -> {}-{} (no declared schedule sets them)",
+        live.min, live.max, want.min, want.max
+    );
+    (true, Some(change))
 }
 
 #[cfg(test)]
